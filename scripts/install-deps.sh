@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the demo need on a fresh Debian machine with only Rust:
+# protoc and its well-known .proto files (etcd-client's build), Debian's etcd 3.4 (server + etcdctl), rpm (to inspect .rpm files),
+# and the tansu Kafka-protocol broker pinned at 0.6.0. Every step is skipped when already done.
+set -euo pipefail
+
+need_apt=()
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+# etcd-client's build also needs protoc's well-known types (descriptor.proto), which Debian ships
+# in libprotobuf-dev, a mere Recommends of protobuf-compiler.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+command -v rpm >/dev/null 2>&1 || need_apt+=(rpm)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  # etcd-server's postinst tries to start a system etcd; we never use it, so keep it from starting.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+  pkill -x etcd >/dev/null 2>&1 || true
+fi
+
+TANSU_VERSION=0.6.0
+if ! { [ -x "$HOME/.cargo/bin/tansu" ] && "$HOME/.cargo/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; }; then
+  echo "install-deps: cargo install tansu $TANSU_VERSION (about 9 minutes on 2 cores, once per machine)"
+  cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,libsql
+fi
+echo "install-deps: ok (protoc, etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), tansu $TANSU_VERSION)"

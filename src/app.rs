@@ -1,0 +1,149 @@
+//! Wiring: builds every part from the settings, runs them, and shuts them down in order.
+//!
+//! Shutdown order, each step bounded: stop reading (config source, reconciler, tailers) → stop feeding
+//! the producer → flush deliveries within `shutdown.grace` → final checkpoint of what was acknowledged.
+//! Records not acknowledged by then are read again at the next start; nothing in between is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::checkpoint::CheckpointStore;
+use crate::config_source::{ConfigSource, SourceStatus};
+use crate::reconcile::{self, Supervisor};
+use crate::registry::{self, Registry};
+use crate::settings::Settings;
+use crate::sink::Sink;
+use crate::tail::discover::Shared;
+use crate::tail::watch::WatchHub;
+use crate::tail::TailOptions;
+use crate::telemetry::Metrics;
+
+#[derive(thiserror::Error, Debug)]
+pub enum AppError {
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+}
+
+/// Handles a running agent exposes (metrics endpoint, status publisher, tests).
+#[derive(Clone)]
+pub struct Handles {
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub source_status: watch::Receiver<SourceStatus>,
+    pub kafka_reachable: Arc<std::sync::atomic::AtomicBool>,
+    pub ip: String,
+    pub key: String,
+}
+
+/// Runs the agent until `shutdown` is cancelled, then shuts down in order.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
+    let (ip, why) = crate::host::agent_ip(settings.agent.ip);
+    let key = crate::settings::EtcdSettings::render_key(&settings.etcd.key_template, &ip.to_string(), &settings.agent.hostname);
+    info!(%ip, key, "agent identity ({why})");
+
+    let (store, loaded) = CheckpointStore::open(&settings.agent.state_dir)?;
+    if let Some(aside) = &loaded.set_aside {
+        error!(moved_to = %aside.moved_to.display(), "checkpoint file was unreadable and was set aside ({}); files are matched again by identity", aside.reason);
+    }
+    info!(path = %store.path().display(), files = loaded.files.len(), "checkpoint loaded");
+    let store = Arc::new(store);
+    let metrics = Metrics::new(settings.http.per_file_metrics);
+    let registry = Registry::new(loaded.files, metrics.clone());
+
+    let sink = Sink::new(&settings.kafka.librdkafka_properties(), metrics.clone())?;
+    let producer = sink.producer();
+    let kafka_reachable = sink.reachable.clone();
+    let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
+
+    let t = &settings.tail;
+    let shared = Arc::new(Shared {
+        registry: registry.clone(),
+        hub: WatchHub::new(),
+        metrics: metrics.clone(),
+        tx,
+        opts: TailOptions {
+            poll_interval: t.poll_interval,
+            read_buffer_bytes: t.read_buffer_bytes,
+            max_line_bytes: t.max_line_bytes,
+            partial_line_timeout: t.partial_line_timeout,
+            rotated_idle_timeout: t.rotated_idle_timeout,
+            batch_max_lines: t.batch_max_lines,
+            skip_empty_lines: t.skip_empty_lines,
+        },
+        glob_rescan: t.glob_rescan,
+        hostname: settings.agent.hostname.clone(),
+        max_open_files: t.max_open_files,
+    });
+
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let (status_tx, status_rx) = watch::channel(SourceStatus::default());
+    let source = ConfigSource {
+        settings: settings.etcd.clone(),
+        key: key.clone(),
+        state_dir: settings.agent.state_dir.clone(),
+        metrics: metrics.clone(),
+        desired: desired_tx,
+        status: status_tx,
+    };
+    let _handles = Handles {
+        metrics: metrics.clone(),
+        registry: registry.clone(),
+        source_status: status_rx,
+        kafka_reachable,
+        ip: ip.to_string(),
+        key: key.clone(),
+    };
+
+    let reading = CancellationToken::new();
+    let sink_stop = CancellationToken::new();
+    let ck_stop = CancellationToken::new();
+    let source_task = tokio::spawn(source.run(reading.clone()));
+    let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
+    let reconcile_task = tokio::spawn(reconcile::run(supervisor, desired_rx, reading.clone()));
+    drop(shared);
+    let sink_task = tokio::spawn(sink.run(rx, sink_stop.clone()));
+    let ck_task = tokio::spawn(registry::run_checkpointer(
+        registry.clone(),
+        store.clone(),
+        settings.checkpoint.interval,
+        settings.checkpoint.gone_retention,
+        ck_stop.clone(),
+    ));
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    shutdown.cancelled().await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let grace = settings.shutdown.grace;
+    let started = tokio::time::Instant::now();
+    info!(grace_ms = grace.as_millis() as u64, "shutting down: stop reading → flush deliveries → final checkpoint");
+
+    reading.cancel();
+    let stopped = tokio::time::timeout(grace, async {
+        let _ = source_task.await;
+        let _ = reconcile_task.await;
+    })
+    .await;
+    if stopped.is_err() {
+        warn!("tailers did not stop within the grace period; continuing shutdown");
+    }
+    sink_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink_task).await;
+    let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+    let unacked = Sink::flush(producer, left).await;
+    if unacked > 0 {
+        warn!(unacked, "records not acknowledged by the deadline; they will be read again at the next start");
+    } else {
+        info!("all records handed to Kafka were acknowledged");
+    }
+    ck_stop.cancel();
+    let _ = ck_task.await;
+    registry::write_checkpoint(&registry, &store, settings.checkpoint.gone_retention).await;
+    info!("final checkpoint written; bye");
+    Ok(())
+}

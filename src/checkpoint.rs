@@ -1,0 +1,865 @@
+//! The checkpoint store: the acknowledged read position of every physical file, kept in
+//! `<state_dir>/checkpoints.json` as versioned JSON and replaced atomically.
+//!
+//! A damaged checkpoint file never stops the agent: it is set aside for inspection and reported,
+//! and the agent carries on without it. A leftover temp file from a crash between fsync and rename
+//! holds the newest state, so it is preferred when it is complete.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
+
+/// The on-disk format version this agent reads and writes.
+pub const VERSION: u32 = 1;
+/// The largest prefix a fingerprint may cover.
+pub const MAX_FINGERPRINT_LEN: u32 = 1024;
+/// How many bytes before the offset `tail_hash` covers (fewer when the offset is smaller).
+pub const TAIL_HASH_LEN: u64 = 32;
+
+const FILE_NAME: &str = "checkpoints.json";
+
+/// What is known about one physical file the agent has read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCheckpoint {
+    pub dev: u64,
+    pub ino: u64,
+    /// `fingerprint_hex` of the file's first `fingerprint_len` bytes ("" when the file was empty).
+    pub fingerprint: String,
+    /// At most `MAX_FINGERPRINT_LEN`.
+    pub fingerprint_len: u32,
+    /// The last path the file was seen at.
+    pub path: PathBuf,
+    pub topic: String,
+    /// Acknowledged offset: every byte before it has been delivered.
+    pub offset: u64,
+    /// `fingerprint_hex` of the (up to) `TAIL_HASH_LEN` bytes just before `offset`
+    /// ("" when `offset` is 0).
+    pub tail_hash: String,
+    /// Unix milliseconds of the last change.
+    pub updated_ms: u64,
+    /// Unix milliseconds at which the file was found gone (and fully shipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gone_since_ms: Option<u64>,
+}
+
+/// What `CheckpointStore::open` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    pub files: Vec<FileCheckpoint>,
+    /// A damaged checkpoint file that was moved out of the way.
+    pub set_aside: Option<SetAside>,
+    /// What became of a `checkpoints.json.tmp` left by an interrupted save.
+    pub leftover_tmp: Option<LeftoverTmp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetAside {
+    pub moved_to: PathBuf,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeftoverTmp {
+    /// It was complete and at least as new as the checkpoint file, so it replaced it.
+    Recovered,
+    /// It was torn or older than the checkpoint file, so it was deleted.
+    Discarded { reason: String },
+}
+
+/// Why bytes are not a valid version-1 checkpoint document (or entries cannot be written as one).
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("empty file")]
+    Empty,
+    #[error("not valid JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("top level is not a JSON object")]
+    NotAnObject,
+    #[error("missing or non-integer \"version\"")]
+    MissingVersion,
+    #[error("unsupported checkpoint format version {found} (this agent reads version {VERSION})")]
+    UnsupportedVersion { found: u64 },
+    #[error("wrong shape for a version {VERSION} checkpoint: {0}")]
+    Shape(serde_json::Error),
+    #[error("entry {index} ({path}): {problem}")]
+    InvalidEntry {
+        index: usize,
+        path: String,
+        problem: String,
+    },
+    #[error("cannot encode checkpoints: {0}")]
+    Encode(serde_json::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot create state directory {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot rename {} to {}: {source}", from.display(), to.display())]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("cannot remove {}: {source}", path.display())]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("cannot sync the directory of {}: {source}", path.display())]
+    SyncDir { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("refusing to write {}: {source}", path.display())]
+    Invalid { path: PathBuf, source: FormatError },
+}
+
+#[derive(Serialize)]
+struct DocumentOut<'a> {
+    version: u32,
+    files: Vec<&'a FileCheckpoint>,
+}
+
+#[derive(Deserialize)]
+struct DocumentIn {
+    #[allow(dead_code)] // checked from the untyped value before this shape is parsed
+    version: u32,
+    files: Vec<FileCheckpoint>,
+}
+
+/// xxh3_64 as 16 lowercase hex digits; "" for empty input, so that an empty prefix has no hash
+/// that could be mistaken for content.
+pub fn fingerprint_hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        String::new()
+    } else {
+        format!("{:016x}", xxh3_64(bytes))
+    }
+}
+
+/// Drops entries whose file has been gone for longer than `retention_ms`; returns how many.
+/// The caller sets `gone_since_ms` only once a vanished file is fully shipped, so nothing
+/// still owed to Kafka is forgotten here.
+pub fn expire_gone(files: &mut Vec<FileCheckpoint>, now_ms: u64, retention_ms: u64) -> usize {
+    let before = files.len();
+    files.retain(|f| match f.gone_since_ms {
+        None => true,
+        // saturating: a clock stepped backwards must not expire anything early
+        Some(gone) => now_ms.saturating_sub(gone) <= retention_ms,
+    });
+    before - files.len()
+}
+
+/// Serializes entries as the version-1 document: pretty JSON (2-space indent) with a trailing
+/// newline, entries sorted by identity so that unchanged state gives unchanged bytes.
+pub fn encode(files: &[FileCheckpoint]) -> Result<Vec<u8>, FormatError> {
+    for (index, file) in files.iter().enumerate() {
+        check_entry(index, file)?;
+    }
+    let mut sorted: Vec<&FileCheckpoint> = files.iter().collect();
+    // An inode reused by a new file can briefly coexist with the old file's entry, so (dev, ino)
+    // alone is not unique; the rest of the key keeps the order total.
+    sorted.sort_by(|a, b| {
+        (a.dev, a.ino, &a.fingerprint, &a.path, a.offset).cmp(&(
+            b.dev,
+            b.ino,
+            &b.fingerprint,
+            &b.path,
+            b.offset,
+        ))
+    });
+    let doc = DocumentOut {
+        version: VERSION,
+        files: sorted,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&doc).map_err(FormatError::Encode)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Parses a version-1 document. Does not touch the file system, so `status`-style readers can
+/// use it without moving anything.
+pub fn decode(bytes: &[u8]) -> Result<Vec<FileCheckpoint>, FormatError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(FormatError::Empty);
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(FormatError::Json)?;
+    let object = value.as_object().ok_or(FormatError::NotAnObject)?;
+    // The version is checked before the shape so that a newer format is reported as such
+    // rather than as a confusing shape error.
+    let version = object
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or(FormatError::MissingVersion)?;
+    if version != u64::from(VERSION) {
+        return Err(FormatError::UnsupportedVersion { found: version });
+    }
+    let doc: DocumentIn = serde_json::from_value(value).map_err(FormatError::Shape)?;
+    for (index, file) in doc.files.iter().enumerate() {
+        check_entry(index, file)?;
+    }
+    Ok(doc.files)
+}
+
+fn check_entry(index: usize, file: &FileCheckpoint) -> Result<(), FormatError> {
+    let problem = if file.fingerprint_len > MAX_FINGERPRINT_LEN {
+        Some(format!(
+            "fingerprint_len {} exceeds {MAX_FINGERPRINT_LEN}",
+            file.fingerprint_len
+        ))
+    } else if !hash_matches_len(&file.fingerprint, u64::from(file.fingerprint_len)) {
+        Some(format!(
+            "fingerprint {:?} does not fit fingerprint_len {} (16 lowercase hex digits, \"\" only for 0)",
+            file.fingerprint, file.fingerprint_len
+        ))
+    } else if !hash_matches_len(&file.tail_hash, file.offset) {
+        Some(format!(
+            "tail_hash {:?} does not fit offset {} (16 lowercase hex digits, \"\" only for 0)",
+            file.tail_hash, file.offset
+        ))
+    } else if file.path.to_str().is_none() {
+        Some("path is not valid UTF-8".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(FormatError::InvalidEntry {
+            index,
+            path: file.path.display().to_string(),
+            problem,
+        }),
+    }
+}
+
+fn hash_matches_len(hash: &str, covered: u64) -> bool {
+    if covered == 0 {
+        hash.is_empty()
+    } else {
+        hash.len() == 16 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    }
+}
+
+/// Reads and writes `<state_dir>/checkpoints.json`.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    path: PathBuf,
+}
+
+struct Candidate {
+    decoded: Result<Vec<FileCheckpoint>, FormatError>,
+    modified: Option<SystemTime>,
+}
+
+impl CheckpointStore {
+    /// Loads the stored checkpoints, creating `state_dir` if needed.
+    ///
+    /// A leftover `checkpoints.json.tmp` that parses and is at least as new (by mtime) as
+    /// `checkpoints.json` replaces it; any other leftover tmp is deleted. A torn or corrupt
+    /// `checkpoints.json` (bad JSON, unknown version, wrong shape, invalid entry) is renamed to
+    /// `checkpoints.json.corrupt-<unix_ms>` and reported in `Loaded::set_aside`. Only I/O errors
+    /// are errors.
+    pub fn open(state_dir: &Path) -> Result<(CheckpointStore, Loaded), CheckpointError> {
+        fs::create_dir_all(state_dir).map_err(|source| CheckpointError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let store = CheckpointStore {
+            path: state_dir.join(FILE_NAME),
+        };
+        let loaded = store.load()?;
+        Ok((store, loaded))
+    }
+
+    /// Replaces the stored checkpoints with `files`, atomically.
+    pub fn save(&self, files: &[FileCheckpoint]) -> Result<(), CheckpointError> {
+        let bytes = encode(files).map_err(|source| CheckpointError::Invalid {
+            path: self.path.clone(),
+            source,
+        })?;
+        write_atomic(&self.path, &bytes).map_err(|source| CheckpointError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The checkpoint file (`<state_dir>/checkpoints.json`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load(&self) -> Result<Loaded, CheckpointError> {
+        let tmp = tmp_path(&self.path);
+        let main = read_candidate(&self.path)?;
+        let leftover = read_candidate(&tmp)?;
+        let mut touched_dir = false;
+
+        let (main_files, set_aside) = match main {
+            None => (None, None),
+            Some(Candidate {
+                decoded: Ok(files),
+                modified,
+            }) => (Some((files, modified)), None),
+            Some(Candidate {
+                decoded: Err(reason),
+                ..
+            }) => {
+                let moved_to = self.set_aside()?;
+                touched_dir = true;
+                let reason = reason.to_string();
+                (None, Some(SetAside { moved_to, reason }))
+            }
+        };
+
+        let (files, leftover_tmp) = match (leftover, main_files) {
+            (None, main_files) => (main_files.map(|(f, _)| f).unwrap_or_default(), None),
+            (Some(tmp_candidate), main_files) => {
+                touched_dir = true;
+                match (tmp_candidate.decoded, main_files) {
+                    (Err(reason), main_files) => {
+                        self.remove(&tmp)?;
+                        let reason = format!("torn or corrupt: {reason}");
+                        let files = main_files.map(|(f, _)| f).unwrap_or_default();
+                        (files, Some(LeftoverTmp::Discarded { reason }))
+                    }
+                    (Ok(_), Some((files, main_modified)))
+                        if is_older(tmp_candidate.modified, main_modified) =>
+                    {
+                        self.remove(&tmp)?;
+                        let reason = format!("older than {}", self.path.display());
+                        (files, Some(LeftoverTmp::Discarded { reason }))
+                    }
+                    (Ok(files), _) => {
+                        fs::rename(&tmp, &self.path).map_err(|source| CheckpointError::Rename {
+                            from: tmp.clone(),
+                            to: self.path.clone(),
+                            source,
+                        })?;
+                        (files, Some(LeftoverTmp::Recovered))
+                    }
+                }
+            }
+        };
+
+        if touched_dir {
+            sync_parent_dir(&self.path).map_err(|source| CheckpointError::SyncDir {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(Loaded {
+            files,
+            set_aside,
+            leftover_tmp,
+        })
+    }
+
+    fn set_aside(&self) -> Result<PathBuf, CheckpointError> {
+        // Bump the suffix rather than overwrite an earlier set-aside file: each one is evidence.
+        let mut ms = unix_ms_now();
+        let moved_to = loop {
+            let mut name = self.path.clone().into_os_string();
+            name.push(format!(".corrupt-{ms}"));
+            let candidate = PathBuf::from(name);
+            if fs::symlink_metadata(&candidate).is_err() {
+                break candidate;
+            }
+            ms += 1;
+        };
+        fs::rename(&self.path, &moved_to).map_err(|source| CheckpointError::Rename {
+            from: self.path.clone(),
+            to: moved_to.clone(),
+            source,
+        })?;
+        Ok(moved_to)
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), CheckpointError> {
+        fs::remove_file(path).map_err(|source| CheckpointError::Remove {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// An unknown mtime counts as not older: the tmp is the last thing a save wrote.
+fn is_older(tmp: Option<SystemTime>, main: Option<SystemTime>) -> bool {
+    matches!((tmp, main), (Some(t), Some(m)) if t < m)
+}
+
+fn read_candidate(path: &Path) -> Result<Option<Candidate>, CheckpointError> {
+    let read_err = |source| CheckpointError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    let modified = file.metadata().and_then(|m| m.modified()).ok();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(read_err)?;
+    Ok(Some(Candidate {
+        decoded: decode(&bytes),
+        modified,
+    }))
+}
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    const GOLDEN: &str = include_str!("../tests/golden/checkpoint_v1.json");
+
+    fn entry(
+        dev: u64,
+        ino: u64,
+        path: &str,
+        head: &[u8],
+        tail: &[u8],
+        offset: u64,
+    ) -> FileCheckpoint {
+        FileCheckpoint {
+            dev,
+            ino,
+            fingerprint: fingerprint_hex(head),
+            fingerprint_len: u32::try_from(head.len()).unwrap(),
+            path: PathBuf::from(path),
+            topic: "web_log".to_owned(),
+            offset,
+            tail_hash: fingerprint_hex(tail),
+            updated_ms: 1_767_322_800_000,
+            gone_since_ms: None,
+        }
+    }
+
+    /// The value the golden file holds, listed out of order to exercise sorting.
+    fn golden_value() -> Vec<FileCheckpoint> {
+        let empty = FileCheckpoint {
+            topic: "app_log".to_owned(),
+            updated_ms: 1_767_322_801_500,
+            ..entry(2049, 262_144, "/var/log/app/app.log", b"", b"", 0)
+        };
+        let current = entry(
+            2049,
+            131_075,
+            "/var/log/nginx/access.log",
+            b"10.0.0.7 - - [02/Jan/2026:03:00:00 +0000] \"GET / HTTP/1.1\" 200 612\n",
+            b"\"GET /health HTTP/1.1\" 200 2\n",
+            5120,
+        );
+        let rotated = FileCheckpoint {
+            updated_ms: 1_767_319_200_000,
+            gone_since_ms: Some(1_767_320_000_000),
+            ..entry(
+                2049,
+                131_074,
+                "/var/log/nginx/access.log.1",
+                b"10.0.0.9 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 200 612\n",
+                b"\"GET /favicon.ico HTTP/1.1\" 404 0\n",
+                1_048_576,
+            )
+        };
+        vec![empty, current, rotated]
+    }
+
+    fn sorted(mut files: Vec<FileCheckpoint>) -> Vec<FileCheckpoint> {
+        files.sort_by_key(|f| (f.dev, f.ino));
+        files
+    }
+
+    fn open(dir: &Path) -> (CheckpointStore, Loaded) {
+        CheckpointStore::open(dir).unwrap()
+    }
+
+    fn dir_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn fingerprint_hex_is_16_lowercase_hex_or_empty() {
+        assert_eq!(fingerprint_hex(b""), "");
+        let h = fingerprint_hex(b"hello\n");
+        assert_eq!(h.len(), 16);
+        assert!(h
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(h, fingerprint_hex(b"hello"));
+    }
+
+    #[test]
+    fn golden_file_parses_to_known_value() {
+        assert_eq!(decode(GOLDEN.as_bytes()).unwrap(), sorted(golden_value()));
+    }
+
+    #[test]
+    fn encoding_known_value_matches_golden_byte_for_byte() {
+        let bytes = encode(&golden_value()).unwrap();
+        assert_eq!(String::from_utf8(bytes).unwrap(), GOLDEN);
+    }
+
+    #[test]
+    fn missing_file_loads_empty_and_creates_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a").join("b");
+        let (store, loaded) = open(&state);
+        assert_eq!(
+            loaded,
+            Loaded {
+                files: vec![],
+                set_aside: None,
+                leftover_tmp: None
+            }
+        );
+        assert_eq!(store.path(), state.join("checkpoints.json"));
+        assert!(dir_names(&state).is_empty());
+    }
+
+    #[test]
+    fn save_then_open_round_trips_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        store.save(&golden_value()).unwrap();
+        assert_eq!(fs::read_to_string(store.path()).unwrap(), GOLDEN);
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, sorted(golden_value()));
+        assert_eq!(loaded.set_aside, None);
+        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+    }
+
+    #[test]
+    fn reused_inode_entries_keep_a_stable_order() {
+        let old = FileCheckpoint {
+            gone_since_ms: Some(5),
+            ..entry(1, 7, "/l/a.log.1", b"old head", b"old tail", 9)
+        };
+        let new = entry(1, 7, "/l/a.log", b"new head", b"new tail", 9);
+        let forward = encode(&[old.clone(), new.clone()]).unwrap();
+        assert_eq!(forward, encode(&[new, old]).unwrap());
+        assert_eq!(decode(&forward).unwrap().len(), 2);
+    }
+
+    fn assert_set_aside(content: &[u8], reason_contains: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.json");
+        fs::write(&path, content).unwrap();
+        let (store, loaded) = open(dir.path());
+        assert!(loaded.files.is_empty());
+        let set_aside = loaded.set_aside.expect("corrupt file must be set aside");
+        assert!(
+            set_aside.reason.contains(reason_contains),
+            "reason {:?} lacks {reason_contains:?}",
+            set_aside.reason
+        );
+        let moved_name = set_aside.moved_to.file_name().unwrap().to_str().unwrap();
+        let ms = moved_name
+            .strip_prefix("checkpoints.json.corrupt-")
+            .unwrap();
+        assert!(ms.parse::<u64>().unwrap() > 1_700_000_000_000);
+        assert_eq!(set_aside.moved_to.parent(), Some(dir.path()));
+        assert_eq!(fs::read(&set_aside.moved_to).unwrap(), content);
+        assert!(!path.exists());
+
+        store.save(&golden_value()).unwrap();
+        let (_, reloaded) = open(dir.path());
+        assert_eq!(reloaded.files, sorted(golden_value()));
+        assert_eq!(reloaded.set_aside, None);
+    }
+
+    #[test]
+    fn truncated_json_is_set_aside() {
+        assert_set_aside(&GOLDEN.as_bytes()[..GOLDEN.len() / 2], "not valid JSON");
+    }
+
+    #[test]
+    fn binary_garbage_is_set_aside() {
+        assert_set_aside(&[0xff, 0x00, 0xfe, 0x7b, 0x80, 0x01], "not valid JSON");
+    }
+
+    #[test]
+    fn empty_file_is_set_aside() {
+        assert_set_aside(b"", "empty file");
+    }
+
+    #[test]
+    fn zero_filled_file_is_set_aside() {
+        // What a file whose data never reached the disk can look like after a power loss.
+        assert_set_aside(&[0u8; 64], "not valid JSON");
+    }
+
+    #[test]
+    fn future_version_is_set_aside_not_misread() {
+        let v2 = GOLDEN.replace("\"version\": 1", "\"version\": 2");
+        assert_set_aside(v2.as_bytes(), "unsupported checkpoint format version 2");
+    }
+
+    #[test]
+    fn missing_version_is_set_aside() {
+        assert_set_aside(br#"{"files":[]}"#, "missing or non-integer \"version\"");
+    }
+
+    #[test]
+    fn wrong_shape_is_set_aside() {
+        assert_set_aside(br#"[1,2,3]"#, "not a JSON object");
+        assert_set_aside(br#"{"version":1,"files":{}}"#, "wrong shape");
+        let no_offset = GOLDEN.replace("\"offset\": 5120,", "");
+        assert_set_aside(no_offset.as_bytes(), "missing field `offset`");
+    }
+
+    #[test]
+    fn invalid_entry_is_set_aside() {
+        let huge = GOLDEN.replacen("\"fingerprint_len\": 0", "\"fingerprint_len\": 4096", 1);
+        assert_ne!(huge, GOLDEN);
+        assert_set_aside(huge.as_bytes(), "fingerprint_len 4096 exceeds 1024");
+    }
+
+    #[test]
+    fn repeated_set_asides_keep_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints.json");
+        fs::write(&path, b"first {").unwrap();
+        let (_, first) = open(dir.path());
+        fs::write(&path, b"second {").unwrap();
+        let (_, second) = open(dir.path());
+        let first = first.set_aside.unwrap().moved_to;
+        let second = second.set_aside.unwrap().moved_to;
+        assert_ne!(first, second);
+        assert_eq!(fs::read(first).unwrap(), b"first {");
+        assert_eq!(fs::read(second).unwrap(), b"second {");
+    }
+
+    #[test]
+    fn leftover_valid_tmp_is_preferred_and_promoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let older = vec![entry(1, 1, "/l/a.log", b"head", b"tail", 10)];
+        store.save(&older).unwrap();
+        let newer = vec![entry(1, 1, "/l/a.log", b"head", b"tail2", 20)];
+        fs::write(tmp_path(store.path()), encode(&newer).unwrap()).unwrap();
+
+        let (store, loaded) = open(dir.path());
+        assert_eq!(loaded.files, newer);
+        assert_eq!(loaded.leftover_tmp, Some(LeftoverTmp::Recovered));
+        assert_eq!(loaded.set_aside, None);
+        assert_eq!(fs::read(store.path()).unwrap(), encode(&newer).unwrap());
+        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+    }
+
+    #[test]
+    fn leftover_valid_tmp_without_main_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![entry(3, 4, "/l/b.log", b"h", b"t", 1)];
+        fs::write(
+            dir.path().join("checkpoints.json.tmp"),
+            encode(&files).unwrap(),
+        )
+        .unwrap();
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, files);
+        assert_eq!(loaded.leftover_tmp, Some(LeftoverTmp::Recovered));
+        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+    }
+
+    #[test]
+    fn leftover_tmp_older_than_main_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let current = vec![entry(1, 1, "/l/a.log", b"head", b"tail", 30)];
+        store.save(&current).unwrap();
+        let tmp = tmp_path(store.path());
+        let stale = vec![entry(1, 1, "/l/a.log", b"head", b"tail", 10)];
+        fs::write(&tmp, encode(&stale).unwrap()).unwrap();
+        let past = SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, current);
+        assert!(matches!(
+            loaded.leftover_tmp,
+            Some(LeftoverTmp::Discarded { ref reason }) if reason.starts_with("older than")
+        ));
+        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+    }
+
+    #[test]
+    fn leftover_torn_tmp_is_ignored_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        store.save(&golden_value()).unwrap();
+        fs::write(tmp_path(store.path()), &GOLDEN.as_bytes()[..100]).unwrap();
+
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, sorted(golden_value()));
+        assert_eq!(loaded.set_aside, None);
+        assert!(matches!(
+            loaded.leftover_tmp,
+            Some(LeftoverTmp::Discarded { ref reason }) if reason.contains("not valid JSON")
+        ));
+        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+    }
+
+    #[test]
+    fn corrupt_main_with_valid_tmp_uses_tmp_and_sets_main_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("checkpoints.json"), b"{\"vers").unwrap();
+        let files = vec![entry(9, 9, "/l/c.log", b"h", b"t", 5)];
+        fs::write(
+            dir.path().join("checkpoints.json.tmp"),
+            encode(&files).unwrap(),
+        )
+        .unwrap();
+
+        let (store, loaded) = open(dir.path());
+        assert_eq!(loaded.files, files);
+        assert_eq!(loaded.leftover_tmp, Some(LeftoverTmp::Recovered));
+        let moved_to = loaded.set_aside.unwrap().moved_to;
+        assert_eq!(fs::read(moved_to).unwrap(), b"{\"vers");
+        assert_eq!(fs::read(store.path()).unwrap(), encode(&files).unwrap());
+    }
+
+    #[test]
+    fn expire_gone_drops_only_entries_gone_past_retention() {
+        let live = entry(1, 1, "/l/live", b"h", b"t", 1);
+        let gone_at = |ino, ms| FileCheckpoint {
+            gone_since_ms: Some(ms),
+            ..entry(1, ino, "/l/gone", b"h", b"t", 1)
+        };
+        let mut files = vec![
+            live.clone(),
+            gone_at(2, 1_000),  // gone 9_000 ms: expired
+            gone_at(3, 5_000),  // gone exactly the retention: kept
+            gone_at(4, 9_000),  // recent: kept
+            gone_at(5, 20_000), // in the future (clock stepped back): kept
+        ];
+        assert_eq!(expire_gone(&mut files, 10_000, 5_000), 1);
+        let inos: Vec<u64> = files.iter().map(|f| f.ino).collect();
+        assert_eq!(inos, [1, 3, 4, 5]);
+        assert_eq!(expire_gone(&mut files, 10_001, 5_000), 1);
+        assert_eq!(expire_gone(&mut files, 10_001, 5_000), 0);
+        assert_eq!(files.len(), 3);
+        assert_eq!(files[0], live);
+    }
+
+    #[test]
+    fn save_into_removed_dir_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (store, _) = open(&state);
+        fs::remove_dir(&state).unwrap();
+        let err = store.save(&golden_value()).unwrap_err();
+        assert!(matches!(err, CheckpointError::Write { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&*store.path().to_string_lossy()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn save_refuses_entries_it_could_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let bad = FileCheckpoint {
+            tail_hash: "XYZ".to_owned(),
+            ..entry(1, 1, "/l/a.log", b"h", b"t", 3)
+        };
+        let err = store.save(&[bad]).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("tail_hash \"XYZ\""), "{message}");
+        assert!(message.contains("/l/a.log"), "{message}");
+        assert!(!store.path().exists());
+    }
+
+    #[test]
+    fn state_dir_that_is_a_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"x").unwrap();
+        let err = CheckpointStore::open(&file).unwrap_err();
+        assert!(matches!(err, CheckpointError::CreateDir { .. }), "{err:?}");
+        assert!(err.to_string().contains(&*file.to_string_lossy()));
+    }
+
+    fn arb_entry() -> impl Strategy<Value = FileCheckpoint> {
+        (
+            (any::<u64>(), any::<u64>()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            "/[a-z0-9._/ -]{0,30}",
+            "[a-z_]{1,12}",
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 1..=32),
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+        )
+            .prop_map(
+                |((dev, ino), head, path, topic, offset, tail, updated_ms, gone)| FileCheckpoint {
+                    dev,
+                    ino,
+                    fingerprint: fingerprint_hex(&head),
+                    fingerprint_len: u32::try_from(head.len()).unwrap(),
+                    path: PathBuf::from(path),
+                    topic,
+                    offset,
+                    tail_hash: if offset == 0 {
+                        String::new()
+                    } else {
+                        fingerprint_hex(&tail)
+                    },
+                    updated_ms,
+                    gone_since_ms: gone,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(files in proptest::collection::vec(arb_entry(), 0..8)) {
+            let bytes = encode(&files).unwrap();
+            let decoded = decode(&bytes).unwrap();
+            let mut expected = files.clone();
+            expected.sort_by(|a, b| {
+                (a.dev, a.ino, &a.fingerprint, &a.path, a.offset)
+                    .cmp(&(b.dev, b.ino, &b.fingerprint, &b.path, b.offset))
+            });
+            prop_assert_eq!(decoded, expected);
+        }
+
+        #[test]
+        fn damaged_golden_is_rejected_or_writable(at in 0..GOLDEN.len(), byte in any::<u8>(), cut in any::<bool>()) {
+            let mut bytes = GOLDEN.as_bytes().to_vec();
+            if cut {
+                bytes.truncate(at);
+            } else {
+                bytes[at] = byte;
+            }
+            // Whatever decode accepts must satisfy the invariants encode enforces.
+            if let Ok(files) = decode(&bytes) {
+                prop_assert!(encode(&files).is_ok());
+            }
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The etcd value: which files this host collects and the Kafka topic each one goes to.
+//!
+//! The value is a JSON list of entries, e.g. `[{"path":"/var/log/nginx/access.log","topic":"web_log"}]`.
+//! A value with any problem is rejected as a whole, with every problem listed, so the agent keeps
+//! running on its last good configuration instead of applying half of a broken one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// The largest `max_line_bytes` an entry may ask for.
+pub const MAX_LINE_BYTES_LIMIT: usize = 1 << 30;
+
+/// Kafka's own limit on topic name length.
+const MAX_TOPIC_LEN: usize = 249;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct CollectEntry {
+    /// Absolute path, or an absolute glob pattern (see [`is_glob`]).
+    pub path: String,
+    pub topic: String,
+    /// Glob patterns matched against the full path of each file the entry finds.
+    pub exclude: Vec<String>,
+    pub key: KeyMode,
+    pub from: StartFrom,
+    /// Overrides `tail.max_line_bytes` for this entry.
+    pub max_line_bytes: Option<usize>,
+    /// A regex matching the first line of a record; following lines that do not match are
+    /// appended to it.
+    pub multiline: Option<String>,
+    /// Sent as Kafka headers with every record.
+    pub fields: BTreeMap<String, String>,
+    /// Overrides `tail.skip_empty_lines` for this entry.
+    pub skip_empty_lines: Option<bool>,
+}
+
+/// The Kafka record key. JSON: `"none"`, `"path"`, `"host"` or `{"fixed": "text"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    #[default]
+    None,
+    Path,
+    Host,
+    Fixed(String),
+}
+
+/// Where reading starts in a file the agent has no offset for. JSON: `"beginning"` or `"end"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    #[default]
+    Beginning,
+    End,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("etcd key {key} at revision {revision} rejected:\n{}", .problems.join("\n"))]
+pub struct CollectError {
+    pub key: String,
+    pub revision: i64,
+    pub problems: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    path: String,
+    topic: String,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    key: KeyMode,
+    #[serde(default)]
+    from: StartFrom,
+    max_line_bytes: Option<u64>,
+    multiline: Option<String>,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+    skip_empty_lines: Option<bool>,
+}
+
+/// True when `path` is a glob pattern rather than one file.
+pub fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+/// Parses and checks the value of `key`. Entries are numbered from 1 in problem messages.
+pub fn parse_entries(
+    key: &str,
+    revision: i64,
+    value: &[u8],
+) -> Result<Vec<CollectEntry>, CollectError> {
+    let fail = |problems: Vec<String>| CollectError {
+        key: key.to_owned(),
+        revision,
+        problems,
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(value).map_err(|err| fail(vec![format!("not JSON: {err}")]))?;
+    let serde_json::Value::Array(items) = json else {
+        return Err(fail(vec![format!(
+            "not a JSON list of entries (found {})",
+            json_kind(&json)
+        )]));
+    };
+
+    let mut problems = Vec::new();
+    let mut entries = Vec::with_capacity(items.len());
+    let mut first_by_path: HashMap<String, (usize, String)> = HashMap::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let number = index + 1;
+        let label = match item.get("path").and_then(serde_json::Value::as_str) {
+            Some(path) => format!("entry {number} ({path})"),
+            None => format!("entry {number}"),
+        };
+        let raw = match RawEntry::deserialize(item) {
+            Ok(raw) => raw,
+            Err(err) => {
+                problems.push(format!("{label}: {err}"));
+                continue;
+            }
+        };
+        let entry_problems = check(&raw);
+        problems.extend(
+            entry_problems
+                .iter()
+                .map(|problem| format!("{label}: {problem}")),
+        );
+        match first_by_path.get(&raw.path) {
+            Some((first, topic)) if *topic == raw.topic => {
+                problems.push(format!("{label}: duplicate entry (same as entry {first})"));
+            }
+            Some((first, topic)) => problems.push(format!(
+                "{label}: entry {first} already sends this path to topic {topic:?}; a path goes to one topic"
+            )),
+            None => {
+                first_by_path.insert(raw.path.clone(), (number, raw.topic.clone()));
+            }
+        }
+        if entry_problems.is_empty() {
+            entries.push(CollectEntry {
+                path: raw.path,
+                topic: raw.topic,
+                exclude: raw.exclude,
+                key: raw.key,
+                from: raw.from,
+                max_line_bytes: raw.max_line_bytes.map(|bytes| bytes as usize),
+                multiline: raw.multiline,
+                fields: raw.fields,
+                skip_empty_lines: raw.skip_empty_lines,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(entries)
+    } else {
+        Err(fail(problems))
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn check(raw: &RawEntry) -> Vec<String> {
+    let mut problems = Vec::new();
+    if raw.path.is_empty() {
+        problems.push("path is empty".to_owned());
+    } else if !raw.path.starts_with('/') {
+        problems.push(format!("path {:?} is not absolute", raw.path));
+    } else if let Err(err) = glob::Pattern::new(&raw.path) {
+        problems.push(format!("path {:?} is not a valid glob: {err}", raw.path));
+    }
+    for pattern in &raw.exclude {
+        if pattern.is_empty() {
+            problems.push("an exclude pattern is empty".to_owned());
+        } else if let Err(err) = glob::Pattern::new(pattern) {
+            problems.push(format!("exclude {pattern:?} is not a valid glob: {err}"));
+        }
+    }
+    if let Some(problem) = topic_problem(&raw.topic) {
+        problems.push(format!("topic {:?} {problem}", raw.topic));
+    }
+    if let KeyMode::Fixed(text) = &raw.key {
+        if text.is_empty() {
+            problems.push("key {\"fixed\": \"\"} is empty; use \"none\" for no key".to_owned());
+        }
+    }
+    if let Some(bytes) = raw.max_line_bytes {
+        if bytes == 0 || bytes > MAX_LINE_BYTES_LIMIT as u64 {
+            problems.push(format!(
+                "max_line_bytes {bytes} is outside 1..={MAX_LINE_BYTES_LIMIT}"
+            ));
+        }
+    }
+    if let Some(pattern) = &raw.multiline {
+        if pattern.is_empty() {
+            problems.push("multiline is empty; leave it out to send each line alone".to_owned());
+        } else if let Err(err) = regex::Regex::new(pattern) {
+            problems.push(format!(
+                "multiline {pattern:?} is not a valid regex: {}",
+                regex_reason(&err)
+            ));
+        }
+    }
+    if raw.fields.keys().any(String::is_empty) {
+        problems.push("fields has an empty name".to_owned());
+    }
+    problems
+}
+
+/// The regex crate's syntax errors span several lines (pattern, caret, reason); keep the reason
+/// so each problem stays on one line.
+fn regex_reason(err: &regex::Error) -> String {
+    let text = err.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("");
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
+}
+
+/// Why Kafka would refuse `topic` as a topic name, if it would.
+fn topic_problem(topic: &str) -> Option<String> {
+    if topic.is_empty() {
+        Some("is empty".to_owned())
+    } else if topic.len() > MAX_TOPIC_LEN {
+        Some(format!("is longer than {MAX_TOPIC_LEN} characters"))
+    } else if topic == "." || topic == ".." {
+        Some("is not a valid topic name".to_owned())
+    } else if !topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        Some("may only contain A-Z, a-z, 0-9, '.', '_' and '-'".to_owned())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "collect_log_conf/10.0.0.5";
+
+    fn parse(value: &str) -> Result<Vec<CollectEntry>, CollectError> {
+        parse_entries(KEY, 42, value.as_bytes())
+    }
+
+    fn problems(value: &str) -> Vec<String> {
+        parse(value).expect_err("should be rejected").problems
+    }
+
+    fn assert_problem(value: &str, needle: &str) {
+        let found = problems(value);
+        assert!(
+            found.iter().any(|problem| problem.contains(needle)),
+            "no {needle:?} in {found:#?}"
+        );
+    }
+
+    #[test]
+    fn seed_format_parses_with_defaults() {
+        let entries = parse(r#"[{"path":"/var/log/nginx/access.log","topic":"web_log"}]"#).unwrap();
+        assert_eq!(
+            entries,
+            vec![CollectEntry {
+                path: "/var/log/nginx/access.log".into(),
+                topic: "web_log".into(),
+                exclude: vec![],
+                key: KeyMode::None,
+                from: StartFrom::Beginning,
+                max_line_bytes: None,
+                multiline: None,
+                fields: BTreeMap::new(),
+                skip_empty_lines: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn empty_list_is_valid() {
+        assert_eq!(parse("[]").unwrap(), vec![]);
+        assert_eq!(parse(" [ ] \n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn full_entry_round_trips() {
+        let entry = CollectEntry {
+            path: "/var/log/app/*.log".into(),
+            topic: "app.logs-v2".into(),
+            exclude: vec!["*.gz".into(), "/var/log/app/debug-*.log".into()],
+            key: KeyMode::Fixed("app-1".into()),
+            from: StartFrom::End,
+            max_line_bytes: Some(65_536),
+            multiline: Some(r"^\d{4}-\d{2}-\d{2} ".into()),
+            fields: [("env".to_owned(), "prod".to_owned())].into(),
+            skip_empty_lines: Some(true),
+        };
+        let others = [KeyMode::None, KeyMode::Path, KeyMode::Host].map(|key| CollectEntry {
+            path: format!("/var/log/{key:?}.log"),
+            key,
+            ..entry.clone()
+        });
+        let mut all = vec![entry];
+        all.extend(others);
+        let json = serde_json::to_vec(&all).unwrap();
+        assert_eq!(parse_entries(KEY, 1, &json).unwrap(), all);
+    }
+
+    #[test]
+    fn json_spellings_of_key_and_from() {
+        let entries = parse(
+            r#"[
+                {"path":"/a.log","topic":"t","key":"path","from":"end"},
+                {"path":"/b.log","topic":"t","key":"host","from":"beginning"},
+                {"path":"/c.log","topic":"t","key":{"fixed":"k"}},
+                {"path":"/d.log","topic":"t","key":"none"}
+            ]"#,
+        )
+        .unwrap();
+        let keys: Vec<KeyMode> = entries.iter().map(|entry| entry.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                KeyMode::Path,
+                KeyMode::Host,
+                KeyMode::Fixed("k".into()),
+                KeyMode::None
+            ]
+        );
+        assert_eq!(entries[0].from, StartFrom::End);
+        assert_eq!(entries[1].from, StartFrom::Beginning);
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","key":"random"}]"#,
+            "entry 1 (/a)",
+        );
+        assert_problem(r#"[{"path":"/a","topic":"t","from":"middle"}]"#, "middle");
+    }
+
+    #[test]
+    fn shape_problems() {
+        assert_problem("", "not JSON");
+        assert_problem("[{", "not JSON");
+        let not_utf8 = parse_entries(KEY, 1, b"[\"\xff\"]").unwrap_err();
+        assert_eq!(not_utf8.problems.len(), 1);
+        assert!(not_utf8.problems[0].starts_with("not JSON"));
+        assert_problem(
+            r#"{"path":"/a","topic":"t"}"#,
+            "not a JSON list of entries (found an object)",
+        );
+        assert_problem("null", "found null");
+        assert_problem(r#"["/var/log/a.log"]"#, "entry 1: invalid type");
+        assert_problem(r#"[{"topic":"t"}]"#, "entry 1: missing field `path`");
+        assert_problem(r#"[{"path":"/a"}]"#, "entry 1 (/a): missing field `topic`");
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","tpoic":"u"}]"#,
+            "unknown field `tpoic`",
+        );
+        assert_problem(r#"[{"path":"/a","topic":5}]"#, "invalid type: integer `5`");
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","fields":{"a":1}}]"#,
+            "invalid type",
+        );
+        assert_problem(r#"[{"path":"/a","topic":"t","max_line_bytes":-1}]"#, "-1");
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","skip_empty_lines":"yes"}]"#,
+            "invalid type",
+        );
+    }
+
+    #[test]
+    fn path_problems() {
+        assert_problem(r#"[{"path":"","topic":"t"}]"#, "entry 1 (): path is empty");
+        assert_problem(
+            r#"[{"path":"var/log/a.log","topic":"t"}]"#,
+            "is not absolute",
+        );
+        assert_problem(
+            r#"[{"path":"/var/log/[a.log","topic":"t"}]"#,
+            "not a valid glob",
+        );
+        assert_problem(
+            r#"[{"path":"/var/log/*.log","topic":"t","exclude":["/var/log/[x"]}]"#,
+            "exclude \"/var/log/[x\" is not a valid glob",
+        );
+        assert_problem(
+            r#"[{"path":"/var/log/*.log","topic":"t","exclude":[""]}]"#,
+            "exclude pattern is empty",
+        );
+    }
+
+    #[test]
+    fn topic_problems() {
+        for (topic, needle) in [
+            ("", "is empty"),
+            (".", "not a valid topic name"),
+            ("..", "not a valid topic name"),
+            ("web log", "may only contain"),
+            ("web/log", "may only contain"),
+            ("jüdisch", "may only contain"),
+        ] {
+            let value = serde_json::json!([{"path": "/a.log", "topic": topic}]).to_string();
+            assert_problem(&value, needle);
+        }
+        let long = "t".repeat(MAX_TOPIC_LEN + 1);
+        assert_problem(
+            &format!(r#"[{{"path":"/a","topic":"{long}"}}]"#),
+            "longer than 249",
+        );
+        let longest = "t".repeat(MAX_TOPIC_LEN);
+        assert!(parse(&format!(r#"[{{"path":"/a","topic":"{longest}"}}]"#)).is_ok());
+        assert!(parse(r#"[{"path":"/a","topic":"A-z_0.9"}]"#).is_ok());
+    }
+
+    #[test]
+    fn option_problems() {
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","max_line_bytes":0}]"#,
+            "max_line_bytes 0 is outside",
+        );
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","max_line_bytes":1073741825}]"#,
+            "is outside 1..=1073741824",
+        );
+        assert!(parse(r#"[{"path":"/a","topic":"t","max_line_bytes":1073741824}]"#).is_ok());
+        assert!(parse(r#"[{"path":"/a","topic":"t","max_line_bytes":1}]"#).is_ok());
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","multiline":"(abc"}]"#,
+            "not a valid regex: unclosed group",
+        );
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","multiline":""}]"#,
+            "multiline is empty",
+        );
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","key":{"fixed":""}}]"#,
+            "is empty; use \"none\"",
+        );
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","fields":{"":"x"}}]"#,
+            "fields has an empty name",
+        );
+        for problem in problems(r#"[{"path":"/a","topic":"t","multiline":"(abc"}]"#) {
+            assert!(!problem.contains('\n'), "{problem:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_paths() {
+        assert_problem(
+            r#"[{"path":"/a","topic":"t"},{"path":"/b","topic":"t"},{"path":"/a","topic":"t"}]"#,
+            "entry 3 (/a): duplicate entry (same as entry 1)",
+        );
+        assert_problem(
+            r#"[{"path":"/a","topic":"t"},{"path":"/a","topic":"u"}]"#,
+            "entry 2 (/a): entry 1 already sends this path to topic \"t\"",
+        );
+        assert!(parse(r#"[{"path":"/a","topic":"t"},{"path":"/b","topic":"t"}]"#).is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let value = r#"[
+            {"path":"/ok.log","topic":"fine"},
+            {"path":"relative.log","topic":"bad topic","multiline":"("},
+            {"path":"/x.log","topic":"t","colour":"red"},
+            {"path":"/ok.log","topic":"other"}
+        ]"#;
+        let err = parse(value).unwrap_err();
+        assert_eq!(err.key, KEY);
+        assert_eq!(err.revision, 42);
+        assert_eq!(err.problems.len(), 5, "{:#?}", err.problems);
+        let message = err.to_string();
+        assert!(message.starts_with("etcd key collect_log_conf/10.0.0.5 at revision 42 rejected:"));
+        for needle in [
+            "entry 2 (relative.log): path \"relative.log\" is not absolute",
+            "entry 2 (relative.log): topic \"bad topic\" may only contain",
+            "entry 2 (relative.log): multiline \"(\" is not a valid regex",
+            "entry 3 (/x.log): unknown field `colour`",
+            "entry 4 (/ok.log): entry 1 already sends this path",
+        ] {
+            assert!(message.contains(needle), "no {needle:?} in {message}");
+        }
+        assert_eq!(message.lines().count(), 6);
+    }
+
+    #[test]
+    fn glob_detection() {
+        assert!(is_glob("/var/log/*.log"));
+        assert!(is_glob("/var/log/app-?.log"));
+        assert!(is_glob("/var/log/app-[0-9].log"));
+        assert!(!is_glob("/var/log/nginx/access.log"));
+    }
+}

@@ -1,0 +1,35 @@
+//! logagent: tails the log files that etcd assigns to this host and produces every line to Kafka,
+//! at least once, with offsets that only move when Kafka has acknowledged.
+//!
+//! ```text
+//! etcd ──get+watch──▶ config_source ──Desired──▶ reconcile ──start/stop/restart──▶ tail::discover (per entry)
+//!                                                                                       │ spawns
+//!                                                                                       ▼
+//!                                                      tail::Tailer (per file) ──Batch──▶ bounded channel
+//!                                                                                       │
+//!   checkpoint ◀── registry::run_checkpointer ◀── progress (acked prefix) ◀── sink (one rdkafka producer)
+//! ```
+//!
+//! - [`settings`]: the local TOML file (+ `LOGAGENT_*` env), validated at once.
+//! - [`collect`]: the etcd value, a JSON list of entries, validated as a whole.
+//! - [`config_source`]: get → watch(rev+1) → on loss, get again; last good config saved in state_dir.
+//! - [`reconcile`]: pure `diff(desired, running)` and the supervisor that applies it.
+//! - [`tail`]: discoverers (globs, rotation across restarts), tailers (read, split, rotate, truncate).
+//! - [`sink`]: batches → records; delivery reports complete batch tickets.
+//! - [`progress`]: per-file contiguous acknowledged prefix; [`registry`]: identities, claims, snapshots.
+//! - [`checkpoint`]: versioned JSON written atomically; [`telemetry`]: metrics and logged events.
+//! - [`app`]: wiring and the ordered shutdown: stop reading → flush deliveries → final checkpoint.
+
+pub mod app;
+pub mod atomic_file;
+pub mod checkpoint;
+pub mod collect;
+pub mod config_source;
+pub mod host;
+pub mod progress;
+pub mod reconcile;
+pub mod registry;
+pub mod settings;
+pub mod sink;
+pub mod tail;
+pub mod telemetry;

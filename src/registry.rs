@@ -1,0 +1,433 @@
+//! The file registry: what the agent knows of every file it has read, keyed by device + inode.
+//!
+//! It decides where a claimed file starts (resume, truncated, replaced, new), keeps the progress of
+//! each live file, and produces the checkpoint snapshot. A file can be claimed by one tailer at a time,
+//! which is what makes two glob entries matching the same file, or a rotated file that a glob still
+//! matches, harmless.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::checkpoint::{self, FileCheckpoint};
+use crate::progress::{FileProgress, Mark};
+use crate::tail::identity::{tail_hash, FileKey, Fingerprint};
+use crate::telemetry::Metrics;
+
+/// Why a claimed file starts where it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Known file, bytes before the stored offset unchanged: continue there.
+    Resume,
+    /// Known file, now shorter than the stored offset: read it again from 0.
+    Truncated,
+    /// Same inode, different head or different bytes before the offset: a new file reusing the inode.
+    Replaced,
+    /// Never seen.
+    New,
+}
+
+impl Start {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Start::Resume => "resumed at stored offset",
+            Start::Truncated => "shorter than stored offset: truncated, reading from 0",
+            Start::Replaced => "inode reused by a new file, reading from 0",
+            Start::New => "new file",
+        }
+    }
+}
+
+pub struct Claim {
+    pub progress: Arc<FileProgress>,
+    pub offset: u64,
+    pub start: Start,
+    pub fingerprint: Fingerprint,
+}
+
+struct Record {
+    cp: FileCheckpoint,
+    /// The current generation's progress: present while open and until its in-flight batches settle.
+    progress: Option<Arc<FileProgress>>,
+    open: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    files: HashMap<FileKey, Record>,
+    dirty: bool,
+}
+
+pub struct Registry {
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Registry {
+    pub fn new(stored: Vec<FileCheckpoint>, metrics: Arc<Metrics>) -> Arc<Registry> {
+        let files = stored
+            .into_iter()
+            .map(|cp| {
+                let key = FileKey {
+                    dev: cp.dev,
+                    ino: cp.ino,
+                };
+                (
+                    key,
+                    Record {
+                        cp,
+                        progress: None,
+                        open: false,
+                    },
+                )
+            })
+            .collect();
+        Arc::new(Registry {
+            inner: Mutex::new(Inner { files, dirty: false }),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `file` (open, `size` bytes) for reading. `None` when another tailer holds it.
+    /// `from_end`: a file never seen before starts at the end of its last complete line.
+    pub fn claim(&self, key: FileKey, path: &Path, topic: &str, file: &File, size: u64, from_end: bool) -> io::Result<Option<Claim>> {
+        let mut inner = self.lock();
+        if inner.files.get(&key).is_some_and(|r| r.open) {
+            return Ok(None);
+        }
+        let (start, offset) = match inner.files.get_mut(&key) {
+            Some(rec) => {
+                if let Some(p) = &rec.progress {
+                    let m = p.acked();
+                    rec.cp.offset = m.offset;
+                    rec.cp.tail_hash = m.tail_hash;
+                }
+                let fp = Fingerprint {
+                    hex: rec.cp.fingerprint.clone(),
+                    len: rec.cp.fingerprint_len,
+                };
+                if size < rec.cp.offset {
+                    (Start::Truncated, 0)
+                } else if !fp.matches(file, size)? {
+                    (Start::Replaced, 0)
+                } else if tail_hash(file, rec.cp.offset)? != rec.cp.tail_hash {
+                    (Start::Replaced, 0)
+                } else {
+                    (Start::Resume, rec.cp.offset)
+                }
+            }
+            None if from_end => (Start::New, last_line_end(file, size)?),
+            None => (Start::New, 0),
+        };
+        let fingerprint = Fingerprint::of_file(file, size)?;
+        let mark = Mark {
+            offset,
+            tail_hash: tail_hash(file, offset)?,
+        };
+        let progress = FileProgress::new(mark.clone());
+        progress.set_size(size);
+        let now = now_ms();
+        let cp = FileCheckpoint {
+            dev: key.dev,
+            ino: key.ino,
+            fingerprint: fingerprint.hex.clone(),
+            fingerprint_len: fingerprint.len,
+            path: path.to_path_buf(),
+            topic: topic.to_owned(),
+            offset: mark.offset,
+            tail_hash: mark.tail_hash,
+            updated_ms: now,
+            gone_since_ms: None,
+        };
+        inner.files.insert(
+            key,
+            Record {
+                cp,
+                progress: Some(progress.clone()),
+                open: true,
+            },
+        );
+        inner.dirty = true;
+        Ok(Some(Claim {
+            progress,
+            offset,
+            start,
+            fingerprint,
+        }))
+    }
+
+    /// Starts a new generation at `start` (after a truncation): late acknowledgements of the old
+    /// generation can no longer move the recorded offset.
+    pub fn new_generation(&self, key: FileKey, start: Mark) -> Arc<FileProgress> {
+        let progress = FileProgress::new(start.clone());
+        let mut inner = self.lock();
+        if let Some(rec) = inner.files.get_mut(&key) {
+            rec.cp.offset = start.offset;
+            rec.cp.tail_hash = start.tail_hash;
+            rec.cp.updated_ms = now_ms();
+            rec.progress = Some(progress.clone());
+        }
+        inner.dirty = true;
+        progress
+    }
+
+    pub fn update_fingerprint(&self, key: FileKey, fp: &Fingerprint) {
+        let mut inner = self.lock();
+        if let Some(rec) = inner.files.get_mut(&key) {
+            rec.cp.fingerprint.clone_from(&fp.hex);
+            rec.cp.fingerprint_len = fp.len;
+            inner.dirty = true;
+        }
+    }
+
+    /// The tailer let go of the file. `forget`: drop the record once its progress settles (a rotated
+    /// file shipped to its end). `gone`: the file no longer exists at its path, so its record may expire.
+    pub fn release(&self, key: FileKey, gone: bool, forget: bool) {
+        let mut inner = self.lock();
+        if forget {
+            if let Some(rec) = inner.files.get(&key) {
+                if rec.progress.as_ref().is_none_or(|p| p.in_flight() == 0) {
+                    inner.files.remove(&key);
+                    inner.dirty = true;
+                    return;
+                }
+            }
+        }
+        if let Some(rec) = inner.files.get_mut(&key) {
+            rec.open = false;
+            if gone || forget {
+                rec.cp.gone_since_ms = Some(now_ms());
+            }
+        }
+        inner.dirty = true;
+    }
+
+    /// Stored files in `dir` that no tailer holds: candidates for finishing a file rotated while the
+    /// agent was down.
+    pub fn unclaimed_in_dir(&self, dir: &Path) -> Vec<FileCheckpoint> {
+        self.lock()
+            .files
+            .values()
+            .filter(|r| !r.open && r.cp.path.parent() == Some(dir))
+            .map(|r| r.cp.clone())
+            .collect()
+    }
+
+    /// Batches in flight for files whose recorded path satisfies `pred`.
+    pub fn in_flight_where(&self, pred: impl Fn(&Path) -> bool) -> usize {
+        self.lock()
+            .files
+            .values()
+            .filter(|r| pred(&r.cp.path))
+            .filter_map(|r| r.progress.as_ref())
+            .map(|p| p.in_flight())
+            .sum()
+    }
+
+    pub fn is_open(&self, key: FileKey) -> bool {
+        self.lock().files.get(&key).is_some_and(|r| r.open)
+    }
+
+    /// Pulls acknowledged offsets from live progress, expires gone records, and returns the checkpoint
+    /// snapshot when anything changed since the last call.
+    pub fn sync(&self, retention: Duration) -> Option<Vec<FileCheckpoint>> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let mut dirty = std::mem::take(&mut inner.dirty);
+        for rec in inner.files.values_mut() {
+            let Some(p) = &rec.progress else { continue };
+            let m = p.acked();
+            if m.offset != rec.cp.offset || m.tail_hash != rec.cp.tail_hash {
+                rec.cp.offset = m.offset;
+                rec.cp.tail_hash = m.tail_hash;
+                rec.cp.updated_ms = now;
+                dirty = true;
+            }
+            if rec.open {
+                self.metrics.set_file_lag(&rec.cp.path, p.lag());
+            } else if p.in_flight() == 0 {
+                rec.progress = None;
+            }
+        }
+        let before = inner.files.len();
+        let retention_ms = retention.as_millis() as u64;
+        inner.files.retain(|_, r| {
+            r.open || r.progress.is_some() || r.cp.gone_since_ms.is_none_or(|g| now.saturating_sub(g) < retention_ms)
+        });
+        dirty |= inner.files.len() != before;
+        dirty.then(|| inner.files.values().map(|r| r.cp.clone()).collect())
+    }
+
+    /// Marks the registry changed so the next sync writes a checkpoint (after a failed write).
+    pub fn mark_dirty(&self) {
+        self.lock().dirty = true;
+    }
+
+    /// Lag and acknowledged offset of every open file, for status and metrics.
+    pub fn open_files(&self) -> Vec<(PathBuf, String, u64, u64)> {
+        self.lock()
+            .files
+            .values()
+            .filter(|r| r.open)
+            .map(|r| {
+                let (acked, lag) = r.progress.as_ref().map_or((r.cp.offset, 0), |p| (p.acked_offset(), p.lag()));
+                (r.cp.path.clone(), r.cp.topic.clone(), acked, lag)
+            })
+            .collect()
+    }
+}
+
+/// Offset just past the last newline in the file's final 64 KiB (or 0), so `from = "end"` starts on a
+/// line boundary rather than in the middle of a line.
+fn last_line_end(file: &File, size: u64) -> io::Result<u64> {
+    let window = size.min(64 * 1024);
+    let mut buf = vec![0u8; window as usize];
+    let n = file.read_at(&mut buf, size - window)?;
+    buf.truncate(n);
+    Ok(memchr::memrchr(b'\n', &buf).map_or(size - window, |i| size - window + i as u64 + 1))
+}
+
+/// Writes the checkpoint at every `interval` when something changed; returns at `stop` after one last
+/// write. Write failures (full disk, read-only state dir) are counted and retried at the next tick:
+/// offsets stay in memory meanwhile and nothing else stops.
+pub async fn run_checkpointer(
+    registry: Arc<Registry>,
+    store: Arc<checkpoint::CheckpointStore>,
+    interval: Duration,
+    retention: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => write_checkpoint(&registry, &store, retention).await,
+        }
+    }
+}
+
+pub async fn write_checkpoint(registry: &Arc<Registry>, store: &Arc<checkpoint::CheckpointStore>, retention: Duration) {
+    let Some(snapshot) = registry.sync(retention) else {
+        return;
+    };
+    let s = store.clone();
+    let result = tokio::task::spawn_blocking(move || s.save(&snapshot)).await;
+    match result {
+        Ok(Ok(())) => registry.metrics.checkpoint_written(),
+        Ok(Err(e)) => {
+            registry.metrics.checkpoint_failed(store.path(), &e);
+            registry.mark_dirty();
+        }
+        Err(e) => {
+            registry.metrics.checkpoint_failed(store.path(), &e);
+            registry.mark_dirty();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    fn setup(content: &[u8]) -> (tempfile::TempDir, PathBuf, File, FileKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, content).unwrap();
+        let f = File::open(&path).unwrap();
+        let m = f.metadata().unwrap();
+        let key = FileKey { dev: m.dev(), ino: m.ino() };
+        (dir, path, f, key)
+    }
+
+    fn registry() -> Arc<Registry> {
+        Registry::new(Vec::new(), Metrics::new(false))
+    }
+
+    fn ack_all(claim: &Claim, offset: u64, file: &File) {
+        let seq = claim.progress.register(Mark {
+            offset,
+            tail_hash: tail_hash(file, offset).unwrap(),
+        });
+        claim.progress.complete(seq);
+    }
+
+    #[test]
+    fn resume_after_release_and_reclaim() {
+        let (_d, path, f, key) = setup(b"one\ntwo\n");
+        let r = registry();
+        let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        assert_eq!((c.start, c.offset), (Start::New, 0));
+        assert!(r.claim(key, &path, "t", &f, 8, false).unwrap().is_none(), "claimed twice");
+        ack_all(&c, 4, &f);
+        r.release(key, false, false);
+        let again = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        assert_eq!((again.start, again.offset), (Start::Resume, 4));
+    }
+
+    #[test]
+    fn truncation_and_replacement_are_detected_from_a_checkpoint() {
+        let (_d, path, f, key) = setup(b"hello world\nsecond line\n");
+        let r = registry();
+        let c = r.claim(key, &path, "t", &f, 24, false).unwrap().unwrap();
+        ack_all(&c, 24, &f);
+        r.release(key, false, false);
+        let snapshot = r.sync(Duration::from_secs(60)).unwrap();
+
+        // Truncated: same head, shorter than the offset.
+        std::fs::write(&path, b"hello world\n").unwrap();
+        let r2 = Registry::new(snapshot.clone(), Metrics::new(false));
+        let c2 = r2.claim(key, &path, "t", &f, 12, false).unwrap().unwrap();
+        assert_eq!((c2.start, c2.offset), (Start::Truncated, 0));
+
+        // Same head, same length or more, but the bytes before the offset differ: rewritten.
+        std::fs::write(&path, b"hello world\nSECOND LINE\nmore\n").unwrap();
+        let r3 = Registry::new(snapshot.clone(), Metrics::new(false));
+        let c3 = r3.claim(key, &path, "t", &f, 29, false).unwrap().unwrap();
+        assert_eq!(c3.start, Start::Replaced);
+
+        // A different head: the inode now belongs to another file.
+        std::fs::write(&path, b"other file entirely\n and more bytes\n").unwrap();
+        let r4 = Registry::new(snapshot, Metrics::new(false));
+        let c4 = r4.claim(key, &path, "t", &f, 36, false).unwrap().unwrap();
+        assert_eq!((c4.start, c4.offset), (Start::Replaced, 0));
+    }
+
+    #[test]
+    fn from_end_starts_after_the_last_complete_line() {
+        let (_d, path, f, key) = setup(b"a\nb\npartial");
+        let c = registry().claim(key, &path, "t", &f, 11, true).unwrap().unwrap();
+        assert_eq!(c.offset, 4);
+    }
+
+    #[test]
+    fn forgotten_and_expired_records_leave_the_checkpoint() {
+        let (_d, path, f, key) = setup(b"x\n");
+        let r = registry();
+        let c = r.claim(key, &path, "t", &f, 2, false).unwrap().unwrap();
+        ack_all(&c, 2, &f);
+        r.release(key, true, false);
+        assert_eq!(r.sync(Duration::from_secs(3600)).unwrap().len(), 1);
+        assert_eq!(r.sync(Duration::ZERO).unwrap().len(), 0, "gone record expired");
+        let c = r.claim(key, &path, "t", &f, 2, false).unwrap().unwrap();
+        ack_all(&c, 2, &f);
+        r.release(key, false, true);
+        assert!(r.sync(Duration::from_secs(3600)).unwrap().is_empty(), "forgotten");
+    }
+}

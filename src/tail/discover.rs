@@ -1,0 +1,252 @@
+//! One discoverer per collect entry: expands the entry's path or glob, starts a tailer for every
+//! matching file no one tails yet, and finishes files that were rotated away while the agent was down.
+//!
+//! Discovery is identity-based: a file is started when its device + inode is not claimed, whatever its
+//! name. So after `app.log` → `app.log.1` the renamed file keeps its tailer and the new `app.log` gets one.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::identity::{FileKey, Fingerprint};
+use super::reader::LineSplitter;
+use super::watch::WatchHub;
+use super::{TailOptions, Tailer};
+use crate::collect::{is_glob, CollectEntry, KeyMode, StartFrom};
+use crate::registry::Registry;
+use crate::sink::{Batch, Route};
+use crate::telemetry::Metrics;
+
+/// What every discoverer shares.
+pub struct Shared {
+    pub registry: Arc<Registry>,
+    pub hub: Arc<WatchHub>,
+    pub metrics: Arc<Metrics>,
+    pub tx: mpsc::Sender<Batch>,
+    pub opts: TailOptions,
+    pub glob_rescan: std::time::Duration,
+    pub hostname: String,
+    pub max_open_files: usize,
+}
+
+struct Discoverer {
+    entry: Arc<CollectEntry>,
+    shared: Arc<Shared>,
+    pattern: Option<glob::Pattern>,
+    excludes: Vec<glob::Pattern>,
+    /// Last reported problem per path, so a missing or unreadable file is logged once per change.
+    problems: HashMap<PathBuf, String>,
+    tailers: JoinSet<()>,
+    cancel: CancellationToken,
+}
+
+/// Runs the entry until `cancel`; then stops its tailers and waits for them to let go of their files.
+pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut d = Discoverer {
+        pattern: glob::Pattern::new(&entry.path).ok(),
+        excludes: entry.exclude.iter().filter_map(|e| glob::Pattern::new(e).ok()).collect(),
+        entry,
+        shared,
+        problems: HashMap::new(),
+        tailers: JoinSet::new(),
+        cancel,
+    };
+    let dir_wake = Arc::new(Notify::new());
+    let dir = watch_dir_of(&d.entry.path);
+    if let Some(dir) = &dir {
+        d.shared.hub.watch_dir(dir, dir_wake.clone());
+    }
+    d.scan(d.entry.from == StartFrom::End);
+    d.finish_rotated_while_down();
+    loop {
+        tokio::select! {
+            _ = d.cancel.cancelled() => break,
+            _ = dir_wake.notified() => {}
+            _ = tokio::time::sleep(d.shared.glob_rescan) => {}
+            Some(_) = d.tailers.join_next(), if !d.tailers.is_empty() => continue,
+        }
+        d.scan(false);
+    }
+    if let Some(dir) = &dir {
+        d.shared.hub.unwatch_dir(dir, &dir_wake);
+    }
+    while d.tailers.join_next().await.is_some() {}
+}
+
+/// The directory whose events concern the entry: the parent of the path, when it has no wildcard.
+fn watch_dir_of(path: &str) -> Option<PathBuf> {
+    let parent = Path::new(path).parent()?;
+    (!is_glob(&parent.to_string_lossy())).then(|| parent.to_path_buf())
+}
+
+impl Discoverer {
+    fn matches(&self) -> Vec<PathBuf> {
+        let paths: Vec<PathBuf> = if is_glob(&self.entry.path) {
+            match glob::glob(&self.entry.path) {
+                Ok(it) => it.filter_map(Result::ok).collect(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            let p = PathBuf::from(&self.entry.path);
+            if p.exists() {
+                vec![p]
+            } else {
+                Vec::new()
+            }
+        };
+        paths
+            .into_iter()
+            .filter(|p| !self.excludes.iter().any(|e| e.matches_path(p)))
+            .collect()
+    }
+
+    fn note_problem(&mut self, path: &Path, problem: String, unreadable: bool) {
+        if self.problems.get(path) != Some(&problem) {
+            if unreadable {
+                self.shared.metrics.file_unreadable(path, &problem);
+            } else {
+                info!(path = %path.display(), "{problem}");
+            }
+            self.problems.insert(path.to_path_buf(), problem);
+        }
+    }
+
+    fn scan(&mut self, from_end: bool) {
+        let paths = self.matches();
+        if !is_glob(&self.entry.path) && paths.is_empty() {
+            let p = PathBuf::from(&self.entry.path);
+            self.note_problem(&p, "waiting for the file to appear".into(), false);
+        }
+        for path in paths {
+            self.try_start(&path, from_end, false);
+        }
+    }
+
+    /// Opens `path` and starts a tailer unless its file is already tailed.
+    fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return self.note_problem(path, format!("cannot open: {e}"), true),
+        };
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return self.note_problem(path, format!("cannot stat: {e}"), true),
+        };
+        if !meta.is_file() {
+            return self.note_problem(path, "not a regular file (directory, FIFO or device): skipped".into(), true);
+        }
+        let key = FileKey::of(&meta);
+        if self.shared.registry.is_open(key) {
+            return;
+        }
+        if self.shared.metrics.files_open.get() as usize >= self.shared.max_open_files {
+            return self.note_problem(path, format!("max_open_files ({}) reached: not opened yet", self.shared.max_open_files), true);
+        }
+        let claim = match self.shared.registry.claim(key, path, &self.entry.topic, &file, meta.len(), from_end) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => return self.note_problem(path, format!("cannot read: {e}"), true),
+        };
+        self.problems.remove(path);
+        self.shared
+            .metrics
+            .file_opened(path, key, claim.offset, if rotated { "finishing a file rotated while the agent was down" } else { claim.start.as_str() });
+        let o = &self.shared.opts;
+        let max_line = self.entry.max_line_bytes.unwrap_or(o.max_line_bytes);
+        let skip_empty = self.entry.skip_empty_lines.unwrap_or(o.skip_empty_lines);
+        let route = Arc::new(self.route_for(path));
+        let wake = self.shared.hub.file_waker(path);
+        let tailer = Tailer {
+            path: path.to_path_buf(),
+            key,
+            file,
+            fingerprint: claim.fingerprint,
+            progress: claim.progress,
+            splitter: LineSplitter::new(claim.offset, o.read_buffer_bytes, max_line, skip_empty),
+            route,
+            tx: self.shared.tx.clone(),
+            registry: self.shared.registry.clone(),
+            metrics: self.shared.metrics.clone(),
+            wake: wake.clone(),
+            opts: o.clone(),
+            rotated,
+            forget_when_done: rotated,
+        };
+        let cancel = self.cancel.child_token();
+        let hub = self.shared.hub.clone();
+        let p = path.to_path_buf();
+        self.tailers.spawn(async move {
+            tailer.run(cancel).await;
+            hub.drop_file_waker(&p, &wake);
+        });
+    }
+
+    fn route_for(&self, path: &Path) -> Route {
+        let path_str = path.to_string_lossy().into_owned();
+        let key = match &self.entry.key {
+            KeyMode::None => None,
+            KeyMode::Path => Some(Bytes::from(path_str.clone())),
+            KeyMode::Host => Some(Bytes::from(self.shared.hostname.clone())),
+            KeyMode::Fixed(s) => Some(Bytes::from(s.clone())),
+        };
+        Route {
+            topic: self.entry.topic.clone(),
+            key,
+            headers: self.entry.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            partition_seed: xxhash_rust::xxh3::xxh3_64(path_str.as_bytes()),
+            counters: self.shared.metrics.topic(&self.entry.topic),
+            path: path_str,
+        }
+    }
+
+    /// A file the checkpoint knows under a path of this entry, whose identity is no longer at that path
+    /// (logrotate renamed it while the agent was down): find it by identity in the same directory and
+    /// ship the rest of it. No peer does this; it is the tail Filebeat and Fluent Bit lose.
+    fn finish_rotated_while_down(&mut self) {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(d) = Path::new(&self.entry.path).parent() {
+            if !is_glob(&d.to_string_lossy()) {
+                dirs.push(d.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            for cp in self.shared.registry.unclaimed_in_dir(&dir) {
+                let ours = self.pattern.as_ref().is_some_and(|p| p.matches_path(&cp.path)) || cp.path == Path::new(&self.entry.path);
+                if !ours {
+                    continue;
+                }
+                let key = FileKey { dev: cp.dev, ino: cp.ino };
+                let Some(found) = find_by_identity(&dir, key) else { continue };
+                let Ok(file) = File::open(&found) else { continue };
+                let fp = Fingerprint {
+                    hex: cp.fingerprint.clone(),
+                    len: cp.fingerprint_len,
+                };
+                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                if !fp.matches(&file, size).unwrap_or(false) {
+                    continue;
+                }
+                if found != cp.path {
+                    warn!(stored = %cp.path.display(), found = %found.display(), offset = cp.offset, size,
+                          "file was rotated while the agent was down; shipping its remainder");
+                }
+                self.try_start(&found, false, found != cp.path);
+            }
+        }
+    }
+}
+
+fn find_by_identity(dir: &Path, key: FileKey) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|e| {
+        let m = e.metadata().ok()?;
+        (m.dev() == key.dev && m.ino() == key.ino && m.is_file()).then(|| e.path())
+    })
+}

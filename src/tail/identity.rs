@@ -1,0 +1,150 @@
+//! File identity: device + inode, plus a fingerprint of the file's first bytes.
+//!
+//! An inode alone is not an identity: after a rotation the filesystem readily hands the freed inode to
+//! the next new file (beats#1341, fluent-bit#11455). The fingerprint of the first
+//! [`FINGERPRINT_MAX`] bytes tells a reused inode from the file we knew. Empty files all look alike
+//! (vector#643), so a file shorter than that is fingerprinted over what it has and re-fingerprinted as it
+//! grows; only the length we hashed is ever compared.
+
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+/// How many leading bytes the fingerprint covers at most.
+pub const FINGERPRINT_MAX: u64 = 1024;
+/// How many bytes before an offset the tail hash covers (it says whether the bytes we already shipped are
+/// still the bytes in the file).
+pub const TAIL_HASH_LEN: u64 = 32;
+
+/// Device and inode of an open file or a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileKey {
+    pub fn of(meta: &Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+impl std::fmt::Display for FileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.dev, self.ino)
+    }
+}
+
+/// A fingerprint: the hash of the file's first `len` bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub hex: String,
+    pub len: u32,
+}
+
+impl Fingerprint {
+    /// Fingerprints the first `min(size, FINGERPRINT_MAX)` bytes of `file`.
+    pub fn of_file(file: &File, size: u64) -> io::Result<Fingerprint> {
+        let len = size.min(FINGERPRINT_MAX);
+        let bytes = read_exact_at(file, 0, len as usize)?;
+        Ok(Fingerprint {
+            hex: hash_hex(&bytes),
+            len: bytes.len() as u32,
+        })
+    }
+
+    /// Whether `file` starts with the bytes this fingerprint was taken of.
+    pub fn matches(&self, file: &File, size: u64) -> io::Result<bool> {
+        if u64::from(self.len) > size {
+            return Ok(false);
+        }
+        let bytes = read_exact_at(file, 0, self.len as usize)?;
+        Ok(hash_hex(&bytes) == self.hex)
+    }
+
+    /// Whether a longer fingerprint could be taken now (the file was shorter than the maximum).
+    pub fn can_grow(&self, size: u64) -> bool {
+        u64::from(self.len) < FINGERPRINT_MAX && size > u64::from(self.len)
+    }
+}
+
+/// Hash of the (up to) [`TAIL_HASH_LEN`] bytes just before `offset`, as hex; "" at offset 0.
+pub fn tail_hash(file: &File, offset: u64) -> io::Result<String> {
+    let len = offset.min(TAIL_HASH_LEN);
+    let bytes = read_exact_at(file, offset - len, len as usize)?;
+    Ok(hash_hex(&bytes))
+}
+
+/// xxh3 of `bytes` as 16 hex digits; "" for no bytes. Stable across versions: it is stored on disk.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn fingerprint_grows_and_still_matches_its_prefix() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"hello\n").unwrap();
+        let fp = Fingerprint::of_file(&f, 6).unwrap();
+        assert_eq!(fp.len, 6);
+        f.write_all(&vec![b'x'; 2000]).unwrap();
+        assert!(fp.matches(&f, 2006).unwrap());
+        assert!(fp.can_grow(2006));
+        let grown = Fingerprint::of_file(&f, 2006).unwrap();
+        assert_eq!(grown.len, 1024);
+        assert!(!grown.can_grow(5000));
+    }
+
+    #[test]
+    fn a_different_head_does_not_match() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"first file\n").unwrap();
+        let fp = Fingerprint::of_file(&f, 11).unwrap();
+        let mut g = tempfile::tempfile().unwrap();
+        g.write_all(b"other file\n").unwrap();
+        assert!(!fp.matches(&g, 11).unwrap());
+        assert!(!fp.matches(&g, 3).unwrap(), "shorter than the fingerprint");
+    }
+
+    #[test]
+    fn empty_fingerprint_matches_anything_and_tail_hash_at_zero_is_empty() {
+        let f = tempfile::tempfile().unwrap();
+        let fp = Fingerprint::of_file(&f, 0).unwrap();
+        assert_eq!(fp, Fingerprint::default());
+        assert!(fp.matches(&f, 0).unwrap());
+        assert_eq!(tail_hash(&f, 0).unwrap(), "");
+    }
+
+    #[test]
+    fn tail_hash_covers_the_bytes_before_the_offset() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789abcdefghijklmnopqrstuvwxyz\n").unwrap();
+        assert_eq!(tail_hash(&f, 37).unwrap(), hash_hex(&b"0123456789abcdefghijklmnopqrstuvwxyz\n"[5..]));
+        assert_eq!(tail_hash(&f, 3).unwrap(), hash_hex(b"012"));
+    }
+}

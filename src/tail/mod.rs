@@ -1,0 +1,212 @@
+//! Tailing: one task per physical file, and one discoverer per collect entry that starts them.
+//!
+//! A tailer reads big blocks at its offset, cuts lines, and sends them as one batch per read through
+//! the bounded channel. At end of file it checks, in this order: truncation (size below the read
+//! offset), rotation (the path no longer names this file, or is gone), a partial line idle past its
+//! timeout. A rotated file is read to its end and released only once it has been idle for
+//! `rotated_idle_timeout` and every byte is acknowledged: applications keep writing into the renamed
+//! file until they reopen, and no timer may cut that tail off (fluent-bit#10414).
+
+pub mod discover;
+pub mod identity;
+pub mod reader;
+pub mod watch;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::progress::{FileProgress, Mark, Ticket};
+use crate::registry::Registry;
+use crate::sink::{Batch, Route};
+use crate::telemetry::Metrics;
+use identity::{tail_hash, FileKey, Fingerprint};
+use reader::{LineSplitter, Split};
+
+/// Tailing knobs shared by every tailer of an entry.
+#[derive(Clone, Debug)]
+pub struct TailOptions {
+    pub poll_interval: Duration,
+    pub read_buffer_bytes: usize,
+    pub max_line_bytes: usize,
+    pub partial_line_timeout: Duration,
+    pub rotated_idle_timeout: Duration,
+    pub batch_max_lines: usize,
+    pub skip_empty_lines: bool,
+}
+
+pub struct Tailer {
+    pub path: PathBuf,
+    pub key: FileKey,
+    pub file: File,
+    pub fingerprint: Fingerprint,
+    pub progress: Arc<FileProgress>,
+    pub splitter: LineSplitter,
+    pub route: Arc<Route>,
+    pub tx: mpsc::Sender<Batch>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub wake: Arc<Notify>,
+    pub opts: TailOptions,
+    /// The path no longer names this file (renamed or deleted), or it was found by its identity after
+    /// a rotation while the agent was down: read to the end, then let go.
+    pub rotated: bool,
+    /// Forget the file's record once shipped (a file finished after a rotation across a restart).
+    pub forget_when_done: bool,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Tailer {
+    /// Runs until cancelled or until a rotated file is shipped to its end.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut last_growth = Instant::now();
+        let mut long_reported = false;
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let n = match self.splitter.fill_from(&self.file) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.metrics.file_unreadable(&self.path, &format!("read failed: {e}"));
+                    0
+                }
+            };
+            if n > 0 {
+                last_growth = Instant::now();
+            }
+            let split = self.splitter.take_lines(self.opts.batch_max_lines);
+            if split.long_lines_split > 0 && !long_reported {
+                self.metrics.long_line_split(&self.path, split.long_lines_split, self.opts.max_line_bytes);
+                long_reported = true;
+            } else if split.long_lines_split > 0 {
+                self.metrics.long_lines_split.inc_by(split.long_lines_split);
+            }
+            let had_lines = split.end_offset > 0;
+            if let Flow::Stop = self.ship(split, &cancel).await {
+                break;
+            }
+            if n > 0 || had_lines {
+                // More may be buffered or readable: keep going before checking the file's state.
+                tokio::task::consume_budget().await;
+                continue;
+            }
+            match self.at_eof(last_growth, &cancel).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => break,
+                Err(e) => self.metrics.file_unreadable(&self.path, &e.to_string()),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.opts.poll_interval) => {}
+            }
+        }
+        if self.registry.is_open(self.key) {
+            // Stopped (shutdown or entry removed): what is in flight settles on its own and the record
+            // keeps the acknowledged offset for the next claim.
+            let offset = self.progress.acked_offset();
+            self.registry.release(self.key, false, false);
+            self.metrics.file_released(&self.path, self.key, offset, "stopped");
+        }
+    }
+
+    /// What to do when there is nothing more to read right now.
+    async fn at_eof(&mut self, last_growth: Instant, cancel: &CancellationToken) -> io::Result<Flow> {
+        let size = self.file.metadata()?.len();
+        self.progress.set_size(size);
+        if size < self.splitter.read_offset() {
+            self.metrics.file_truncated(&self.path, size, self.splitter.read_offset());
+            // A new generation: acknowledgements still in flight for the old content cannot move it.
+            self.progress = self.registry.new_generation(self.key, Mark::default());
+            self.splitter.reset(0);
+            self.fingerprint = Fingerprint::of_file(&self.file, size)?;
+            self.registry.update_fingerprint(self.key, &self.fingerprint);
+            return Ok(Flow::Continue);
+        }
+        if self.fingerprint.can_grow(size) {
+            self.fingerprint = Fingerprint::of_file(&self.file, size)?;
+            self.registry.update_fingerprint(self.key, &self.fingerprint);
+        }
+        if !self.rotated && !self.path_still_names_file() {
+            self.rotated = true;
+            self.metrics.file_rotated(&self.path, self.key);
+        }
+        let idle = last_growth.elapsed();
+        let partial_due = if self.rotated {
+            idle >= self.opts.rotated_idle_timeout
+        } else {
+            idle >= self.opts.partial_line_timeout
+        };
+        if self.splitter.pending_len() > 0 && partial_due {
+            let bytes = self.splitter.pending_len();
+            self.metrics.partial_line_flushed(&self.path, bytes, if self.rotated { "rotated file idle" } else { "idle past partial_line_timeout" });
+            let split = self.splitter.flush_partial();
+            return Ok(self.ship(split, cancel).await);
+        }
+        if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0 {
+            let gone = std::fs::metadata(&self.path).is_err();
+            return Ok(self.finish(gone));
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn path_still_names_file(&self) -> bool {
+        match std::fs::metadata(&self.path) {
+            Ok(m) => m.dev() == self.key.dev && m.ino() == self.key.ino,
+            Err(_) => false,
+        }
+    }
+
+    fn finish(&mut self, gone: bool) -> Flow {
+        let offset = self.progress.acked_offset();
+        self.registry.release(self.key, gone, self.forget_when_done);
+        self.metrics.file_released(&self.path, self.key, offset, "rotated file shipped to its end");
+        Flow::Stop
+    }
+
+    /// Registers and sends a batch; waits for room in the channel (the backpressure point).
+    async fn ship(&mut self, split: Split, cancel: &CancellationToken) -> Flow {
+        if split.end_offset == 0 {
+            return Flow::Continue;
+        }
+        let tail = tail_hash(&self.file, split.end_offset).unwrap_or_default();
+        let mark = Mark {
+            offset: split.end_offset,
+            tail_hash: tail,
+        };
+        if split.lines.is_empty() {
+            self.progress.advance_without_records(mark);
+            return Flow::Continue;
+        }
+        // Take a slot first, so a batch is registered only once it is sure to reach the sink.
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return Flow::Stop,
+            p = self.tx.reserve() => match p {
+                Ok(p) => p,
+                Err(_) => return Flow::Stop,
+            },
+        };
+        let bytes: u64 = split.lines.iter().map(|l| l.len() as u64).sum();
+        let seq = self.progress.register(mark);
+        let ticket = Ticket::new(self.progress.clone(), seq, split.lines.len(), bytes);
+        self.route.counters.lines_read.inc_by(split.lines.len() as u64);
+        self.route.counters.bytes_read.inc_by(bytes);
+        permit.send(Batch {
+            route: self.route.clone(),
+            ticket,
+            lines: split.lines,
+        });
+        Flow::Continue
+    }
+}

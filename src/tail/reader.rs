@@ -1,0 +1,317 @@
+//! Block reads and line splitting: the tailer's hot path.
+//!
+//! Reads land in one `BytesMut`; complete lines are cut out of it as `Bytes` slices of a single frozen
+//! chunk, so a batch of thousands of lines costs one allocation (the `Vec` of slices), not one per line.
+//! Memory is bounded by `read_size + max_line_bytes`: a line with no newline is cut into chunks of at
+//! most `max_line_bytes` as soon as that much of it is buffered.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use bytes::{Bytes, BytesMut};
+
+/// Lines cut from the buffer, and the file offset just past the last byte they cover.
+#[derive(Debug, Default)]
+pub struct Split {
+    pub lines: Vec<Bytes>,
+    /// File offset of the end of each line, including its line terminator.
+    pub ends: Vec<u64>,
+    /// File offset just past the consumed bytes (the end of the last line and its terminator).
+    pub end_offset: u64,
+    /// Lines that were longer than `max_line_bytes` and were cut into chunks.
+    pub long_lines_split: u64,
+    /// Empty lines consumed without a record (only when empty lines are skipped).
+    pub empty_skipped: u64,
+}
+
+impl Split {
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: BytesMut,
+    /// File offset of `buf[0]`: everything before it has been handed out as lines.
+    base: u64,
+    /// How much of `buf` was already searched for a newline (avoids rescanning a long partial line).
+    scanned: usize,
+    /// Set while the rest of an over-long line is being emitted as chunks: its first chunk is gone.
+    in_long_line: bool,
+    max_line: usize,
+    read_size: usize,
+    skip_empty: bool,
+}
+
+impl LineSplitter {
+    pub fn new(start_offset: u64, read_size: usize, max_line: usize, skip_empty: bool) -> Self {
+        LineSplitter {
+            buf: BytesMut::with_capacity(read_size),
+            base: start_offset,
+            scanned: 0,
+            in_long_line: false,
+            max_line: max_line.max(1),
+            read_size: read_size.max(1),
+            skip_empty,
+        }
+    }
+
+    /// Offset of the first byte not yet handed out as a line (the resume point of this reader).
+    pub fn consumed_offset(&self) -> u64 {
+        self.base
+    }
+
+    /// Offset of the next byte to read from the file.
+    pub fn read_offset(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// Bytes buffered after the last complete line: a partial line waiting for its newline.
+    pub fn pending_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Starts over at `offset` (after a truncation), dropping whatever was buffered.
+    pub fn reset(&mut self, offset: u64) {
+        self.buf.clear();
+        self.base = offset;
+        self.scanned = 0;
+        self.in_long_line = false;
+    }
+
+    /// How much may be read now without the buffer passing its bound of `read_size + max_line`.
+    fn room(&self) -> usize {
+        self.max_line
+            .saturating_add(self.read_size)
+            .saturating_sub(self.buf.len())
+            .min(self.read_size)
+    }
+
+    /// Reads up to `read_size` bytes at the read offset. Returns 0 at end of file.
+    pub fn fill_from(&mut self, file: &File) -> io::Result<usize> {
+        let room = self.room();
+        if room == 0 {
+            return Ok(0);
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + room, 0);
+        let result = loop {
+            match file.read_at(&mut self.buf[old..], self.base + old as u64) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let n = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(old + n);
+        result
+    }
+
+    /// Appends bytes as if read from the file (tests and tools that do not read from a file).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Cuts up to `max_lines` complete lines (and chunks of over-long lines) out of the buffer.
+    pub fn take_lines(&mut self, max_lines: usize) -> Split {
+        let mut split = Split::default();
+        let mut ranges: Vec<(usize, usize, usize)> = Vec::new(); // (start, end of content, end incl. eol)
+        let mut start = 0usize;
+        let mut pos = self.scanned;
+        while ranges.len() < max_lines {
+            let found = memchr::memchr(b'\n', &self.buf[pos..]).map(|i| pos + i);
+            match found {
+                Some(nl) if nl - start <= self.max_line => {
+                    let mut content_end = nl;
+                    if content_end > start && self.buf[content_end - 1] == b'\r' {
+                        content_end -= 1;
+                    }
+                    let was_long = std::mem::replace(&mut self.in_long_line, false);
+                    if content_end == start && (self.skip_empty || was_long) {
+                        // An empty remainder of a long line that was already chunked is no record.
+                        if !was_long {
+                            split.empty_skipped += 1;
+                        }
+                        self.consume_without_record(&mut ranges, start, nl + 1);
+                    } else {
+                        ranges.push((start, content_end, nl + 1));
+                    }
+                    start = nl + 1;
+                    pos = start;
+                }
+                _ => {
+                    // No newline within max_line bytes of the line start: cut a chunk if that much is here.
+                    if self.buf.len() - start >= self.max_line {
+                        let end = start + self.max_line;
+                        ranges.push((start, end, end));
+                        if !self.in_long_line {
+                            split.long_lines_split += 1;
+                        }
+                        self.in_long_line = true;
+                        start = end;
+                        pos = start;
+                    } else {
+                        pos = self.buf.len();
+                        break;
+                    }
+                }
+            }
+        }
+        let consumed = ranges.last().map_or(0, |r| r.2).max(start);
+        self.scanned = pos.max(consumed) - consumed;
+        if consumed == 0 {
+            return split;
+        }
+        let chunk = self.buf.split_to(consumed).freeze();
+        split.lines.reserve_exact(ranges.len());
+        split.ends.reserve_exact(ranges.len());
+        for (s, e, end) in ranges {
+            if e != usize::MAX {
+                split.lines.push(chunk.slice(s..e));
+                split.ends.push(self.base + end as u64);
+            }
+        }
+        self.base += consumed as u64;
+        split.end_offset = self.base;
+        split
+    }
+
+    /// Marks a skipped line so the consumed range still advances past it.
+    fn consume_without_record(&self, ranges: &mut Vec<(usize, usize, usize)>, start: usize, end: usize) {
+        ranges.push((start, usize::MAX, end));
+    }
+
+    /// Hands out the buffered partial line as a line of its own (the file was rotated away, or the writer
+    /// has been idle past the partial-line timeout).
+    pub fn flush_partial(&mut self) -> Split {
+        let mut split = Split::default();
+        if self.buf.is_empty() {
+            return split;
+        }
+        let chunk = self.buf.split().freeze();
+        self.base += chunk.len() as u64;
+        self.scanned = 0;
+        self.in_long_line = false;
+        split.lines.push(chunk);
+        split.ends.push(self.base);
+        split.end_offset = self.base;
+        split
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(split: &Split) -> Vec<&[u8]> {
+        split.lines.iter().map(|b| &b[..]).collect()
+    }
+
+    #[test]
+    fn splits_lf_and_crlf_and_keeps_partial() {
+        let mut s = LineSplitter::new(0, 64, 1024, false);
+        s.push(b"one\ntwo\r\nthree");
+        let split = s.take_lines(100);
+        assert_eq!(lines(&split), vec![&b"one"[..], b"two"]);
+        assert_eq!(split.end_offset, 9);
+        assert_eq!(split.ends, vec![4, 9]);
+        assert_eq!(s.pending_len(), 5);
+        s.push(b"\n");
+        let split = s.take_lines(100);
+        assert_eq!(lines(&split), vec![&b"three"[..]]);
+        assert_eq!(split.end_offset, 15);
+        assert_eq!(s.pending_len(), 0);
+    }
+
+    #[test]
+    fn lone_cr_is_content_and_empty_lines_are_kept_by_default() {
+        let mut s = LineSplitter::new(10, 64, 1024, false);
+        s.push(b"a\rb\n\n\r\n");
+        let split = s.take_lines(100);
+        assert_eq!(lines(&split), vec![&b"a\rb"[..], b"", b""]);
+        assert_eq!(split.end_offset, 17);
+    }
+
+    #[test]
+    fn empty_lines_can_be_skipped_and_still_advance_the_offset() {
+        let mut s = LineSplitter::new(0, 64, 1024, true);
+        s.push(b"\n\nx\n\r\n");
+        let split = s.take_lines(100);
+        assert_eq!(lines(&split), vec![&b"x"[..]]);
+        assert_eq!(split.empty_skipped, 3);
+        assert_eq!(split.end_offset, 6);
+        assert_eq!(split.ends, vec![4]);
+    }
+
+    #[test]
+    fn max_lines_limits_a_batch() {
+        let mut s = LineSplitter::new(0, 64, 1024, false);
+        s.push(b"1\n2\n3\n");
+        assert_eq!(lines(&s.take_lines(2)), vec![&b"1"[..], b"2"]);
+        let rest = s.take_lines(2);
+        assert_eq!(lines(&rest), vec![&b"3"[..]]);
+        assert_eq!(rest.end_offset, 6);
+    }
+
+    #[test]
+    fn long_line_is_cut_into_chunks_and_bounded() {
+        let mut s = LineSplitter::new(0, 4, 4, false);
+        s.push(b"abcdefghij\nxy\n");
+        let split = s.take_lines(100);
+        assert_eq!(lines(&split), vec![&b"abcd"[..], b"efgh", b"ij", b"xy"]);
+        assert_eq!(split.long_lines_split, 1);
+        assert_eq!(split.end_offset, 14);
+    }
+
+    #[test]
+    fn long_line_exactly_a_multiple_of_max_gives_no_empty_record() {
+        let mut s = LineSplitter::new(0, 4, 4, false);
+        s.push(b"abcdefgh");
+        let first = s.take_lines(100);
+        assert_eq!(lines(&first), vec![&b"abcd"[..], b"efgh"]);
+        s.push(b"\nz\n");
+        let second = s.take_lines(100);
+        assert_eq!(lines(&second), vec![&b"z"[..]]);
+        assert_eq!(second.end_offset, 11);
+    }
+
+    #[test]
+    fn partial_flush_emits_the_tail_once() {
+        let mut s = LineSplitter::new(5, 64, 1024, false);
+        s.push(b"x\nhalf");
+        s.take_lines(10);
+        let flushed = s.flush_partial();
+        assert_eq!(lines(&flushed), vec![&b"half"[..]]);
+        assert_eq!(flushed.end_offset, 11);
+        assert!(s.flush_partial().is_empty());
+    }
+
+    #[test]
+    fn binary_and_invalid_utf8_pass_unchanged() {
+        let mut s = LineSplitter::new(0, 64, 1024, false);
+        let data: &[u8] = b"\x00\xff\xfe\x80bin\n";
+        s.push(data);
+        assert_eq!(lines(&s.take_lines(10)), vec![&data[..data.len() - 1]]);
+    }
+
+    #[test]
+    fn reads_from_file_and_stops_at_the_memory_bound() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![b'a'; 100]).unwrap();
+        let mut s = LineSplitter::new(0, 16, 8, false);
+        let mut total = 0;
+        loop {
+            let n = s.fill_from(&f).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert!(s.pending_len() <= 16 + 8, "buffer grew to {}", s.pending_len());
+        assert_eq!(total, s.pending_len());
+        let split = s.take_lines(100);
+        assert!(split.lines.iter().all(|l| l.len() == 8));
+    }
+}
