@@ -343,7 +343,6 @@ pub async fn write_checkpoint(registry: &Arc<Registry>, store: &Arc<checkpoint::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
     use std::os::unix::fs::MetadataExt;
 
     fn setup(content: &[u8]) -> (tempfile::TempDir, PathBuf, File, FileKey) {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::identity::{FileKey, Fingerprint};
+use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
@@ -179,6 +180,12 @@ impl Discoverer {
             opts: o.clone(),
             rotated,
             forget_when_done: rotated,
+            multiline: self
+                .entry
+                .multiline
+                .as_deref()
+                .and_then(|p| regex::bytes::Regex::new(p).ok())
+                .map(|re| Multiline::new(re, max_line)),
         };
         let cancel = self.cancel.child_token();
         let hub = self.shared.hub.clone();

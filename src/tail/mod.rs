@@ -9,6 +9,7 @@
 
 pub mod discover;
 pub mod identity;
+pub mod multiline;
 pub mod reader;
 pub mod watch;
 
@@ -27,6 +28,7 @@ use crate::registry::Registry;
 use crate::sink::{Batch, Route};
 use crate::telemetry::Metrics;
 use identity::{tail_hash, FileKey, Fingerprint};
+use multiline::Multiline;
 use reader::{LineSplitter, Split};
 
 /// Tailing knobs shared by every tailer of an entry.
@@ -59,6 +61,8 @@ pub struct Tailer {
     pub rotated: bool,
     /// Forget the file's record once shipped (a file finished after a rotation across a restart).
     pub forget_when_done: bool,
+    /// Groups lines into multiline records when the entry has a start pattern.
+    pub multiline: Option<Multiline>,
 }
 
 enum Flow {
@@ -93,6 +97,10 @@ impl Tailer {
                 self.metrics.long_lines_split.inc_by(split.long_lines_split);
             }
             let had_lines = split.end_offset > 0;
+            let split = match &mut self.multiline {
+                Some(m) => m.feed(split),
+                None => split,
+            };
             if let Flow::Stop = self.ship(split, &cancel).await {
                 break;
             }
@@ -152,6 +160,10 @@ impl Tailer {
             let bytes = self.splitter.pending_len();
             self.metrics.partial_line_flushed(&self.path, bytes, if self.rotated { "rotated file idle" } else { "idle past partial_line_timeout" });
             let split = self.splitter.flush_partial();
+            return Ok(self.ship(split, cancel).await);
+        }
+        if partial_due && self.multiline.as_ref().is_some_and(Multiline::has_pending) {
+            let split = self.multiline.as_mut().map(Multiline::flush).unwrap_or_default();
             return Ok(self.ship(split, cancel).await);
         }
         if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0 {
