@@ -272,6 +272,12 @@ impl Registry {
         dirty.then(|| inner.files.values().map(|r| r.cp.clone()).collect())
     }
 
+    /// Every record as it would be checkpointed now (after pulling acknowledged offsets).
+    pub fn snapshot(&self, retention: Duration) -> Vec<FileCheckpoint> {
+        let _ = self.sync(retention);
+        self.lock().files.values().map(|r| r.cp.clone()).collect()
+    }
+
     /// Marks the registry changed so the next sync writes a checkpoint (after a failed write).
     pub fn mark_dirty(&self) {
         self.lock().dirty = true;
