@@ -56,7 +56,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let metrics = Metrics::new(settings.http.per_file_metrics);
     let registry = Registry::new(loaded.files, metrics.clone());
 
-    let sink = Sink::new(&settings.kafka.librdkafka_properties(), metrics.clone())?;
+    let mut props = settings.kafka.librdkafka_properties();
+    if !props.iter().any(|(k, _)| k == "message.max.bytes") {
+        // librdkafka's default (1,000,000) would reject a full-size chunk of a long line locally.
+        let max = (settings.tail.max_line_bytes + 64 * 1024).max(1_000_000);
+        props.push(("message.max.bytes".into(), max.to_string()));
+    }
+    let sink = Sink::new(&props, metrics.clone())?;
     let producer = sink.producer();
     let kafka_reachable = sink.reachable.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
