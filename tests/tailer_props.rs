@@ -340,3 +340,14 @@ fn rename_copytruncate_and_restart_sequence() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(run_case(vec![Op::Append(7), Op::Rename, Op::Append(22), Op::CopyTruncate, Op::Append(15), Op::Restart, Op::CopyTruncate], 1));
 }
+
+/// copytruncate followed at once by more writes than the old offset: the size never drops below the
+/// offset at a poll, so only the bytes before the offset tell that the content changed.
+#[test]
+fn copytruncate_then_fast_regrowth_is_detected() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run_case(
+        vec![Op::Append(13), Op::CopyTruncate, Op::Append(19), Op::Delete, Op::CopyTruncate, Op::Append(38), Op::Delete],
+        0,
+    ));
+}

@@ -75,9 +75,21 @@ impl Tailer {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut last_growth = Instant::now();
         let mut long_reported = false;
+        // The read offset and the hash of the bytes before it, taken when we last idled at EOF.
+        let mut eof_guard: Option<(u64, String)> = None;
         loop {
             if cancel.is_cancelled() {
                 break;
+            }
+            if let Some(guard) = eof_guard.take() {
+                // Woken after idling at EOF: a copytruncate followed by writes past our offset leaves
+                // the size above the offset, so compare the bytes before it too (beats#45300).
+                let now = tail_hash(&self.file, guard.0).unwrap_or_default();
+                if now != guard.1 {
+                    let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                    self.restart_at_zero(size);
+                    continue;
+                }
             }
             let n = match self.splitter.fill_from(&self.file) {
                 Ok(n) => n,
@@ -109,6 +121,8 @@ impl Tailer {
                 tokio::task::consume_budget().await;
                 continue;
             }
+            let off = self.splitter.read_offset();
+            eof_guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
             match self.at_eof(last_growth, &cancel).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stop) => break,
@@ -134,12 +148,7 @@ impl Tailer {
         let size = self.file.metadata()?.len();
         self.progress.set_size(size);
         if size < self.splitter.read_offset() {
-            self.metrics.file_truncated(&self.path, size, self.splitter.read_offset());
-            // A new generation: acknowledgements still in flight for the old content cannot move it.
-            self.progress = self.registry.new_generation(self.key, Mark::default());
-            self.splitter.reset(0);
-            self.fingerprint = Fingerprint::of_file(&self.file, size)?;
-            self.registry.update_fingerprint(self.key, &self.fingerprint);
+            self.restart_at_zero(size);
             return Ok(Flow::Continue);
         }
         if self.fingerprint.can_grow(size) {
@@ -171,6 +180,19 @@ impl Tailer {
             return Ok(self.finish(gone));
         }
         Ok(Flow::Continue)
+    }
+
+    /// The content was truncated or rewritten under us: read it again from 0, in a new generation so
+    /// acknowledgements still in flight for the old content cannot move the new offset.
+    fn restart_at_zero(&mut self, size: u64) {
+        self.metrics.file_truncated(&self.path, size, self.splitter.read_offset());
+        self.progress = self.registry.new_generation(self.key, Mark::default());
+        self.progress.set_size(size);
+        self.splitter.reset(0);
+        if let Ok(fp) = Fingerprint::of_file(&self.file, size) {
+            self.fingerprint = fp;
+            self.registry.update_fingerprint(self.key, &self.fingerprint);
+        }
     }
 
     fn path_still_names_file(&self) -> bool {
