@@ -246,7 +246,10 @@ async fn wait_reconciler_quiet(
     let mut count = usize::MAX;
     let mut since = Instant::now();
     loop {
-        let now = events(agent).iter().filter(|e| is_reconcile_event(e)).count();
+        let now = events(agent)
+            .iter()
+            .filter(|e| is_reconcile_event(e))
+            .count();
         if now != count {
             count = now;
             since = Instant::now();
@@ -702,7 +705,11 @@ async fn started_with_etcd_down_it_runs_from_the_saved_config() -> anyhow::Resul
     let saved: Value =
         serde_json::from_slice(&std::fs::read(w.state_dir().join("last_config.json"))?)?;
     assert_eq!(saved["key"], KEY, "saved config: {saved}");
-    assert_eq!(saved["revision"].as_i64(), Some(r1), "saved config: {saved}");
+    assert_eq!(
+        saved["revision"].as_i64(),
+        Some(r1),
+        "saved config: {saved}"
+    );
 
     w.etcd.kill();
     append_lines(&f, &lines("s", 10..20))?;
@@ -717,7 +724,10 @@ async fn started_with_etcd_down_it_runs_from_the_saved_config() -> anyhow::Resul
         |e| message(e).contains("running from the saved configuration"),
     )
     .await?;
-    eprintln!("started with etcd down → running from saved config after {:?}", t0.elapsed());
+    eprintln!(
+        "started with etcd down → running from saved config after {:?}",
+        t0.elapsed()
+    );
     assert_eq!(level(&ev), "WARN", "{ev}");
     assert_eq!(ev["revision"].as_i64(), Some(r1), "{ev}");
     // Resumed from the checkpoint: the lines written while stopped, and nothing twice.
@@ -789,7 +799,10 @@ async fn a_burst_of_50_puts_converges_to_the_last() -> anyhow::Result<()> {
         v.iter().filter(|l| l.starts_with(p)).cloned().collect()
     };
     assert_eq!(post(in_a, "b post"), want_b_post, "b.log after the burst");
-    assert!(post(in_b, "b post").is_empty(), "b.log went to burst_b after the burst");
+    assert!(
+        post(in_b, "b post").is_empty(),
+        "b.log went to burst_b after the burst"
+    );
     assert!(
         post(in_a, "a post").is_empty() && post(in_b, "a post").is_empty(),
         "a.log is still collected after the burst"
@@ -853,7 +866,11 @@ async fn a_topic_change_loses_and_duplicates_nothing() -> anyhow::Result<()> {
         })
         .await?;
     let (a, b) = (&got[0], &got[1]);
-    eprintln!("topic change: {} lines on tc_a, then {} on tc_b", a.len(), b.len());
+    eprintln!(
+        "topic change: {} lines on tc_a, then {} on tc_b",
+        a.len(),
+        b.len()
+    );
     assert!(
         !a.is_empty() && !b.is_empty(),
         "the change did not fall while lines were written"
@@ -864,7 +881,10 @@ async fn a_topic_change_loses_and_duplicates_nothing() -> anyhow::Result<()> {
         sorted.sort();
         let dups = sorted.windows(2).filter(|p| p[0] == p[1]).count();
         sorted.dedup();
-        let lost = want.iter().filter(|l| sorted.binary_search(l).is_err()).count();
+        let lost = want
+            .iter()
+            .filter(|l| sorted.binary_search(l).is_err())
+            .count();
         panic!(
             "tc_a followed by tc_b is not the file: {} records, {lost} lost, {dups} twice; \
              tc_a ends {:?}, tc_b starts {:?}",
@@ -908,24 +928,18 @@ async fn auth_enabled_etcd_works() -> anyhow::Result<()> {
 
     // A wrong password is a clear error, and the agent keeps running without a configuration.
     let other_state = w.dir.path().join("state-wrong-password");
-    let mut wrong_config = agent_config(
-        &other_state,
-        &w.etcd.endpoint(),
-        &w.kafka.bootstrap(),
-        IP,
-    );
+    let mut wrong_config = agent_config(&other_state, &w.etcd.endpoint(), &w.kafka.bootstrap(), IP);
     wrong_config.push_str("\n[log]\nformat = \"json\"\n");
     let mut wrong = Agent::start(&bin(), &with_credentials(wrong_config, "not-the-password"))?;
-    let ev = wait_event(
-        &mut wrong,
-        0,
-        "an authentication error",
-        START,
-        |e| message(e).contains("authentication failed"),
-    )
+    let ev = wait_event(&mut wrong, 0, "an authentication error", START, |e| {
+        message(e).contains("authentication failed")
+    })
     .await?;
     eprintln!("wrong password: {}", message(&ev));
-    assert!(wrong.is_running(), "a wrong etcd password stopped the agent");
+    assert!(
+        wrong.is_running(),
+        "a wrong etcd password stopped the agent"
+    );
     assert!(
         !events(&wrong)
             .iter()
@@ -993,7 +1007,12 @@ async fn seed_key_template_and_delete_or_empty_list_stop_collection() -> anyhow:
         |e| message(e).starts_with("stopping entry"),
     )
     .await?;
-    wait_reconciler_quiet(&mut agent, Duration::from_millis(300), Duration::from_secs(10)).await?;
+    wait_reconciler_quiet(
+        &mut agent,
+        Duration::from_millis(300),
+        Duration::from_secs(10),
+    )
+    .await?;
     append_lines(&f, &lines("t", 10..20))?;
     let shipped = consume_for(&w.kafka.bootstrap(), "tpl_a", Duration::from_secs(2)).await?;
     assert_eq!(shipped.len(), 10, "lines shipped after the key was deleted");
@@ -1014,7 +1033,11 @@ async fn seed_key_template_and_delete_or_empty_list_stop_collection() -> anyhow:
         |e| message(e).contains("empty list"),
     )
     .await?;
-    assert_eq!((level(&ev), ev["revision"].as_i64()), ("WARN", Some(r4)), "{ev}");
+    assert_eq!(
+        (level(&ev), ev["revision"].as_i64()),
+        ("WARN", Some(r4)),
+        "{ev}"
+    );
     wait_event(
         &mut agent,
         mark,
