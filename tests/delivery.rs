@@ -220,9 +220,11 @@ impl Logs {
     /// size now; after the restart it reads each file again from its checkpointed offset — if the
     /// bytes before that offset are still the ones it stored (otherwise, or without a record, from
     /// 0). So the lines of every file between that offset and its size bound the duplicates: they
-    /// are the lines read but not acknowledged-and-checkpointed at the kill, at most.
+    /// are the lines read but not acknowledged-and-checkpointed at the kill, at most. (A bound from
+    /// the agent's own counters is not possible: a kill -9 leaves none behind.)
     fn at_risk(&self, ck: &HashMap<Key, Record>) -> anyhow::Result<HashSet<(char, u64)>> {
         let mut risk = HashSet::new();
+        let live = self.live_paths();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             let key = key_of(&path)?;
@@ -235,7 +237,11 @@ impl Logs {
                 Some(r) if r.offset <= size && tail_hash_at(&path, r.offset)? == r.tail_hash => {
                     r.offset
                 }
-                _ => 0,
+                Some(_) => 0,
+                // Without a record, a file is read only at a path an entry names (copytruncate's
+                // copies are never read).
+                None if live.contains(&path) => 0,
+                None => continue,
             };
             risk.extend((from / LINE_LEN..size / LINE_LEN).map(|l| (name, first + l)));
         }
@@ -471,9 +477,11 @@ async fn rotate(
 }
 
 /// Reads the topic back and checks: every line written arrived, nothing else did, and every line
-/// that arrived twice is one of `at_risk`, at most twice.
+/// that arrived twice is one of `at_risk`, at most twice. Failures show where the copies are and
+/// what the agent warned about.
 async fn check_delivery(
     w: &World,
+    agent: &Agent,
     logs: &Logs,
     at_risk: &HashSet<(char, u64)>,
 ) -> anyhow::Result<()> {
@@ -487,11 +495,13 @@ async fn check_delivery(
     let lost = missing(logs, &got);
     assert!(
         lost.is_empty(),
-        "{} of {total} lines never arrived, e.g. {:?}",
+        "{} of {total} lines never arrived, e.g. {:?}{}",
         lost.len(),
-        &lost[..lost.len().min(20)]
+        &lost[..lost.len().min(20)],
+        warnings(agent)
     );
-    let mut counts: HashMap<(char, u64), u32> = HashMap::new();
+    // Where each line landed: (partition, offset) of every copy.
+    let mut copies: HashMap<(char, u64), Vec<(i32, i64)>> = HashMap::new();
     let mut foreign = Vec::new();
     for c in &got {
         match parse(&c.value) {
@@ -501,7 +511,7 @@ async fn check_delivery(
                     .position(|n| *n == id.0)
                     .is_some_and(|i| id.1 < logs.next[i]) =>
             {
-                *counts.entry(id).or_default() += 1
+                copies.entry(id).or_default().push((c.partition, c.offset))
             }
             _ => foreign.push(c.text()),
         }
@@ -512,11 +522,13 @@ async fn check_delivery(
         foreign.len(),
         &foreign[..foreign.len().min(5)]
     );
-    let dups: Vec<((char, u64), u32)> = counts.into_iter().filter(|(_, n)| *n > 1).collect();
-    let unexplained: Vec<&((char, u64), u32)> = dups
+    let dups: Vec<(&(char, u64), &Vec<(i32, i64)>)> =
+        copies.iter().filter(|(_, at)| at.len() > 1).collect();
+    let mut unexplained: Vec<&(&(char, u64), &Vec<(i32, i64)>)> = dups
         .iter()
-        .filter(|(id, n)| *n > 2 || !at_risk.contains(id))
+        .filter(|(id, at)| at.len() > 2 || !at_risk.contains(id))
         .collect();
+    unexplained.sort();
     eprintln!(
         "{total} lines written, {} records read, {} lines duplicated, bound {}",
         got.len(),
@@ -525,11 +537,26 @@ async fn check_delivery(
     );
     assert!(
         unexplained.is_empty(),
-        "{} duplicated lines were acknowledged before the kill (or arrived 3+ times), e.g. {:?}",
+        "{} duplicated lines were acknowledged before the kill or stop (or arrived 3+ times), \
+         e.g. (line, [(partition, offset)]) {:?}{}",
         unexplained.len(),
-        &unexplained[..unexplained.len().min(20)]
+        &unexplained[..unexplained.len().min(10)],
+        warnings(agent)
     );
     Ok(())
+}
+
+/// The agent's warnings and errors, for failure messages.
+fn warnings(agent: &Agent) -> String {
+    let log = agent.log_contents();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("=== harness"))
+        .collect();
+    format!(
+        "\nagent warnings and errors (last 30):\n{}",
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    )
 }
 
 fn missing(logs: &Logs, got: &[Consumed]) -> Vec<(char, u64)> {
@@ -570,7 +597,7 @@ async fn kill_9_while_writing_with_rename_rotations() -> anyhow::Result<()> {
     agent
         .wait_for_log("file was rotated while the agent was down", WAIT)
         .await?;
-    check_delivery(&w, &logs, &out.at_risk).await?;
+    check_delivery(&w, &agent, &logs, &out.at_risk).await?;
     stop(&mut agent).await?;
     eprintln!("rename rotations with kill -9: {:?}", started.elapsed());
     Ok(())
@@ -600,7 +627,7 @@ async fn kill_9_while_writing_with_copytruncate_rotations() -> anyhow::Result<()
         &plan,
     )
     .await?;
-    check_delivery(&w, &logs, &out.at_risk).await?;
+    check_delivery(&w, &agent, &logs, &out.at_risk).await?;
     stop(&mut agent).await?;
     eprintln!(
         "copytruncate rotations with kill -9: {:?}",
@@ -637,7 +664,7 @@ async fn stopped_across_a_rename_rotation_ships_the_remainder_then_forgets_it() 
         .wait_for_log("file was rotated while the agent was down", WAIT)
         .await?;
     // A clean stop leaves nothing unacknowledged: no line may arrive twice.
-    check_delivery(&w, &logs, &HashSet::new()).await?;
+    check_delivery(&w, &agent, &logs, &HashSet::new()).await?;
     let state = w.state_dir();
     wait_until(
         "records of the files renamed while the agent was down to be forgotten",

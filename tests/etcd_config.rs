@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use support::{agent_config, append_lines, consume, consume_for, Agent, Etcd, Storage, Tansu};
+use support::{agent_config, append_lines, Agent, Etcd, Storage, Tansu};
 
 const IP: &str = "10.44.0.7";
 const KEY: &str = "collect_log_conf/10.44.0.7";
@@ -94,13 +94,7 @@ impl World {
 
     /// Every record of `topic` once at least `n` arrived and then none for a second.
     async fn texts(&self, topic: &str, n: usize) -> anyhow::Result<Vec<String>> {
-        Ok(
-            consume(&self.kafka.bootstrap(), topic, n, Duration::from_secs(30))
-                .await?
-                .iter()
-                .map(|c| c.text())
-                .collect(),
-        )
+        consume(&self.kafka.bootstrap(), topic, n, Duration::from_secs(30)).await
     }
 
     /// Reads `topics` again and again until `done` holds for what they contain (or `timeout`),
@@ -124,33 +118,17 @@ impl World {
                     "topics {topics:?} not complete within {timeout:?} (records per topic: {counts:?})"
                 );
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     async fn read_all(&self, topics: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
-        let reads = topics.iter().map(|t| {
-            let (b, t) = (self.kafka.bootstrap(), t.to_string());
-            async move { consume_for(&b, &t, Duration::from_secs(1)).await }
-        });
-        Ok(futures_join_all(reads)
-            .await?
-            .into_iter()
-            .map(|records| records.iter().map(|c| c.text()).collect())
-            .collect())
+        let mut out = Vec::new();
+        for t in topics {
+            out.push(read_all_of(&self.kafka.bootstrap(), t).await?);
+        }
+        Ok(out)
     }
-}
-
-async fn futures_join_all<F, T>(futs: impl Iterator<Item = F>) -> anyhow::Result<Vec<T>>
-where
-    F: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await??);
-    }
-    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,11 +245,14 @@ async fn wait_reconciler_quiet(
 }
 
 // ---------------------------------------------------------------------------------------------
-// A consumer that is ready before the change it measures.
+// Reading topics back. Every topic here has one partition, so arrival order is the topic's order.
 
 fn assigned_consumer(bootstrap: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    // librdkafka refuses `assign` without a group id ("Local: Unknown group"), though nothing is
+    // ever committed for it.
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("group.id", "etcd-config-tests")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "20")
         .create()?;
@@ -279,6 +260,75 @@ fn assigned_consumer(bootstrap: &str, topic: &str) -> anyhow::Result<StreamConsu
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     Ok(consumer)
+}
+
+/// How many records `topic` (one partition) holds: its end offset.
+fn end_offset(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<i64> {
+    let (_, high) = tokio::task::block_in_place(|| {
+        consumer.fetch_watermarks(topic, 0, Duration::from_secs(5))
+    })?;
+    Ok(high)
+}
+
+/// Reads from the beginning up to offset `high`.
+async fn read_until(
+    consumer: &StreamConsumer,
+    topic: &str,
+    high: i64,
+) -> anyhow::Result<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    let mut next = 0;
+    while next < high {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                next = m.offset() + 1;
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            }
+            // Transient (broker busy, metadata not there yet): librdkafka retries on its own.
+            Ok(Err(_)) => {}
+            Err(_) => anyhow::bail!(
+                "read {} of the {high} records of {topic} within 10 s",
+                out.len()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Every record `topic` holds now.
+async fn read_all_of(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+    let consumer = assigned_consumer(bootstrap, topic)?;
+    let high = end_offset(&consumer, topic)?;
+    read_until(&consumer, topic, high).await
+}
+
+/// Every record `topic` holds once it holds at least `n` and then a second passed without more,
+/// so extra records (duplicates) are seen too.
+async fn consume(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let consumer = assigned_consumer(bootstrap, topic)?;
+    let start = Instant::now();
+    let mut high = -1;
+    let mut changed = Instant::now();
+    loop {
+        match end_offset(&consumer, topic) {
+            Ok(h) if h != high => (high, changed) = (h, Instant::now()),
+            _ => {}
+        }
+        if high >= n as i64 && changed.elapsed() >= Duration::from_secs(1) {
+            return read_until(&consumer, topic, high).await;
+        }
+        if start.elapsed() >= timeout {
+            anyhow::bail!("{topic} holds {high} of at least {n} records after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1014,7 +1064,8 @@ async fn seed_key_template_and_delete_or_empty_list_stop_collection() -> anyhow:
     )
     .await?;
     append_lines(&f, &lines("t", 10..20))?;
-    let shipped = consume_for(&w.kafka.bootstrap(), "tpl_a", Duration::from_secs(2)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shipped = read_all_of(&w.kafka.bootstrap(), "tpl_a").await?;
     assert_eq!(shipped.len(), 10, "lines shipped after the key was deleted");
 
     // Re-added: resumes from the stored offset, nothing read twice.
