@@ -106,7 +106,13 @@ impl Registry {
     /// `from_end`: a file never seen before starts at the end of its last complete line.
     pub fn claim(&self, key: FileKey, path: &Path, topic: &str, file: &File, size: u64, from_end: bool) -> io::Result<Option<Claim>> {
         let mut inner = self.lock();
-        if inner.files.get(&key).is_some_and(|r| r.open) {
+        // A released generation with batches still in flight must settle first: a new one would start
+        // at the acknowledged offset, send those batches again, and lose their acknowledgements.
+        if inner
+            .files
+            .get(&key)
+            .is_some_and(|r| r.open || r.progress.as_ref().is_some_and(|p| p.in_flight() > 0))
+        {
             return Ok(None);
         }
         let (start, offset) = match inner.files.get_mut(&key) {
@@ -384,6 +390,23 @@ mod tests {
         r.release(key, false, false);
         let again = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
         assert_eq!((again.start, again.offset), (Start::Resume, 4));
+    }
+
+    #[test]
+    fn no_reclaim_while_the_released_generation_has_batches_in_flight() {
+        let (_d, path, f, key) = setup(b"one\ntwo\n");
+        let r = registry();
+        let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        ack_all(&c, 4, &f);
+        let seq = c.progress.register(Mark {
+            offset: 8,
+            tail_hash: tail_hash(&f, 8).unwrap(),
+        });
+        r.release(key, false, false);
+        assert!(r.claim(key, &path, "t", &f, 8, false).unwrap().is_none(), "claimed with a batch in flight");
+        c.progress.complete(seq);
+        let again = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        assert_eq!((again.start, again.offset), (Start::Resume, 8), "the late acknowledgement counts");
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl World {
     }
 
     fn agent(&self, etcd_endpoint: &str, env: &[(&str, &str)]) -> anyhow::Result<Agent> {
-        Agent::start_with_env(&bin(), &self.config(etcd_endpoint), env)
+        let a = Agent::start_with_env(&bin(), &self.config(etcd_endpoint), env)?;
+        keep_log(&a);
+        Ok(a)
     }
 
     /// Puts `entries` under the default key and returns the revision of the write.
@@ -129,6 +131,18 @@ impl World {
         }
         Ok(out)
     }
+}
+
+// DEBUG
+fn keep_log(a: &Agent) {
+    let src = a.log_path().to_path_buf();
+    let name = std::thread::current().name().unwrap_or("x").to_string();
+    std::fs::create_dir_all("/tmp/etcdcfg-logs").ok();
+    let dst = format!("/tmp/etcdcfg-logs/{name}.log");
+    std::thread::spawn(move || loop {
+        if std::fs::copy(&src, &dst).is_err() { return; }
+        std::thread::sleep(Duration::from_millis(200));
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,73 +276,61 @@ fn assigned_consumer(bootstrap: &str, topic: &str) -> anyhow::Result<StreamConsu
     Ok(consumer)
 }
 
-/// How many records `topic` (one partition) holds: its end offset.
-fn end_offset(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<i64> {
-    let (_, high) = tokio::task::block_in_place(|| {
-        consumer.fetch_watermarks(topic, 0, Duration::from_secs(5))
-    })?;
-    Ok(high)
-}
-
-/// Reads from the beginning up to offset `high`.
-async fn read_until(
-    consumer: &StreamConsumer,
+/// Reads `topic` from the beginning until `enough` holds for the count read and then nothing more
+/// arrives for a second; fails at `timeout`. (The broker's end offset cannot stand in for "all of
+/// it": tansu reports one offset per produced batch there.)
+async fn read_topic(
+    bootstrap: &str,
     topic: &str,
-    high: i64,
+    timeout: Duration,
+    enough: impl Fn(usize) -> bool,
 ) -> anyhow::Result<Vec<String>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    const QUIET: Duration = Duration::from_secs(1);
+    let consumer = assigned_consumer(bootstrap, topic)?;
+    let end = Instant::now() + timeout;
     let mut out = Vec::new();
-    let mut next = 0;
-    while next < high {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, consumer.recv()).await {
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            anyhow::bail!("read only {} records of {topic} within {timeout:?}", out.len());
+        }
+        let wait = if enough(out.len()) {
+            QUIET.min(left)
+        } else {
+            left.min(Duration::from_millis(250))
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
             Ok(Ok(m)) => {
-                next = m.offset() + 1;
-                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
             }
             // Transient (broker busy, metadata not there yet): librdkafka retries on its own.
             Ok(Err(_)) => {}
-            Err(_) => anyhow::bail!(
-                "read {} of the {high} records of {topic} within 10 s",
-                out.len()
-            ),
+            Err(_) if enough(out.len()) => return Ok(out),
+            Err(_) => {}
         }
     }
-    Ok(out)
 }
 
-/// Every record `topic` holds now.
-async fn read_all_of(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<String>> {
-    let consumer = assigned_consumer(bootstrap, topic)?;
-    let high = end_offset(&consumer, topic)?;
-    read_until(&consumer, topic, high).await
-}
-
-/// Every record `topic` holds once it holds at least `n` and then a second passed without more,
-/// so extra records (duplicates) are seen too.
+/// Every record `topic` holds once at least `n` arrived and then none for a second, so extra
+/// records (duplicates) are seen too.
 async fn consume(
     bootstrap: &str,
     topic: &str,
     n: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<String>> {
-    let consumer = assigned_consumer(bootstrap, topic)?;
-    let start = Instant::now();
-    let mut high = -1;
-    let mut changed = Instant::now();
-    loop {
-        match end_offset(&consumer, topic) {
-            Ok(h) if h != high => (high, changed) = (h, Instant::now()),
-            _ => {}
-        }
-        if high >= n as i64 && changed.elapsed() >= Duration::from_secs(1) {
-            return read_until(&consumer, topic, high).await;
-        }
-        if start.elapsed() >= timeout {
-            anyhow::bail!("{topic} holds {high} of at least {n} records after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    read_topic(bootstrap, topic, timeout, |len| len >= n).await
+}
+
+/// What `topic` holds now, which may be nothing: reads until a second without records, after
+/// giving the consumer `START` to fetch its first one.
+async fn read_all_of(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+    const START: Duration = Duration::from_secs(4);
+    let began = Instant::now();
+    read_topic(bootstrap, topic, Duration::from_secs(30), |len| {
+        len > 0 || began.elapsed() >= START
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
     d.finish_rotated_while_down();
     loop {
         tokio::select! {
+            // Cancellation first: a scan after it would claim files its tailers are letting go of.
+            biased;
             _ = d.cancel.cancelled() => break,
             _ = dir_wake.notified() => {}
             _ = tokio::time::sleep(d.shared.glob_rescan) => {}

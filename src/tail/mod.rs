@@ -18,7 +18,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -242,5 +244,76 @@ impl Tailer {
             lines: split.lines,
         });
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discover::{run_entry, Shared};
+    use super::*;
+    use crate::collect::{CollectEntry, KeyMode, StartFrom};
+
+    fn shared(tx: mpsc::Sender<Batch>) -> Arc<Shared> {
+        let metrics = Metrics::new(false);
+        Arc::new(Shared {
+            registry: Registry::new(Vec::new(), metrics.clone()),
+            hub: watch::WatchHub::new(),
+            metrics,
+            tx,
+            opts: TailOptions {
+                poll_interval: Duration::from_millis(250),
+                read_buffer_bytes: 4096,
+                max_line_bytes: 1024,
+                partial_line_timeout: Duration::from_secs(5),
+                rotated_idle_timeout: Duration::from_secs(5),
+                batch_max_lines: 100,
+                skip_empty_lines: false,
+            },
+            glob_rescan: Duration::from_secs(1),
+            hostname: "h".into(),
+            max_open_files: 10,
+        })
+    }
+
+    fn entry(path: &std::path::Path) -> Arc<CollectEntry> {
+        Arc::new(CollectEntry {
+            path: path.to_string_lossy().into_owned(),
+            topic: "t".into(),
+            exclude: vec![],
+            key: KeyMode::None,
+            from: StartFrom::Beginning,
+            max_line_bytes: None,
+            multiline: None,
+            fields: Default::default(),
+            skip_empty_lines: None,
+        })
+    }
+
+    /// The partial-line timer, on virtual time: the unterminated line is held for exactly
+    /// `partial_line_timeout` of idleness, then shipped as it is.
+    #[tokio::test(start_paused = true)]
+    async fn partial_line_is_held_until_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"full\nhalf").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), shared(tx), cancel.clone()));
+        let first = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("first batch never came")
+            .unwrap();
+        assert_eq!(first.lines, vec![bytes::Bytes::from_static(b"full")]);
+        let start = Instant::now();
+        let second = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("partial line never flushed")
+            .unwrap();
+        let waited = start.elapsed();
+        assert_eq!(second.lines, vec![bytes::Bytes::from_static(b"half")]);
+        assert!(waited >= Duration::from_secs(5), "flushed after {waited:?}, before the timeout");
+        assert!(waited < Duration::from_secs(6), "flushed after {waited:?}, long after the timeout");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("entry did not stop").unwrap();
     }
 }
