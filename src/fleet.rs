@@ -53,7 +53,8 @@ pub async fn fetch(settings: &EtcdSettings, host: Option<&str>) -> Result<Vec<Ro
         .iter()
         .map(|kv| Row {
             key: String::from_utf8_lossy(kv.key()).into_owned(),
-            status: serde_json::from_slice::<HostStatus>(kv.value()).map_err(|e| format!("unreadable value: {e}")),
+            status: serde_json::from_slice::<HostStatus>(kv.value())
+                .map_err(|e| format!("unreadable value: {e}")),
         })
         .filter(|r| match (host, &r.status) {
             (None, _) => true,
@@ -110,7 +111,9 @@ fn config_cell(s: &HostStatus) -> String {
 
 /// The table, one line per host, sorted by key; `now_unix_ms` gives the AGE column (since agent start).
 pub fn render_table(rows: &[Row], now_unix_ms: u64) -> String {
-    const HEADER: [&str; 8] = ["HOST", "IP", "VERSION", "CONFIG", "FILES", "BEHIND", "KAFKA", "AGE"];
+    const HEADER: [&str; 8] = [
+        "HOST", "IP", "VERSION", "CONFIG", "FILES", "BEHIND", "KAFKA", "AGE",
+    ];
     let mut sorted: Vec<&Row> = rows.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     let mut cells: Vec<Vec<String>> = vec![HEADER.iter().map(|h| (*h).to_owned()).collect()];
@@ -130,7 +133,14 @@ pub fn render_table(rows: &[Row], now_unix_ms: u64) -> String {
         });
     }
     let widths: Vec<usize> = (0..HEADER.len())
-        .map(|c| cells.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            cells
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in &cells {
@@ -194,7 +204,8 @@ mod tests {
     #[test]
     fn table_has_one_aligned_line_per_host_sorted_by_key() {
         let mut rejected = host("db-1", "10.0.0.2");
-        rejected.config_error = Some("etcd key k at revision 13 rejected:\nentry 0: topic is empty".into());
+        rejected.config_error =
+            Some("etcd key k at revision 13 rejected:\nentry 0: topic is empty".into());
         rejected.kafka_reachable = false;
         let rows = vec![
             Row {
@@ -213,14 +224,39 @@ mod tests {
         let table = render_table(&rows, 1_000 + 65_000);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
-        let cols = |l: &str| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect::<Vec<_>>();
-        assert_eq!(cols(lines[0]), ["HOST", "IP", "VERSION", "CONFIG", "FILES", "BEHIND", "KAFKA", "AGE"]);
-        assert_eq!(cols(lines[1]), ["web-1", "10.0.0.1", "0.1.0", "12", "3", "1.5 KiB", "ok", "1m5s"]);
+        let cols = |l: &str| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cols(lines[0]),
+            ["HOST", "IP", "VERSION", "CONFIG", "FILES", "BEHIND", "KAFKA", "AGE"]
+        );
+        assert_eq!(
+            cols(lines[1]),
+            ["web-1", "10.0.0.1", "0.1.0", "12", "3", "1.5 KiB", "ok", "1m5s"]
+        );
         assert_eq!(
             cols(lines[2]),
-            ["db-1", "10.0.0.2", "0.1.0", "12; rejected: etcd key k at revision 13 rejected:", "3", "1.5 KiB", "down", "1m5s"]
+            [
+                "db-1",
+                "10.0.0.2",
+                "0.1.0",
+                "12; rejected: etcd key k at revision 13 rejected:",
+                "3",
+                "1.5 KiB",
+                "down",
+                "1m5s"
+            ]
         );
-        assert!(lines[3].starts_with("logagent/status/10.0.0.9") && lines[3].contains("unreadable value"), "{table}");
+        assert!(
+            lines[3].starts_with("logagent/status/10.0.0.9")
+                && lines[3].contains("unreadable value"),
+            "{table}"
+        );
         // Aligned: every column starts at the same offset on every host line.
         let ip_at = lines[0].find("IP").unwrap();
         assert_eq!(lines[1].find("10.0.0.1"), Some(ip_at));

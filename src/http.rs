@@ -22,8 +22,13 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 #[derive(thiserror::Error, Debug)]
 pub enum HttpError {
-    #[error("cannot listen on {addr} (http.listen; leave it empty to disable the endpoint): {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr} (http.listen; leave it empty to disable the endpoint): {source}"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 struct AppState {
@@ -60,7 +65,10 @@ pub fn readiness(source: &SourceStatus, kafka_reachable: bool, shutting_down: bo
             (None, false) => "no collect configuration applied: etcd is unreachable and there is no saved configuration".into(),
             (None, true) => "no collect configuration applied yet".into(),
         };
-        failing.push(Failing { check: "config", reason });
+        failing.push(Failing {
+            check: "config",
+            reason,
+        });
     }
     if !kafka_reachable {
         failing.push(Failing {
@@ -69,26 +77,46 @@ pub fn readiness(source: &SourceStatus, kafka_reachable: bool, shutting_down: bo
         });
     }
     Readiness {
-        status: if failing.is_empty() { "ready" } else { "not ready" },
+        status: if failing.is_empty() {
+            "ready"
+        } else {
+            "not ready"
+        },
         failing,
     }
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })
 }
 
 /// Serves until `stop`; `shutting_down` turns `/readyz` to 503 while the rest of the shutdown runs.
-pub async fn serve(listener: TcpListener, handles: Handles, shutting_down: CancellationToken, stop: CancellationToken) {
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let state = Arc::new(AppState { handles, shutting_down });
+pub async fn serve(
+    listener: TcpListener,
+    handles: Handles,
+    shutting_down: CancellationToken,
+    stop: CancellationToken,
+) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let state = Arc::new(AppState {
+        handles,
+        shutting_down,
+    });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state);
     info!(%addr, "HTTP endpoint listening: /metrics /healthz /readyz");
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
         warn!(%addr, "HTTP endpoint stopped: {e}");
     }
 }
@@ -99,7 +127,11 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, OPENMETRICS)], s.handles.metrics.encode()).into_response()
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        s.handles.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {
@@ -155,10 +187,18 @@ mod tests {
         assert_eq!(r.status, "not ready");
         let checks: Vec<_> = r.failing.iter().map(|f| f.check).collect();
         assert_eq!(checks, ["config", "kafka"]);
-        assert!(r.failing[0].reason.contains("topic is empty"), "{:?}", r.failing[0]);
+        assert!(
+            r.failing[0].reason.contains("topic is empty"),
+            "{:?}",
+            r.failing[0]
+        );
 
         let r = readiness(&SourceStatus::default(), true, false);
-        assert!(r.failing[0].reason.contains("etcd is unreachable"), "{:?}", r.failing);
+        assert!(
+            r.failing[0].reason.contains("etcd is unreachable"),
+            "{:?}",
+            r.failing
+        );
     }
 
     #[test]

@@ -20,7 +20,12 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs until `stop`.
-pub async fn run(producer: Arc<KafkaProducer>, reachable: Arc<AtomicBool>, metrics: Arc<Metrics>, stop: CancellationToken) {
+pub async fn run(
+    producer: Arc<KafkaProducer>,
+    reachable: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
     let mut last = reachable.load(Ordering::Relaxed);
     loop {
         tokio::select! {
@@ -29,9 +34,11 @@ pub async fn run(producer: Arc<KafkaProducer>, reachable: Arc<AtomicBool>, metri
         }
         if !reachable.load(Ordering::Relaxed) {
             let p = producer.clone();
-            let answered = tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, PROBE_TIMEOUT).is_ok())
-                .await
-                .unwrap_or(false);
+            let answered = tokio::task::spawn_blocking(move || {
+                p.client().fetch_metadata(None, PROBE_TIMEOUT).is_ok()
+            })
+            .await
+            .unwrap_or(false);
             if answered {
                 reachable.store(true, Ordering::Relaxed);
             }

@@ -126,12 +126,17 @@ impl EntryMatcher<'_> {
         EntryMatcher {
             entry,
             pattern: glob::Pattern::new(&entry.path).ok(),
-            excludes: entry.exclude.iter().filter_map(|e| glob::Pattern::new(e).ok()).collect(),
+            excludes: entry
+                .exclude
+                .iter()
+                .filter_map(|e| glob::Pattern::new(e).ok())
+                .collect(),
         }
     }
 
     fn owns(&self, path: &Path) -> bool {
-        let matched = path == Path::new(&self.entry.path) || self.pattern.as_ref().is_some_and(|p| p.matches_path(path));
+        let matched = path == Path::new(&self.entry.path)
+            || self.pattern.as_ref().is_some_and(|p| p.matches_path(path));
         matched && !self.excludes.iter().any(|e| e.matches_path(path))
     }
 }
@@ -151,7 +156,10 @@ pub fn build(
     let matchers: Vec<EntryMatcher<'_>> = entries.iter().map(EntryMatcher::new).collect();
     let mut files: Vec<Vec<(FileStatus, u64)>> = vec![Vec::new(); entries.len()];
     for f in open {
-        if let Some(i) = matchers.iter().position(|m| m.entry.topic == f.topic && m.owns(&f.path)) {
+        if let Some(i) = matchers
+            .iter()
+            .position(|m| m.entry.topic == f.topic && m.owns(&f.path))
+        {
             let problem = problems.get(&f.path);
             files[i].push((
                 FileStatus {
@@ -188,14 +196,22 @@ pub fn build(
                 .filter(|(f, _)| f.error.is_some())
                 .max_by_key(|(_, at)| *at)
                 .and_then(|(f, _)| f.error.clone());
-            files.sort_by(|(a, _), (b, _)| b.bytes_behind.cmp(&a.bytes_behind).then_with(|| a.path.cmp(&b.path)));
+            files.sort_by(|(a, _), (b, _)| {
+                b.bytes_behind
+                    .cmp(&a.bytes_behind)
+                    .then_with(|| a.path.cmp(&b.path))
+            });
             EntryStatus {
                 path: entry.path.clone(),
                 topic: entry.topic.clone(),
                 files_matched: files.len(),
                 bytes_behind: files.iter().map(|(f, _)| f.bytes_behind).sum(),
                 last_error,
-                files: files.into_iter().take(MAX_FILES_PER_ENTRY).map(|(f, _)| f).collect(),
+                files: files
+                    .into_iter()
+                    .take(MAX_FILES_PER_ENTRY)
+                    .map(|(f, _)| f)
+                    .collect(),
             }
         })
         .collect();
@@ -239,8 +255,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(settings: EtcdSettings, handles: Handles, desired: watch::Receiver<Option<Desired>>) -> Publisher {
-        let key = EtcdSettings::render_key(&settings.status_key_template, &handles.ip, &handles.hostname);
+    pub fn new(
+        settings: EtcdSettings,
+        handles: Handles,
+        desired: watch::Receiver<Option<Desired>>,
+    ) -> Publisher {
+        let key = EtcdSettings::render_key(
+            &settings.status_key_template,
+            &handles.ip,
+            &handles.hostname,
+        );
         let identity = Identity {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hostname: handles.hostname.clone(),
@@ -269,7 +293,12 @@ impl Publisher {
             .registry
             .open_files()
             .into_iter()
-            .map(|(path, topic, acked, lag)| OpenFile { path, topic, acked, lag })
+            .map(|(path, topic, acked, lag)| OpenFile {
+                path,
+                topic,
+                acked,
+                lag,
+            })
             .collect();
         let source = self.handles.source_status.borrow().clone();
         build(
@@ -311,7 +340,11 @@ impl Publisher {
     }
 
     /// One lease: grant, put, keep alive and update until something breaks (`Err`) or `stop` (`Ok`).
-    async fn session(&mut self, stop: &CancellationToken, backoff: &mut Duration) -> Result<(), PublishError> {
+    async fn session(
+        &mut self,
+        stop: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> Result<(), PublishError> {
         let ttl_secs = self.settings.status_lease_ttl_secs();
         let ttl = Duration::from_secs(ttl_secs.max(1) as u64);
         let mut client = tokio::select! {
@@ -319,12 +352,18 @@ impl Publisher {
             c = crate::config_source::connect(&self.settings) => c?,
         };
         let lease = client.lease_grant(ttl_secs, None).await?.id();
-        let result = self.keep_publishing(&mut client, lease, ttl, stop, backoff).await;
+        let result = self
+            .keep_publishing(&mut client, lease, ttl, stop, backoff)
+            .await;
         if result.is_ok() {
             match tokio::time::timeout(REVOKE_TIMEOUT, client.lease_revoke(lease)).await {
                 Ok(Ok(_)) => info!(key = %self.key, "status lease revoked; key removed"),
-                Ok(Err(e)) => warn!(key = %self.key, "cannot revoke the status lease ({e}); the key goes when it expires"),
-                Err(_) => warn!(key = %self.key, "revoking the status lease timed out; the key goes when it expires"),
+                Ok(Err(e)) => {
+                    warn!(key = %self.key, "cannot revoke the status lease ({e}); the key goes when it expires")
+                }
+                Err(_) => {
+                    warn!(key = %self.key, "revoking the status lease timed out; the key goes when it expires")
+                }
             }
         }
         result
@@ -369,13 +408,23 @@ impl Publisher {
         }
     }
 
-    async fn put_if_changed(&mut self, client: &mut Client, lease: i64) -> Result<(), PublishError> {
+    async fn put_if_changed(
+        &mut self,
+        client: &mut Client,
+        lease: i64,
+    ) -> Result<(), PublishError> {
         let status = self.current();
         if self.last.as_ref().is_some_and(|l| l.same_as(&status)) {
             return Ok(());
         }
         let value = serde_json::to_string(&status).unwrap_or_default();
-        client.put(self.key.as_str(), value, Some(PutOptions::new().with_lease(lease))).await?;
+        client
+            .put(
+                self.key.as_str(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
         self.handles.metrics.status_publishes.inc();
         self.last = Some(status);
         Ok(())
@@ -440,28 +489,79 @@ mod tests {
             open("/var/log/old/x.log", "old", 0, 99),
         ];
         let problems = HashMap::from([
-            ("/var/log/app/c.log".into(), problem("cannot open: permission denied", 5)),
-            ("/var/log/app/a.log".into(), problem("Kafka rejected a record: too large", 3)),
+            (
+                "/var/log/app/c.log".into(),
+                problem("cannot open: permission denied", 5),
+            ),
+            (
+                "/var/log/app/a.log".into(),
+                problem("Kafka rejected a record: too large", 3),
+            ),
         ]);
-        let s = build(&identity(), &source, Some(&d), &files, &problems, true, 9_000);
-        assert_eq!((s.applied_revision, s.config_error.as_deref()), (Some(42), Some("revision 43 rejected")));
+        let s = build(
+            &identity(),
+            &source,
+            Some(&d),
+            &files,
+            &problems,
+            true,
+            9_000,
+        );
+        assert_eq!(
+            (s.applied_revision, s.config_error.as_deref()),
+            (Some(42), Some("revision 43 rejected"))
+        );
         assert_eq!((s.version.as_str(), s.updated_unix_ms), ("1.2.3", 9_000));
         let app = &s.entries[0];
         assert_eq!((app.files_matched, app.bytes_behind), (3, 25));
-        assert_eq!(app.last_error.as_deref(), Some("cannot open: permission denied"), "the most recent problem wins");
+        assert_eq!(
+            app.last_error.as_deref(),
+            Some("cannot open: permission denied"),
+            "the most recent problem wins"
+        );
         let order: Vec<&str> = app.files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(order, ["/var/log/app/b.log", "/var/log/app/a.log", "/var/log/app/c.log"], "largest lag first");
-        assert_eq!(app.files[1].error.as_deref(), Some("Kafka rejected a record: too large"));
+        assert_eq!(
+            order,
+            [
+                "/var/log/app/b.log",
+                "/var/log/app/a.log",
+                "/var/log/app/c.log"
+            ],
+            "largest lag first"
+        );
+        assert_eq!(
+            app.files[1].error.as_deref(),
+            Some("Kafka rejected a record: too large")
+        );
         let web = &s.entries[1];
-        assert_eq!((web.files_matched, web.bytes_behind, web.last_error.as_deref()), (1, 0, None));
+        assert_eq!(
+            (
+                web.files_matched,
+                web.bytes_behind,
+                web.last_error.as_deref()
+            ),
+            (1, 0, None)
+        );
         assert_eq!((s.files(), s.bytes_behind()), (4, 25));
     }
 
     #[test]
     fn excluded_files_and_other_topics_are_not_counted() {
         let d = desired(r#"[{"path":"/l/*.log","topic":"t","exclude":["/l/skip.log"]}]"#);
-        let files = [open("/l/skip.log", "t", 0, 1), open("/l/a.log", "other", 0, 1), open("/l/b.log", "t", 0, 1)];
-        let s = build(&identity(), &SourceStatus::default(), Some(&d), &files, &HashMap::new(), true, 0);
+        let files = [
+            open("/l/skip.log", "t", 0, 1),
+            open("/l/a.log", "other", 0, 1),
+            open("/l/b.log", "t", 0, 1),
+        ];
+        let s = build(
+            &identity(),
+            &SourceStatus::default(),
+            Some(&d),
+            &files,
+            &HashMap::new(),
+            true,
+            0,
+        );
         assert_eq!(s.entries[0].files_matched, 1);
         assert_eq!(s.entries[0].files[0].path, "/l/b.log");
     }
@@ -469,8 +569,18 @@ mod tests {
     #[test]
     fn file_list_is_capped_but_counted_in_full() {
         let d = desired(r#"[{"path":"/l/*.log","topic":"t"}]"#);
-        let files: Vec<OpenFile> = (0..MAX_FILES_PER_ENTRY as u64 + 10).map(|i| open(&format!("/l/{i}.log"), "t", 0, i)).collect();
-        let s = build(&identity(), &SourceStatus::default(), Some(&d), &files, &HashMap::new(), true, 0);
+        let files: Vec<OpenFile> = (0..MAX_FILES_PER_ENTRY as u64 + 10)
+            .map(|i| open(&format!("/l/{i}.log"), "t", 0, i))
+            .collect();
+        let s = build(
+            &identity(),
+            &SourceStatus::default(),
+            Some(&d),
+            &files,
+            &HashMap::new(),
+            true,
+            0,
+        );
         let e = &s.entries[0];
         assert_eq!(e.files_matched, MAX_FILES_PER_ENTRY + 10);
         assert_eq!(e.files.len(), MAX_FILES_PER_ENTRY);
@@ -479,14 +589,30 @@ mod tests {
 
     #[test]
     fn no_configuration_yet_gives_no_entries() {
-        let s = build(&identity(), &SourceStatus::default(), None, &[open("/a", "t", 0, 1)], &HashMap::new(), false, 0);
+        let s = build(
+            &identity(),
+            &SourceStatus::default(),
+            None,
+            &[open("/a", "t", 0, 1)],
+            &HashMap::new(),
+            false,
+            0,
+        );
         assert!(s.entries.is_empty());
         assert_eq!((s.applied_revision, s.kafka_reachable), (None, false));
     }
 
     #[test]
     fn only_the_write_time_is_ignored_when_comparing() {
-        let a = build(&identity(), &SourceStatus::default(), None, &[], &HashMap::new(), true, 1);
+        let a = build(
+            &identity(),
+            &SourceStatus::default(),
+            None,
+            &[],
+            &HashMap::new(),
+            true,
+            1,
+        );
         let b = HostStatus {
             updated_unix_ms: 2,
             ..a.clone()
@@ -502,10 +628,19 @@ mod tests {
     #[test]
     fn json_round_trips_and_tolerates_missing_and_unknown_fields() {
         let d = desired(r#"[{"path":"/l/a.log","topic":"t"}]"#);
-        let s = build(&identity(), &SourceStatus::default(), Some(&d), &[open("/l/a.log", "t", 3, 4)], &HashMap::new(), true, 5);
+        let s = build(
+            &identity(),
+            &SourceStatus::default(),
+            Some(&d),
+            &[open("/l/a.log", "t", 3, 4)],
+            &HashMap::new(),
+            true,
+            5,
+        );
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<HostStatus>(&text).unwrap(), s);
-        let partial: HostStatus = serde_json::from_str(r#"{"hostname":"h","future_field":1}"#).unwrap();
+        let partial: HostStatus =
+            serde_json::from_str(r#"{"hostname":"h","future_field":1}"#).unwrap();
         assert_eq!((partial.hostname.as_str(), partial.entries.len()), ("h", 0));
     }
 }
