@@ -34,11 +34,13 @@ pub async fn run(
         }
         if !reachable.load(Ordering::Relaxed) {
             let p = producer.clone();
-            let answered = tokio::task::spawn_blocking(move || {
+            let probe = tokio::task::spawn_blocking(move || {
                 p.client().fetch_metadata(None, PROBE_TIMEOUT).is_ok()
-            })
-            .await
-            .unwrap_or(false);
+            });
+            let answered = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = probe => r.unwrap_or(false),
+            };
             if answered {
                 reachable.store(true, Ordering::Relaxed);
             }
