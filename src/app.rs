@@ -120,7 +120,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let ck_stop = CancellationToken::new();
     let status_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
-    let probe_task = tokio::spawn(crate::kafka_probe::run(producer.clone(), kafka_reachable, metrics.clone(), sink_stop.clone()));
+    let probe_task = tokio::spawn(crate::kafka_probe::run(producer.clone(), kafka_reachable, sink_stop.clone()));
     let http_task = listener.map(|l| tokio::spawn(crate::http::serve(l, handles.clone(), shutdown.clone(), http_stop.clone())));
     let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));

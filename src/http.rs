@@ -127,6 +127,9 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    // Read at scrape time so the gauge and /readyz never disagree.
+    let reachable = s.handles.kafka_reachable.load(Ordering::Relaxed);
+    s.handles.metrics.kafka_reachable.set(i64::from(reachable));
     (
         [(header::CONTENT_TYPE, OPENMETRICS)],
         s.handles.metrics.encode(),

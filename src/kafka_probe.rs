@@ -1,4 +1,4 @@
-//! Whether Kafka is reachable, for `/readyz`, the status in etcd and the `kafka_reachable` gauge.
+//! Whether Kafka is reachable, for `/readyz`, `/metrics` and the status in etcd.
 //!
 //! librdkafka says when every broker is down (error callback) and deliveries say when one answers, but
 //! with no traffic nothing would ever say it came back. So while the flag is down, this asks the cluster
@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::sink::KafkaProducer;
-use crate::telemetry::Metrics;
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -23,7 +22,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn run(
     producer: Arc<KafkaProducer>,
     reachable: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
     let mut last = reachable.load(Ordering::Relaxed);
@@ -46,7 +44,6 @@ pub async fn run(
             }
         }
         let now = reachable.load(Ordering::Relaxed);
-        metrics.kafka_reachable.set(i64::from(now));
         // Going down is logged by the sink's error callback, which knows why.
         if now && !last {
             info!("Kafka is reachable again");

@@ -131,7 +131,6 @@ impl Metrics {
         r.register("status_publishes", "Host status values written to etcd", m.status_publishes.clone());
         r.register("status_publish_failures", "Failed attempts to publish the host status to etcd", m.status_publish_failures.clone());
         r.register("start_time_seconds", "Unix time the agent started", m.start_time_seconds.clone());
-        m.kafka_reachable.set(1);
         m.start_time_seconds.set((crate::registry::now_ms() / 1000) as i64);
         Arc::new(Metrics { registry, ..m })
     }
