@@ -265,7 +265,7 @@ async fn readyz_names_every_failing_check_while_healthz_stays_ok() -> anyhow::Re
 async fn status_key_lives_with_the_agent_and_vanishes_after_the_lease_ttl() -> anyhow::Result<()> {
     const IP: &str = "10.20.30.53";
     let status_key = format!("logagent/status/{IP}");
-    let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
+    let (mut etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
     kafka.create_topic(TOPIC, 1).await?;
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("app.log");
@@ -334,6 +334,25 @@ async fn status_key_lives_with_the_agent_and_vanishes_after_the_lease_ttl() -> a
         missing.status.code(),
         Some(1),
         "an unknown host is an error"
+    );
+
+    // An etcd outage breaks the keep-alive stream; afterwards the agent grants a new lease and keeps
+    // it alive: the key outlives twice the TTL after etcd is back, which the old lease alone would not.
+    etcd.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    etcd.restart().await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = etcd.get(&status_key).await?;
+    assert!(
+        again.is_some(),
+        "status key gone after the etcd outage; agent log:\n{}",
+        agent.log_contents()
+    );
+    let log = agent.log_contents();
+    assert_eq!(
+        log.matches("cannot publish host status").count(),
+        1,
+        "logged once per outage:\n{log}"
     );
 
     // SIGKILL: nothing revokes the lease, so the key outlives the process until the TTL runs out.
