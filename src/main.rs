@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use logagent::fleet;
 use logagent::settings::{self, LogFormat, Settings};
 
 const DEFAULT_CONFIG: &str = "/etc/logagent/logagent.toml";
@@ -38,6 +39,12 @@ enum Command {
     Run,
     /// Check the configuration file and print every problem at once.
     Validate,
+    /// Print the status every live agent publishes to etcd, as a table.
+    Status {
+        /// Only the host with this IP (or hostname).
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 fn init_logging(s: &Settings, cli: Option<CliLogFormat>) {
@@ -79,6 +86,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Status { host } => {
+            let s = settings::load(&cli.config).with_context(|| format!("configuration {}", cli.config.display()))?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let rows = rt.block_on(fleet::fetch(&s.etcd, host.as_deref()))?;
+            let prefix = fleet::status_prefix(&s.etcd.status_key_template);
+            if rows.is_empty() {
+                match host {
+                    Some(h) => eprintln!("no live agent {h} under {prefix:?}"),
+                    None => eprintln!("no live agent under {prefix:?}"),
+                }
+                return Ok(ExitCode::from(1));
+            }
+            print!("{}", fleet::render_table(&rows, logagent::registry::now_ms()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run => {
             let s = settings::load(&cli.config).with_context(|| format!("configuration {}", cli.config.display()))?;
             init_logging(&s, cli.log_format);
