@@ -16,8 +16,8 @@ use crate::config_source::{ConfigSource, SourceStatus};
 use crate::reconcile::{self, Supervisor};
 use crate::registry::{self, Registry};
 use crate::settings::Settings;
-use crate::status::Publisher;
 use crate::sink::Sink;
+use crate::status::Publisher;
 use crate::tail::discover::Shared;
 use crate::tail::watch::WatchHub;
 use crate::tail::TailOptions;
@@ -51,7 +51,11 @@ pub struct Handles {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
     let started_unix_ms = registry::now_ms();
     let (ip, why) = crate::host::agent_ip(settings.agent.ip);
-    let key = crate::settings::EtcdSettings::render_key(&settings.etcd.key_template, &ip.to_string(), &settings.agent.hostname);
+    let key = crate::settings::EtcdSettings::render_key(
+        &settings.etcd.key_template,
+        &ip.to_string(),
+        &settings.agent.hostname,
+    );
     info!(%ip, key, "agent identity ({why})");
 
     // Bound before anything starts, so a taken port fails the start instead of going unnoticed.
@@ -126,8 +130,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let ck_stop = CancellationToken::new();
     let status_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
-    let probe_task = tokio::spawn(crate::kafka_probe::run(producer.clone(), kafka_reachable, sink_stop.clone()));
-    let http_task = listener.map(|l| tokio::spawn(crate::http::serve(l, handles.clone(), shutdown.clone(), http_stop.clone())));
+    let probe_task = tokio::spawn(crate::kafka_probe::run(
+        producer.clone(),
+        kafka_reachable,
+        sink_stop.clone(),
+    ));
+    let http_task = listener.map(|l| {
+        tokio::spawn(crate::http::serve(
+            l,
+            handles.clone(),
+            shutdown.clone(),
+            http_stop.clone(),
+        ))
+    });
     let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));
     let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
@@ -147,7 +162,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let grace = settings.shutdown.grace;
     let started = tokio::time::Instant::now();
-    info!(grace_ms = grace.as_millis() as u64, "shutting down: stop reading → flush deliveries → final checkpoint");
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: stop reading → flush deliveries → final checkpoint"
+    );
 
     reading.cancel();
     // Revokes the status lease while the rest shuts down; awaited before the final checkpoint.
@@ -163,14 +181,22 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     sink_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), sink_task).await;
     let _ = probe_task.await;
-    let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+    let left = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
     let unacked = Sink::flush(producer, left).await;
     if unacked > 0 {
-        warn!(unacked, "records not acknowledged by the deadline; they will be read again at the next start");
+        warn!(
+            unacked,
+            "records not acknowledged by the deadline; they will be read again at the next start"
+        );
     } else {
         info!("all records handed to Kafka were acknowledged");
     }
-    if tokio::time::timeout(Duration::from_secs(3), status_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(3), status_task)
+        .await
+        .is_err()
+    {
         warn!("status publisher did not stop in time; its lease expires on its own");
     }
     ck_stop.cancel();

@@ -89,17 +89,25 @@ pub struct SinkContext {
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 error!(target: "librdkafka", fac, "{log_message}")
             }
             RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", fac, "{log_message}")
+            }
             RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{log_message}"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
             if self.reachable.swap(false, Ordering::Relaxed) {
                 error!("all Kafka brokers are down; records wait in the files until they return: {reason}");
             }
@@ -143,7 +151,11 @@ impl ProducerContext for SinkContext {
                 let kind = code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
                 self.metrics.delivery_error(&kind);
                 if code.is_some_and(is_permanent) {
-                    self.metrics.record_skipped(&opaque.route.topic, &opaque.route.path, &err.to_string());
+                    self.metrics.record_skipped(
+                        &opaque.route.topic,
+                        &opaque.route.path,
+                        &err.to_string(),
+                    );
                 } else {
                     // Transient (timed out, broker gone): send it again rather than lose it.
                     warn!(topic = %opaque.route.topic, "delivery failed ({err}); sending the record again");
@@ -240,15 +252,29 @@ impl Sink {
 
     /// The partition for an unkeyed route (keyed routes leave it to librdkafka's key hash).
     /// `Err(())` when stopping while waiting for the cluster.
-    async fn partition_for(&mut self, route: &Route, stop: &CancellationToken) -> Result<Option<i32>, ()> {
+    async fn partition_for(
+        &mut self,
+        route: &Route,
+        stop: &CancellationToken,
+    ) -> Result<Option<i32>, ()> {
         if route.key.is_some() {
             return Ok(None);
         }
         let count = match self.partitions.get(&route.topic) {
-            Some((n, at)) if at.elapsed() < if *n > 0 { PARTITIONS_TTL } else { UNKNOWN_TOPIC_TTL } => *n,
+            Some((n, at))
+                if at.elapsed()
+                    < if *n > 0 {
+                        PARTITIONS_TTL
+                    } else {
+                        UNKNOWN_TOPIC_TTL
+                    } =>
+            {
+                *n
+            }
             _ => {
                 let n = self.fetch_partitions(&route.topic, stop).await.ok_or(())?;
-                self.partitions.insert(route.topic.clone(), (n, Instant::now()));
+                self.partitions
+                    .insert(route.topic.clone(), (n, Instant::now()));
                 n
             }
         };
@@ -267,12 +293,21 @@ impl Sink {
             let producer = self.producer.clone();
             let t = topic.to_owned();
             let res = tokio::task::spawn_blocking(move || {
-                producer.client().fetch_metadata(Some(&t), METADATA_TIMEOUT).map(|md| {
-                    md.topics()
-                        .iter()
-                        .find(|mt| mt.name() == t)
-                        .map_or(0, |mt| if mt.error().is_some() { 0 } else { mt.partitions().len() as i32 })
-                })
+                producer
+                    .client()
+                    .fetch_metadata(Some(&t), METADATA_TIMEOUT)
+                    .map(|md| {
+                        md.topics()
+                            .iter()
+                            .find(|mt| mt.name() == t)
+                            .map_or(0, |mt| {
+                                if mt.error().is_some() {
+                                    0
+                                } else {
+                                    mt.partitions().len() as i32
+                                }
+                            })
+                    })
             })
             .await;
             match res {
@@ -284,7 +319,10 @@ impl Sink {
                 }
                 Ok(Err(e)) => {
                     if !warned {
-                        warn!(topic, "cannot read Kafka metadata ({e}); waiting for the cluster");
+                        warn!(
+                            topic,
+                            "cannot read Kafka metadata ({e}); waiting for the cluster"
+                        );
                     }
                 }
                 Err(e) => error!("metadata task failed: {e}"),
@@ -299,7 +337,11 @@ impl Sink {
     }
 
     async fn produce(&mut self, batch: Batch, stop: &CancellationToken) -> bool {
-        let Batch { route, ticket, lines } = batch;
+        let Batch {
+            route,
+            ticket,
+            lines,
+        } = batch;
         let Ok(partition) = self.partition_for(&route, stop).await else {
             return false;
         };
@@ -310,7 +352,14 @@ impl Sink {
         });
         for line in &lines {
             if !self
-                .send(&route, opaque.clone(), line, partition, headers.as_ref(), stop)
+                .send(
+                    &route,
+                    opaque.clone(),
+                    line,
+                    partition,
+                    headers.as_ref(),
+                    stop,
+                )
                 .await
             {
                 return false;
@@ -324,8 +373,15 @@ impl Sink {
         let headers = route.kafka_headers();
         self.metrics.records_in_flight.dec();
         let partition = (retry.partition >= 0).then_some(retry.partition);
-        self.send(&route, retry.opaque, &retry.payload, partition, headers.as_ref(), stop)
-            .await
+        self.send(
+            &route,
+            retry.opaque,
+            &retry.payload,
+            partition,
+            headers.as_ref(),
+            stop,
+        )
+        .await
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full. False when stopping.
@@ -363,8 +419,12 @@ impl Sink {
                 }
                 Err((err, back)) => {
                     // Rejected before it left (e.g. larger than message.max.bytes): permanent.
-                    self.metrics.delivery_error(&err.rdkafka_error_code().map_or_else(|| "other".to_owned(), |c| format!("{c:?}")));
-                    self.metrics.record_skipped(&route.topic, &route.path, &err.to_string());
+                    self.metrics.delivery_error(
+                        &err.rdkafka_error_code()
+                            .map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
+                    );
+                    self.metrics
+                        .record_skipped(&route.topic, &route.path, &err.to_string());
                     let InFlight { ticket, .. } = &*back.delivery_opaque;
                     if ticket.record_settled() {
                         route.counters.lines_acked.inc_by(ticket.records as u64);

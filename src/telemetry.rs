@@ -109,29 +109,118 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("lines_read", "Lines read from files", m.lines_read.clone());
-        r.register("bytes_read", "Bytes of lines read from files", m.bytes_read.clone());
-        r.register("lines_acked", "Lines acknowledged by Kafka", m.lines_acked.clone());
-        r.register("bytes_acked", "Bytes of lines acknowledged by Kafka", m.bytes_acked.clone());
-        r.register("records_in_flight", "Records handed to the producer and not yet acknowledged", m.records_in_flight.clone());
-        r.register("delivery_errors", "Delivery errors by kind", m.delivery_errors.clone());
-        r.register("records_skipped", "Records given up after a permanent Kafka error", m.records_skipped.clone());
-        r.register("files_open", "Files currently open for reading", m.files_open.clone());
-        r.register("rotations", "Rotations (rename or delete) seen", m.rotations.clone());
-        r.register("truncations", "Truncations seen (size fell below the read offset)", m.truncations.clone());
-        r.register("long_lines_split", "Lines longer than max_line_bytes cut into chunks", m.long_lines_split.clone());
-        r.register("partial_lines_flushed", "Lines without a final newline flushed after rotation or idle timeout", m.partial_lines_flushed.clone());
-        r.register("checkpoint_writes", "Checkpoint files written", m.checkpoint_writes.clone());
-        r.register("checkpoint_failures", "Checkpoint writes that failed", m.checkpoint_failures.clone());
-        r.register("etcd_watch_restarts", "Times the etcd watch was re-established", m.etcd_watch_restarts.clone());
-        r.register("config_revision", "etcd revision of the collect configuration applied", m.config_revision.clone());
-        r.register("config_rejected", "Collect configurations rejected as invalid", m.config_rejected.clone());
-        r.register("file_open_errors", "Failures to open or read a matched file", m.file_open_errors.clone());
-        r.register("file_lag_bytes", "Per file: size minus acknowledged offset", m.file_lag_bytes.clone());
-        r.register("kafka_reachable", "1 while at least one Kafka broker answers, else 0", m.kafka_reachable.clone());
-        r.register("status_publishes", "Host status values written to etcd", m.status_publishes.clone());
-        r.register("status_publish_failures", "Failed attempts to publish the host status to etcd", m.status_publish_failures.clone());
-        r.register("start_time_seconds", "Unix time the agent started", m.start_time_seconds.clone());
-        m.start_time_seconds.set((crate::registry::now_ms() / 1000) as i64);
+        r.register(
+            "bytes_read",
+            "Bytes of lines read from files",
+            m.bytes_read.clone(),
+        );
+        r.register(
+            "lines_acked",
+            "Lines acknowledged by Kafka",
+            m.lines_acked.clone(),
+        );
+        r.register(
+            "bytes_acked",
+            "Bytes of lines acknowledged by Kafka",
+            m.bytes_acked.clone(),
+        );
+        r.register(
+            "records_in_flight",
+            "Records handed to the producer and not yet acknowledged",
+            m.records_in_flight.clone(),
+        );
+        r.register(
+            "delivery_errors",
+            "Delivery errors by kind",
+            m.delivery_errors.clone(),
+        );
+        r.register(
+            "records_skipped",
+            "Records given up after a permanent Kafka error",
+            m.records_skipped.clone(),
+        );
+        r.register(
+            "files_open",
+            "Files currently open for reading",
+            m.files_open.clone(),
+        );
+        r.register(
+            "rotations",
+            "Rotations (rename or delete) seen",
+            m.rotations.clone(),
+        );
+        r.register(
+            "truncations",
+            "Truncations seen (size fell below the read offset)",
+            m.truncations.clone(),
+        );
+        r.register(
+            "long_lines_split",
+            "Lines longer than max_line_bytes cut into chunks",
+            m.long_lines_split.clone(),
+        );
+        r.register(
+            "partial_lines_flushed",
+            "Lines without a final newline flushed after rotation or idle timeout",
+            m.partial_lines_flushed.clone(),
+        );
+        r.register(
+            "checkpoint_writes",
+            "Checkpoint files written",
+            m.checkpoint_writes.clone(),
+        );
+        r.register(
+            "checkpoint_failures",
+            "Checkpoint writes that failed",
+            m.checkpoint_failures.clone(),
+        );
+        r.register(
+            "etcd_watch_restarts",
+            "Times the etcd watch was re-established",
+            m.etcd_watch_restarts.clone(),
+        );
+        r.register(
+            "config_revision",
+            "etcd revision of the collect configuration applied",
+            m.config_revision.clone(),
+        );
+        r.register(
+            "config_rejected",
+            "Collect configurations rejected as invalid",
+            m.config_rejected.clone(),
+        );
+        r.register(
+            "file_open_errors",
+            "Failures to open or read a matched file",
+            m.file_open_errors.clone(),
+        );
+        r.register(
+            "file_lag_bytes",
+            "Per file: size minus acknowledged offset",
+            m.file_lag_bytes.clone(),
+        );
+        r.register(
+            "kafka_reachable",
+            "1 while at least one Kafka broker answers, else 0",
+            m.kafka_reachable.clone(),
+        );
+        r.register(
+            "status_publishes",
+            "Host status values written to etcd",
+            m.status_publishes.clone(),
+        );
+        r.register(
+            "status_publish_failures",
+            "Failed attempts to publish the host status to etcd",
+            m.status_publish_failures.clone(),
+        );
+        r.register(
+            "start_time_seconds",
+            "Unix time the agent started",
+            m.start_time_seconds.clone(),
+        );
+        m.start_time_seconds
+            .set((crate::registry::now_ms() / 1000) as i64);
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -236,8 +325,15 @@ impl Metrics {
                 topic: topic.to_owned(),
             })
             .inc();
-        self.note_file_problem(Path::new(path), &format!("Kafka rejected a record: {error}"));
-        error!(topic, path, "Kafka permanently rejected a record; skipped it (policy on_fatal_error=skip): {error}");
+        self.note_file_problem(
+            Path::new(path),
+            &format!("Kafka rejected a record: {error}"),
+        );
+        error!(
+            topic,
+            path,
+            "Kafka permanently rejected a record; skipped it (policy on_fatal_error=skip): {error}"
+        );
     }
 
     pub fn delivery_error(&self, kind: &str) {
