@@ -148,6 +148,15 @@ impl ProducerContext for SinkContext {
             }
             Err((err, msg)) => {
                 let code = err.rdkafka_error_code();
+                if matches!(
+                    code,
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                ) {
+                    // Only dropping the producer at shutdown purges. The record's offset was never
+                    // acknowledged, so it is read again at the next start: one warning per record
+                    // (up to queue_max_messages of them) would say nothing more.
+                    return;
+                }
                 let kind = code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
                 self.metrics.delivery_error(&kind);
                 if code.is_some_and(is_permanent) {
@@ -292,24 +301,38 @@ impl Sink {
         loop {
             let producer = self.producer.clone();
             let t = topic.to_owned();
-            let res = tokio::task::spawn_blocking(move || {
-                producer
-                    .client()
-                    .fetch_metadata(Some(&t), METADATA_TIMEOUT)
-                    .map(|md| {
-                        md.topics()
-                            .iter()
-                            .find(|mt| mt.name() == t)
-                            .map_or(0, |mt| {
-                                if mt.error().is_some() {
-                                    0
-                                } else {
-                                    mt.partitions().len() as i32
-                                }
-                            })
-                    })
-            })
-            .await;
+            // A thread of its own, not spawn_blocking: against an unreachable cluster the request
+            // blocks for METADATA_TIMEOUT, and the runtime waits for its blocking tasks before the
+            // process may exit, past the shutdown deadline. Stopping abandons the request instead.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("kafka-metadata".into())
+                .spawn(move || {
+                    let _ = tx.send(
+                        producer
+                            .client()
+                            .fetch_metadata(Some(&t), METADATA_TIMEOUT)
+                            .map(|md| {
+                                md.topics()
+                                    .iter()
+                                    .find(|mt| mt.name() == t)
+                                    .map_or(0, |mt| {
+                                        if mt.error().is_some() {
+                                            0
+                                        } else {
+                                            mt.partitions().len() as i32
+                                        }
+                                    })
+                            }),
+                    );
+                });
+            let res = match spawned {
+                Ok(_) => tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    r = rx => r.map_err(|e| e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
             match res {
                 Ok(Ok(n)) => {
                     if n == 0 {
