@@ -161,7 +161,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     shutdown.cancelled().await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let grace = settings.shutdown.grace;
-    let started = tokio::time::Instant::now();
+    // One deadline for every step; only the final checkpoint write runs past it (it must happen).
+    let deadline = tokio::time::Instant::now() + grace;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: stop reading → flush deliveries → final checkpoint"
@@ -170,7 +172,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     reading.cancel();
     // Revokes the status lease while the rest shuts down; awaited before the final checkpoint.
     status_stop.cancel();
-    let stopped = tokio::time::timeout(grace, async {
+    let stopped = tokio::time::timeout(left(), async {
         let _ = source_task.await;
         let _ = reconcile_task.await;
     })
@@ -179,21 +181,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         warn!("tailers did not stop within the grace period; continuing shutdown");
     }
     sink_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink_task).await;
-    let _ = probe_task.await;
-    let left = grace
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_millis(100));
-    let unacked = Sink::flush(producer, left).await;
+    let _ = tokio::time::timeout(left(), sink_task).await;
+    let _ = tokio::time::timeout(left(), probe_task).await;
+    let unacked = Sink::flush(producer, left().max(Duration::from_millis(100))).await;
     if unacked > 0 {
         warn!(
             unacked,
             "records not acknowledged by the deadline; they will be read again at the next start"
         );
     } else {
-        info!("all records handed to Kafka were acknowledged");
+        info!("all records handed to Kafka were acknowledged (lines read but not yet handed over are read again at the next start)");
     }
-    if tokio::time::timeout(Duration::from_secs(3), status_task)
+    if tokio::time::timeout(left().max(Duration::from_millis(200)), status_task)
         .await
         .is_err()
     {
@@ -205,7 +204,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     // Last, so /metrics can be scraped for as long as anything moves.
     http_stop.cancel();
     if let Some(t) = http_task {
-        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        let _ = tokio::time::timeout(left().max(Duration::from_millis(200)), t).await;
     }
     info!("final checkpoint written; bye");
     Ok(())
