@@ -183,7 +183,9 @@ pub async fn run(
                     "collect configuration is empty or deleted: stopping all collection"
                 );
             }
-            sup.apply(&d.entries).await;
+            if !sup.apply(&d.entries).await.is_noop() {
+                info!(revision = d.revision, "collect configuration in effect");
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => break,

@@ -1,5 +1,7 @@
 //! Reads a topic back from the beginning of every partition, without a consumer group.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -9,6 +11,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// How long no new record may arrive before a read counts as complete.
 const QUIET: Duration = Duration::from_secs(1);
+/// Allowance for finding the topic and starting a consumer on a loaded machine.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Consumed {
@@ -66,25 +70,68 @@ pub async fn consume(
     }
 }
 
-/// Reads whatever arrives within `duration`.
+/// Reads everything the topic held when called, then whatever else arrives until `duration` has
+/// passed. The first part does not depend on `duration`: a slow consumer start cannot make an
+/// assertion that something is absent pass on an empty read.
 pub async fn consume_for(
     bootstrap: &str,
     topic: &str,
     duration: Duration,
 ) -> anyhow::Result<Vec<Consumed>> {
-    let deadline = Instant::now() + duration;
-    let consumer =
-        assigned_consumer(bootstrap, topic, duration.max(Duration::from_secs(10))).await?;
+    let start = Instant::now();
+    let consumer = assigned_consumer(bootstrap, topic, SETUP_TIMEOUT).await?;
+    let (b, t) = (bootstrap.to_string(), topic.to_string());
+    // Partition -> offset of the last record present now (partitions with none are left out).
+    let mut pending = tokio::task::spawn_blocking(move || last_offsets(&b, &t)).await??;
+    let catch_up_deadline = start + duration + SETUP_TIMEOUT;
     let mut out = Vec::new();
     loop {
         let now = Instant::now();
-        if now >= deadline {
+        let done_waiting = now >= start + duration;
+        if done_waiting && pending.is_empty() {
             return Ok(out);
         }
-        if let Ok(Ok(m)) = tokio::time::timeout(deadline - now, consumer.recv()).await {
-            out.push(to_consumed(&m));
+        if now >= catch_up_deadline {
+            anyhow::bail!(
+                "read {} records from {topic} on {bootstrap} but never reached the end of \
+                 partitions {:?} that existed at the start",
+                out.len(),
+                pending.keys().collect::<Vec<_>>()
+            );
+        }
+        let wait = if done_waiting {
+            catch_up_deadline - now
+        } else {
+            start + duration - now
+        };
+        if let Ok(Ok(m)) = tokio::time::timeout(wait, consumer.recv()).await {
+            let c = to_consumed(&m);
+            if pending
+                .get(&c.partition)
+                .is_some_and(|last| c.offset >= *last)
+            {
+                pending.remove(&c.partition);
+            }
+            out.push(c);
         }
     }
+}
+
+/// For each non-empty partition, the offset of its last record (high watermark - 1).
+fn last_offsets(bootstrap: &str, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let mut out = HashMap::new();
+    for p in topic_partitions(bootstrap, topic)? {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!("watermarks of {topic}/{p}: {e}"))?;
+        if high > low {
+            out.insert(p, high - 1);
+        }
+    }
+    Ok(out)
 }
 
 /// Partition ids of `topic` per the broker's metadata.
@@ -127,16 +174,18 @@ async fn assigned_consumer(
         },
     )
     .await?;
-    // Explicit assignment: no group, no coordinator, no commits, every partition from offset 0.
+    // Explicit assignment, every partition from offset 0. librdkafka refuses `assign` without a
+    // group.id, so each consumer gets a fresh one; it never joins or commits.
+    static GROUPS: AtomicU64 = AtomicU64::new(0);
+    let group = format!(
+        "harness-{}-{}",
+        std::process::id(),
+        GROUPS.fetch_add(1, Ordering::Relaxed)
+    );
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
-        // librdkafka's assign() needs a group handle even without subscribing; a unique id keeps
-        // tests from sharing one.
-        .set(
-            "group.id",
-            format!("logagent-test-{}-{}", std::process::id(), fastrand_id()),
-        )
         .set("fetch.wait.max.ms", "100")
         .create()?;
     let mut tpl = TopicPartitionList::new();
@@ -167,10 +216,4 @@ fn to_consumed<M: Message>(m: &M) -> Consumed {
             })
             .unwrap_or_default(),
     }
-}
-
-fn fastrand_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -66,7 +66,7 @@ impl Etcd {
             etcd.proc.spawn()?;
             match etcd.wait_ready().await {
                 Ok(()) => return Ok(etcd),
-                Err(e) if etcd.proc.log_contents().contains("address already in use") => {
+                Err(e) if etcd.proc.bind_failed() => {
                     last_err = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -219,6 +219,11 @@ impl Etcd {
                 );
             }
             match self.probe().await {
+                // Whoever answered may be another etcd that holds our client port.
+                Ok(()) if self.proc.bind_failed() => {
+                    self.proc.kill();
+                    anyhow::bail!("etcd could not bind its ports {}", self.endpoint())
+                }
                 Ok(()) => return Ok(()),
                 Err(e) => last_err = e.to_string(),
             }

@@ -225,6 +225,13 @@ impl Proc {
         strip_ansi(&String::from_utf8_lossy(&bytes[from..]))
     }
 
+    /// Whether this run failed to bind a port (the wording of both Go and Rust programs).
+    pub fn bind_failed(&self) -> bool {
+        self.log_since(self.run_start)
+            .to_ascii_lowercase()
+            .contains("address already in use")
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let all = self.log_contents();
         let v: Vec<&str> = all.lines().collect();

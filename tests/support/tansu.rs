@@ -67,9 +67,7 @@ impl Tansu {
                 args,
                 dir.path(),
                 &dir.path().join("tansu.log"),
-            )
-            // Per-request info logs would make the log file grow with every benchmark.
-            .env("RUST_LOG", "warn");
+            );
             let mut tansu = Tansu {
                 proc,
                 port,
@@ -80,7 +78,7 @@ impl Tansu {
             tansu.proc.spawn()?;
             match tansu.wait_ready().await {
                 Ok(()) => return Ok(tansu),
-                Err(e) if tansu.proc.log_contents().contains("in use") => last_err = Some(e),
+                Err(e) if tansu.proc.bind_failed() => last_err = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -185,7 +183,13 @@ impl Tansu {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 let bootstrap = self.bootstrap();
                 match tokio::task::spawn_blocking(move || answers_metadata(&bootstrap)).await? {
-                    Ok(_) => return Ok(()),
+                    // Whoever answered may be another process on our port: tansu 0.6 only logs
+                    // the failed bind, panics a worker thread and, a moment later, exits 0.
+                    Ok(()) if self.proc.bind_failed() => {
+                        self.proc.kill();
+                        anyhow::bail!("tansu could not bind {}", self.bootstrap())
+                    }
+                    Ok(()) => return Ok(()),
                     Err(e) => last_err = e.to_string(),
                 }
             } else {

@@ -1,0 +1,53 @@
+# The two commands that matter: `make demo` (the agent end to end on this machine) and `make test`
+# (everything CI checks). Both install what is missing first (scripts/install-deps.sh).
+SHELL := /bin/bash
+# cargo-installed tools (tansu, cargo-deb, cargo-generate-rpm) live here; a fresh login shell may
+# not have it on PATH yet.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+BENCH_ARGS ?=
+
+.PHONY: all help deps build lint fmt test demo bench deb rpm
+
+all: build
+
+help:
+	@echo "make deps   install protoc, etcd 3.4, rpm and the tansu broker (skips what is there)"
+	@echo "make build  cargo build --release"
+	@echo "make lint   rustfmt check + clippy with warnings as errors"
+	@echo "make test   deps, lint, then every test (integration tests start etcd and tansu)"
+	@echo "make demo   run the agent end to end against local etcd and tansu"
+	@echo "make bench  throughput benchmark (BENCH_ARGS=... passes arguments)"
+	@echo "make deb    Debian package (cargo deb)"
+	@echo "make rpm    RPM package (cargo generate-rpm)"
+
+deps:
+	scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --all-targets
+
+demo:
+	scripts/demo.sh
+
+bench: deps
+	$(CARGO) run --release --bin logagent-bench -- $(BENCH_ARGS)
+
+deb: deps
+	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
+	$(CARGO) deb
+
+rpm: deps
+	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
+	$(CARGO) build --release
+	$(CARGO) generate-rpm
