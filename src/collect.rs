@@ -493,7 +493,11 @@ mod tests {
         ] {
             assert!(message.contains(needle), "no {needle:?} in {message}");
         }
-        assert_eq!(message.lines().count(), 1, "one log line, problems joined by \"; \"");
+        assert_eq!(
+            message.lines().count(),
+            1,
+            "one log line, problems joined by \"; \""
+        );
     }
 
     #[test]

@@ -168,11 +168,20 @@ impl Etcd {
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| anyhow::anyhow!("etcd get returned no header"))?;
-        client
+        match client
             .compact(revision, Some(CompactionOptions::new().with_physical()))
             .await
-            .map_err(|e| anyhow::anyhow!("etcd compact to {revision}: {e}"))?;
-        Ok(revision)
+        {
+            Ok(_) => Ok(revision),
+            // Nothing was written since the last compaction: it is already compacted to here.
+            Err(e)
+                if e.to_string()
+                    .contains("required revision has been compacted") =>
+            {
+                Ok(revision)
+            }
+            Err(e) => Err(anyhow::anyhow!("etcd compact to {revision}: {e}")),
+        }
     }
 
     /// Turns on authentication. etcd 3.4 refuses `auth enable` unless a `root` user holding the
