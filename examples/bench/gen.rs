@@ -26,7 +26,7 @@ const AGENTS: &[&str] = &[
     "python-requests/2.31.0",
     "Prometheus/2.48.0",
     "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+    "Mozilla/5.0 (compatible; Googlebot/2.1)",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
 ];
 const MIN: usize = 100;
@@ -62,13 +62,13 @@ impl LineGen {
         let (h, m, s) = ((self.clock / 3600) % 24, (self.clock / 60) % 60, self.clock % 60);
         let _ = write!(
             out,
-            "10.{}.{}.{} - - [21/Nov/2025:{h:02}:{m:02}:{s:02} +0000] \"{} {}?id={} HTTP/1.1\" {} {} \"{}\" \"{}\"",
+            "10.{}.{}.{} - - [21/Nov/2025:{h:02}:{m:02}:{s:02} +0000] \"{} {}?p={} HTTP/1.1\" {} {} \"{}\" \"{}\"",
             r.u8(..),
             r.u8(..),
             r.u8(1..255),
             METHODS[r.usize(..METHODS.len())],
             PATHS[r.usize(..PATHS.len())],
-            r.u32(1..10_000_000),
+            r.u16(1..1000),
             STATUSES[r.usize(..STATUSES.len())],
             r.u32(0..200_000),
             REFERERS[r.usize(..REFERERS.len())],
