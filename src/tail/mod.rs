@@ -26,7 +26,7 @@ use crate::progress::{FileProgress, Mark, Ticket};
 use crate::registry::Registry;
 use crate::sink::{Batch, Route};
 use crate::telemetry::Metrics;
-use identity::{tail_hash, FileKey, Fingerprint};
+use identity::{hash_hex, tail_hash, FileKey, Fingerprint, TAIL_HASH_LEN};
 use reader::{LineSplitter, Split};
 
 /// Tailing knobs shared by every tailer of an entry.
@@ -61,6 +61,9 @@ pub struct Tailer {
     pub forget_when_done: bool,
 }
 
+/// An idle file is polled at most this many poll intervals apart.
+const IDLE_BACKOFF_MAX: u32 = 8;
+
 enum Flow {
     Continue,
     Stop,
@@ -71,11 +74,18 @@ impl Tailer {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut last_growth = Instant::now();
         let mut long_reported = false;
+        // Polls in a row that found nothing: an idle file is polled less and less often (file events
+        // still wake it at once).
+        let mut idle_polls = 0u32;
         loop {
             if cancel.is_cancelled() {
                 break;
             }
-            let n = match self.splitter.fill_from(&self.file) {
+            // One fstat per round: it sizes the read and, at the end of the data, is the size checked
+            // for truncation.
+            let size = self.file.metadata().map(|m| m.len());
+            let available = size.as_ref().map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
+            let n = match self.splitter.fill_from(&self.file, available) {
                 Ok(n) => n,
                 Err(e) => {
                     self.metrics.file_unreadable(&self.path, &format!("read failed: {e}"));
@@ -84,6 +94,7 @@ impl Tailer {
             };
             if n > 0 {
                 last_growth = Instant::now();
+                idle_polls = 0;
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
@@ -92,24 +103,27 @@ impl Tailer {
             } else if split.long_lines_split > 0 {
                 self.metrics.long_lines_split.inc_by(split.long_lines_split);
             }
-            let had_lines = split.end_offset > 0;
+            // More is readable (the read was cut by the buffer bound) or already buffered.
+            let more = split.limited || (n > 0 && (n as u64) < available);
             if let Flow::Stop = self.ship(split, &cancel).await {
                 break;
             }
-            if n > 0 || had_lines {
-                // More may be buffered or readable: keep going before checking the file's state.
+            if more {
                 tokio::task::consume_budget().await;
                 continue;
             }
-            match self.at_eof(last_growth, &cancel).await {
+            // Growth since the fstat raises a file event, which ends the nap at once; without events
+            // the nap is the plain poll interval after growth.
+            match self.at_eof(size, last_growth, &cancel).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stop) => break,
                 Err(e) => self.metrics.file_unreadable(&self.path, &e.to_string()),
             }
+            let nap = self.nap(idle_polls, last_growth);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.opts.poll_interval) => {}
+                _ = tokio::time::sleep(nap) => idle_polls = idle_polls.saturating_add(1),
             }
         }
         if self.registry.is_open(self.key) {
@@ -121,9 +135,29 @@ impl Tailer {
         }
     }
 
+    /// How long to sleep at the end of the data: the poll interval, doubled per idle poll up to
+    /// [`IDLE_BACKOFF_MAX`] times it, but never past the moment a partial line or a rotated file is due.
+    fn nap(&self, idle_polls: u32, last_growth: Instant) -> Duration {
+        let base = self.opts.poll_interval;
+        let mut nap = base.saturating_mul(1 << idle_polls.min(IDLE_BACKOFF_MAX.trailing_zeros()));
+        let due = if self.rotated {
+            Some(self.opts.rotated_idle_timeout)
+        } else if self.splitter.pending_len() > 0 {
+            Some(self.opts.partial_line_timeout)
+        } else {
+            None
+        };
+        if let Some(due) = due {
+            // Past due (e.g. waiting for acknowledgements): back to the plain poll interval.
+            let left = due.saturating_sub(last_growth.elapsed());
+            nap = nap.min(if left.is_zero() { base } else { left });
+        }
+        nap
+    }
+
     /// What to do when there is nothing more to read right now.
-    async fn at_eof(&mut self, last_growth: Instant, cancel: &CancellationToken) -> io::Result<Flow> {
-        let size = self.file.metadata()?.len();
+    async fn at_eof(&mut self, size: io::Result<u64>, last_growth: Instant, cancel: &CancellationToken) -> io::Result<Flow> {
+        let size = size?;
         self.progress.set_size(size);
         if size < self.splitter.read_offset() {
             self.metrics.file_truncated(&self.path, size, self.splitter.read_offset());
@@ -180,7 +214,11 @@ impl Tailer {
         if split.end_offset == 0 {
             return Flow::Continue;
         }
-        let tail = tail_hash(&self.file, split.end_offset).unwrap_or_default();
+        let tail = if split.tail.len() as u64 == split.end_offset.min(TAIL_HASH_LEN) {
+            hash_hex(&split.tail)
+        } else {
+            tail_hash(&self.file, split.end_offset).unwrap_or_default()
+        };
         let mark = Mark {
             offset: split.end_offset,
             tail_hash: tail,
