@@ -123,7 +123,8 @@ fn print(f: &Figures) {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     let target = target_dir()?;
     let agent_bin = match &cli.agent {
-        Some(p) => p.clone(),
+        // The agent runs in each scenario's temp dir.
+        Some(p) => std::fs::canonicalize(p).with_context(|| format!("agent binary {}", p.display()))?,
         None => build_agent(&target)?,
     };
     let etcd_dir = tempfile::Builder::new().prefix("logagent-bench-etcd-").tempdir()?;

@@ -61,8 +61,8 @@ pub struct Tailer {
     pub forget_when_done: bool,
 }
 
-/// An idle file is polled at most this many poll intervals apart.
-const IDLE_BACKOFF_MAX: u32 = 8;
+/// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
+const IDLE_BACKOFF_DOUBLINGS: u32 = 3;
 
 enum Flow {
     Continue,
@@ -77,6 +77,8 @@ impl Tailer {
         // Polls in a row that found nothing: an idle file is polled less and less often (file events
         // still wake it at once).
         let mut idle_polls = 0u32;
+        // Whether the last wake-up came from a file event rather than the poll timer.
+        let mut by_event = false;
         loop {
             if cancel.is_cancelled() {
                 break;
@@ -94,7 +96,9 @@ impl Tailer {
             };
             if n > 0 {
                 last_growth = Instant::now();
-                idle_polls = 0;
+                // Growth announced by an event: events work for this file, so polling stays a slow
+                // fallback. Growth found by polling: events are missing here, keep polling briskly.
+                idle_polls = if by_event { IDLE_BACKOFF_DOUBLINGS } else { 0 };
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
@@ -120,11 +124,14 @@ impl Tailer {
                 Err(e) => self.metrics.file_unreadable(&self.path, &e.to_string()),
             }
             let nap = self.nap(idle_polls, last_growth);
-            tokio::select! {
+            by_event = tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(nap) => idle_polls = idle_polls.saturating_add(1),
-            }
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(nap) => {
+                    idle_polls = idle_polls.saturating_add(1);
+                    false
+                }
+            };
         }
         if self.registry.is_open(self.key) {
             // Stopped (shutdown or entry removed): what is in flight settles on its own and the record
@@ -136,10 +143,10 @@ impl Tailer {
     }
 
     /// How long to sleep at the end of the data: the poll interval, doubled per idle poll up to
-    /// [`IDLE_BACKOFF_MAX`] times it, but never past the moment a partial line or a rotated file is due.
+    /// [`IDLE_BACKOFF_DOUBLINGS`] times, but never past the moment a partial line or a rotated file is due.
     fn nap(&self, idle_polls: u32, last_growth: Instant) -> Duration {
         let base = self.opts.poll_interval;
-        let mut nap = base.saturating_mul(1 << idle_polls.min(IDLE_BACKOFF_MAX.trailing_zeros()));
+        let mut nap = base.saturating_mul(1 << idle_polls.min(IDLE_BACKOFF_DOUBLINGS));
         let due = if self.rotated {
             Some(self.opts.rotated_idle_timeout)
         } else if self.splitter.pending_len() > 0 {
