@@ -91,17 +91,25 @@ pub struct SinkContext {
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 error!(target: "librdkafka", fac, "{log_message}")
             }
             RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", fac, "{log_message}")
+            }
             RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{log_message}"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
             if self.reachable.swap(false, Ordering::Relaxed) {
                 error!("all Kafka brokers are down; records wait in the files until they return: {reason}");
             }
@@ -148,7 +156,11 @@ impl ProducerContext for SinkContext {
                 let kind = code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
                 self.metrics.delivery_error(&kind);
                 if code.is_some_and(is_permanent) {
-                    self.metrics.record_skipped(&opaque.route.topic, &opaque.route.path, &err.to_string());
+                    self.metrics.record_skipped(
+                        &opaque.route.topic,
+                        &opaque.route.path,
+                        &err.to_string(),
+                    );
                 } else {
                     // Transient (timed out, broker gone): send it again rather than lose it.
                     warn!(topic = %opaque.route.topic, "delivery failed ({err}); sending the record again");
@@ -247,7 +259,11 @@ impl Sink {
 
     /// The partition for an unkeyed route (keyed routes leave it to librdkafka's key hash).
     /// `Err(())` when stopping while waiting for the topic's metadata.
-    async fn partition_for(&mut self, route: &Route, stop: &CancellationToken) -> Result<Option<i32>, ()> {
+    async fn partition_for(
+        &mut self,
+        route: &Route,
+        stop: &CancellationToken,
+    ) -> Result<Option<i32>, ()> {
         if route.key.is_some() {
             return Ok(None);
         }
@@ -255,7 +271,8 @@ impl Sink {
             Some((n, at)) if at.elapsed() < PARTITIONS_TTL => *n,
             _ => {
                 let n = self.fetch_partitions(&route.topic, stop).await.ok_or(())?;
-                self.partitions.insert(route.topic.clone(), (n, Instant::now()));
+                self.partitions
+                    .insert(route.topic.clone(), (n, Instant::now()));
                 n
             }
         };
@@ -270,12 +287,15 @@ impl Sink {
             let producer = self.producer.clone();
             let t = topic.to_owned();
             let res = tokio::task::spawn_blocking(move || {
-                producer.client().fetch_metadata(Some(&t), METADATA_TIMEOUT).map(|md| {
-                    md.topics()
-                        .iter()
-                        .find(|mt| mt.name() == t)
-                        .map(|mt| (mt.partitions().len() as i32, mt.error()))
-                })
+                producer
+                    .client()
+                    .fetch_metadata(Some(&t), METADATA_TIMEOUT)
+                    .map(|md| {
+                        md.topics()
+                            .iter()
+                            .find(|mt| mt.name() == t)
+                            .map(|mt| (mt.partitions().len() as i32, mt.error()))
+                    })
             })
             .await;
             match res {
@@ -287,7 +307,10 @@ impl Sink {
                 }
                 Ok(Err(e)) => {
                     if !warned {
-                        warn!(topic, "cannot read Kafka metadata ({e}); waiting for the cluster");
+                        warn!(
+                            topic,
+                            "cannot read Kafka metadata ({e}); waiting for the cluster"
+                        );
                     }
                 }
                 Err(e) => error!("metadata task failed: {e}"),
@@ -302,7 +325,11 @@ impl Sink {
     }
 
     async fn produce(&mut self, batch: Batch, stop: &CancellationToken) -> bool {
-        let Batch { route, ticket, lines } = batch;
+        let Batch {
+            route,
+            ticket,
+            lines,
+        } = batch;
         let Ok(partition) = self.partition_for(&route, stop).await else {
             return false;
         };
@@ -318,13 +345,22 @@ impl Sink {
                 self.topics.insert(route.topic.clone(), handle);
             }
             if self.topics[&route.topic].is_some() {
-                return self.send_batch(&route, &opaque, &lines, partition, stop).await;
+                return self
+                    .send_batch(&route, &opaque, &lines, partition, stop)
+                    .await;
             }
         }
         let headers = route.kafka_headers();
         for line in &lines {
             if !self
-                .send(&route, opaque.clone(), line, partition, headers.as_ref(), stop)
+                .send(
+                    &route,
+                    opaque.clone(),
+                    line,
+                    partition,
+                    headers.as_ref(),
+                    stop,
+                )
                 .await
             {
                 return false;
@@ -347,7 +383,8 @@ impl Sink {
         };
         let mut rest = lines;
         loop {
-            let outcome = native::produce_batch(topic, partition, route.key.as_deref(), rest, opaque);
+            let outcome =
+                native::produce_batch(topic, partition, route.key.as_deref(), rest, opaque);
             for (_, code) in &outcome.rejected {
                 self.reject(route, opaque, &KafkaError::MessageProduction(*code));
             }
@@ -364,8 +401,12 @@ impl Sink {
 
     /// A record Kafka will never take (rejected before it left): logged, counted, settled.
     fn reject(&self, route: &Route, opaque: &InFlight, err: &KafkaError) {
-        self.metrics.delivery_error(&err.rdkafka_error_code().map_or_else(|| "other".to_owned(), |c| format!("{c:?}")));
-        self.metrics.record_skipped(&route.topic, &route.path, &err.to_string());
+        self.metrics.delivery_error(
+            &err.rdkafka_error_code()
+                .map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
+        );
+        self.metrics
+            .record_skipped(&route.topic, &route.path, &err.to_string());
         self.metrics.records_in_flight.dec();
         let ticket = &opaque.ticket;
         if ticket.record_settled() {
@@ -378,8 +419,15 @@ impl Sink {
         let route = retry.opaque.route.clone();
         let headers = route.kafka_headers();
         let partition = (retry.partition >= 0).then_some(retry.partition);
-        self.send(&route, retry.opaque, &retry.payload, partition, headers.as_ref(), stop)
-            .await
+        self.send(
+            &route,
+            retry.opaque,
+            &retry.payload,
+            partition,
+            headers.as_ref(),
+            stop,
+        )
+        .await
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full. False when stopping.

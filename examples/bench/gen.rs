@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-const METHODS: &[&str] = &["GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "HEAD"];
+const METHODS: &[&str] = &[
+    "GET", "GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "HEAD",
+];
 const PATHS: &[&str] = &[
     "/",
     "/index.html",
@@ -18,7 +20,14 @@ const PATHS: &[&str] = &[
     "/products/category/shoes",
 ];
 const STATUSES: &[u16] = &[200, 200, 200, 200, 200, 200, 301, 304, 404, 500, 502];
-const REFERERS: &[&str] = &["-", "-", "-", "https://example.com/", "https://www.google.com/", "https://shop.example.com/cart"];
+const REFERERS: &[&str] = &[
+    "-",
+    "-",
+    "-",
+    "https://example.com/",
+    "https://www.google.com/",
+    "https://shop.example.com/cart",
+];
 const AGENTS: &[&str] = &[
     "curl/8.5.0",
     "Go-http-client/1.1",
@@ -59,7 +68,11 @@ impl LineGen {
         if self.n % 64 == 0 {
             self.clock += 1;
         }
-        let (h, m, s) = ((self.clock / 3600) % 24, (self.clock / 60) % 60, self.clock % 60);
+        let (h, m, s) = (
+            (self.clock / 3600) % 24,
+            (self.clock / 60) % 60,
+            self.clock % 60,
+        );
         let _ = write!(
             out,
             "10.{}.{}.{} - - [21/Nov/2025:{h:02}:{m:02}:{s:02} +0000] \"{} {}?p={} HTTP/1.1\" {} {} \"{}\" \"{}\"",
@@ -92,7 +105,10 @@ impl LineGen {
 
 /// Writes `lines` lines to `path` (appending); returns the bytes written.
 pub fn write_file(path: &std::path::Path, gen: &mut LineGen, lines: u64) -> std::io::Result<u64> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let mut buf = Vec::with_capacity(1 << 20);
     let mut total = 0u64;
     for i in 0..lines {

@@ -78,7 +78,10 @@ struct Cli {
 /// The cargo target dir this example was built into (`<target>/<profile>/examples/bench`).
 fn target_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.ancestors().nth(3).context("benchmark binary is not inside a cargo target dir")?;
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .context("benchmark binary is not inside a cargo target dir")?;
     Ok(dir.to_path_buf())
 }
 
@@ -106,16 +109,28 @@ fn print(f: &Figures) {
         line.push_str(&format!("  idle CPU {pct:.2} % of a core"));
     }
     if let (Some(read), Some(re)) = (f.read_bytes, f.rescanned) {
-        line.push_str(&format!("  read {:.0} MB{}", read as f64 / 1e6, if re { " RE-SCANNED" } else { " (no re-scan)" }));
+        line.push_str(&format!(
+            "  read {:.0} MB{}",
+            read as f64 / 1e6,
+            if re { " RE-SCANNED" } else { " (no re-scan)" }
+        ));
     }
     line.push_str(&format!(
         "  [wall {:.2} s, agent CPU {:.2} s, {} records{}{}{}]",
         f.wall_s,
         f.cpu_s,
         f.records,
-        f.consumed.map(|c| format!(", {c} consumed")).unwrap_or_default(),
-        if f.complete { ", complete" } else { ", INCOMPLETE" },
-        f.broker_cpu_s.map(|b| format!(", broker CPU {b:.2} s")).unwrap_or_default(),
+        f.consumed
+            .map(|c| format!(", {c} consumed"))
+            .unwrap_or_default(),
+        if f.complete {
+            ", complete"
+        } else {
+            ", INCOMPLETE"
+        },
+        f.broker_cpu_s
+            .map(|b| format!(", broker CPU {b:.2} s"))
+            .unwrap_or_default(),
     ));
     println!("{line}");
 }
@@ -124,10 +139,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     let target = target_dir()?;
     let agent_bin = match &cli.agent {
         // The agent runs in each scenario's temp dir.
-        Some(p) => std::fs::canonicalize(p).with_context(|| format!("agent binary {}", p.display()))?,
+        Some(p) => {
+            std::fs::canonicalize(p).with_context(|| format!("agent binary {}", p.display()))?
+        }
         None => build_agent(&target)?,
     };
-    let etcd_dir = tempfile::Builder::new().prefix("logagent-bench-etcd-").tempdir()?;
+    let etcd_dir = tempfile::Builder::new()
+        .prefix("logagent-bench-etcd-")
+        .tempdir()?;
     let ctx = Ctx {
         agent_bin,
         broker: cli.broker,
@@ -141,7 +160,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         keep: cli.keep,
     };
     let chosen = match cli.scenario {
-        Scenario::All => vec![Scenario::Hot, Scenario::Ten, Scenario::Idle1000, Scenario::Backlog],
+        Scenario::All => vec![
+            Scenario::Hot,
+            Scenario::Ten,
+            Scenario::Idle1000,
+            Scenario::Backlog,
+        ],
         s => vec![s],
     };
     let mut results = Vec::new();

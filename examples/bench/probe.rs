@@ -31,14 +31,21 @@ pub fn status_mib(pid: u32, field: &str) -> anyhow::Result<f64> {
         .lines()
         .find(|l| l.starts_with(field))
         .with_context(|| format!("{field} missing from /proc/{pid}/status"))?;
-    let kb: f64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse()?;
+    let kb: f64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
     Ok(kb / 1024.0)
 }
 
 /// Bytes the process passed through read-like calls (`rchar` of /proc/PID/io): files and sockets.
 pub fn read_chars(pid: u32) -> anyhow::Result<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
-    let line = io.lines().find(|l| l.starts_with("rchar:")).context("rchar missing")?;
+    let line = io
+        .lines()
+        .find(|l| l.starts_with("rchar:"))
+        .context("rchar missing")?;
     Ok(line["rchar:".len()..].trim().parse()?)
 }
 
@@ -112,7 +119,9 @@ pub struct Appended {
 impl Appended {
     pub fn new(bootstrap: &str, topic: &str, partitions: &[i32]) -> anyhow::Result<Appended> {
         Ok(Appended {
-            client: ClientConfig::new().set("bootstrap.servers", bootstrap).create()?,
+            client: ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .create()?,
             topic: topic.to_string(),
             partitions: partitions.to_vec(),
         })
@@ -121,7 +130,9 @@ impl Appended {
     pub fn count(&self) -> anyhow::Result<u64> {
         let mut total = 0;
         for &p in &self.partitions {
-            let (_, high) = self.client.fetch_watermarks(&self.topic, p, Duration::from_secs(5))?;
+            let (_, high) = self
+                .client
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(5))?;
             total += high.max(0) as u64;
         }
         Ok(total)

@@ -92,8 +92,10 @@ impl Stage {
         let topic = format!("bench_{name}");
         let endpoint = Endpoint::start(ctx.broker, dir.path(), &topic, ctx.partitions)?;
         let partitions = topic_partitions(&endpoint.bootstrap(), &topic)?;
-        let value = serde_json::json!([{ "path": format!("{}/*.log", logs.display()), "topic": topic }]);
-        ctx.etcd.put("collect_log_conf/127.0.0.1", &value.to_string())?;
+        let value =
+            serde_json::json!([{ "path": format!("{}/*.log", logs.display()), "topic": topic }]);
+        ctx.etcd
+            .put("collect_log_conf/127.0.0.1", &value.to_string())?;
         let config = format!(
             r#"[agent]
 ip = "127.0.0.1"
@@ -131,7 +133,9 @@ listen = ""
         Ok(Tally {
             appended: Appended::new(&bootstrap, &self.topic, &self.partitions)?,
             consumed: match ctx.broker {
-                BrokerKind::Tansu => Some(Counter::start(&bootstrap, &self.topic, &self.partitions)?),
+                BrokerKind::Tansu => {
+                    Some(Counter::start(&bootstrap, &self.topic, &self.partitions)?)
+                }
                 BrokerKind::Mock => None,
             },
         })
@@ -140,8 +144,18 @@ listen = ""
     fn spawn_agent(&mut self, ctx: &Ctx) -> anyhow::Result<Guard> {
         self.runs += 1;
         let config = self.dir.path().join("agent.toml");
-        let args = ["run".to_string(), "--config".to_string(), config.display().to_string()];
-        Guard::spawn(&ctx.agent_bin, &args, self.dir.path(), &self.dir.path().join(format!("agent-{}.log", self.runs)), &[])
+        let args = [
+            "run".to_string(),
+            "--config".to_string(),
+            config.display().to_string(),
+        ];
+        Guard::spawn(
+            &ctx.agent_bin,
+            &args,
+            self.dir.path(),
+            &self.dir.path().join(format!("agent-{}.log", self.runs)),
+            &[],
+        )
     }
 
     fn log_file(&self, i: usize) -> PathBuf {
@@ -171,7 +185,9 @@ fn checkpoint_matches_sizes(state: &Path) -> anyhow::Result<bool> {
     for f in files {
         let path = f["path"].as_str().context("path")?;
         let offset = f["offset"].as_u64().context("offset")?;
-        all &= std::fs::metadata(path).map(|m| m.len() == offset).unwrap_or(false);
+        all &= std::fs::metadata(path)
+            .map(|m| m.len() == offset)
+            .unwrap_or(false);
     }
     Ok(all)
 }
@@ -184,7 +200,10 @@ struct Tally {
 
 impl Tally {
     fn counts(&self) -> anyhow::Result<(u64, Option<u64>)> {
-        Ok((self.appended.count()?, self.consumed.as_ref().map(Counter::count)))
+        Ok((
+            self.appended.count()?,
+            self.consumed.as_ref().map(Counter::count),
+        ))
     }
 
     /// Waits until `target` records are in the topic (and read back); returns the moment they were
@@ -197,7 +216,10 @@ impl Tally {
                 return Ok((Instant::now(), cpu_seconds(agent.pid())?));
             }
             if agent.exited() {
-                bail!("agent exited with {now:?} of {target} records in the topic; log tail:\n{}", agent.log_tail(20));
+                bail!(
+                    "agent exited with {now:?} of {target} records in the topic; log tail:\n{}",
+                    agent.log_tail(20)
+                );
             }
             if now != last.0 {
                 last = (now, Instant::now());
@@ -224,7 +246,15 @@ fn exact(counts: (u64, Option<u64>), lines: u64) -> bool {
     counts.0 == lines && counts.1.is_none_or(|c| c == lines)
 }
 
-fn figures(ctx: &Ctx, name: &str, files: usize, lines: u64, bytes: u64, wall: Duration, cpu: f64) -> Figures {
+fn figures(
+    ctx: &Ctx,
+    name: &str,
+    files: usize,
+    lines: u64,
+    bytes: u64,
+    wall: Duration,
+    cpu: f64,
+) -> Figures {
     let wall_s = wall.as_secs_f64();
     Figures {
         scenario: name.to_string(),
@@ -259,7 +289,13 @@ pub fn throughput(ctx: &Ctx, name: &str, default_files: usize) -> anyhow::Result
     let mut agent = stage.spawn_agent(ctx)?;
     let (done, cpu) = tally.wait_for(&mut agent, lines)?;
     let mut f = figures(ctx, name, files, lines, bytes, done - started, cpu);
-    f.broker_cpu_s = stage.endpoint.pid().map(cpu_seconds).transpose()?.zip(broker_cpu0).map(|(a, b)| a - b);
+    f.broker_cpu_s = stage
+        .endpoint
+        .pid()
+        .map(cpu_seconds)
+        .transpose()?
+        .zip(broker_cpu0)
+        .map(|(a, b)| a - b);
     f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
     let counts = tally.settled(0)?;
     (f.records, f.consumed) = counts;
@@ -354,7 +390,10 @@ pub fn backlog(ctx: &Ctx) -> anyhow::Result<Figures> {
         bail!("first run: the checkpoint did not reach the end of the files");
     }
     if !agent.stop(STOP_GRACE) {
-        bail!("first run: the agent did not stop on SIGTERM; log tail:\n{}", agent.log_tail(20));
+        bail!(
+            "first run: the agent did not stop on SIGTERM; log tail:\n{}",
+            agent.log_tail(20)
+        );
     }
 
     let (mut lines, mut bytes) = (0, 0);
@@ -374,8 +413,14 @@ pub fn backlog(ctx: &Ctx) -> anyhow::Result<Figures> {
     f.rescanned = Some(read >= bytes + first_bytes / 2);
     let counts = tally.settled(first_lines)?;
     (f.records, f.consumed) = counts;
-    f.complete = exact(counts, lines) && stage.checkpoint_at_end(Duration::from_secs(5)) && f.rescanned == Some(false);
-    f.note = format!("restart after {:.0} MB shipped; backlog {:.0} MB", first_bytes as f64 / 1e6, bytes as f64 / 1e6);
+    f.complete = exact(counts, lines)
+        && stage.checkpoint_at_end(Duration::from_secs(5))
+        && f.rescanned == Some(false);
+    f.note = format!(
+        "restart after {:.0} MB shipped; backlog {:.0} MB",
+        first_bytes as f64 / 1e6,
+        bytes as f64 / 1e6
+    );
     agent.stop(STOP_GRACE);
     Ok(f)
 }

@@ -27,8 +27,15 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn spawn(program: &Path, args: &[String], cwd: &Path, log: &Path, env: &[(&str, &str)]) -> anyhow::Result<Guard> {
-        let out = std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        cwd: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Guard> {
+        let out =
+            std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
         let mut cmd = Command::new(program);
         cmd.args(args)
             .current_dir(cwd)
@@ -38,7 +45,9 @@ impl Guard {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().with_context(|| format!("spawn {}", program.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", program.display()))?;
         Ok(Guard {
             child,
             log: log.to_path_buf(),
@@ -117,7 +126,13 @@ impl Etcd {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let mut proc = Guard::spawn(Path::new("/usr/bin/etcd"), &args, dir, &dir.join("etcd.log"), &[])?;
+        let mut proc = Guard::spawn(
+            Path::new("/usr/bin/etcd"),
+            &args,
+            dir,
+            &dir.join("etcd.log"),
+            &[],
+        )?;
         let endpoint = format!("127.0.0.1:{client_port}");
         let start = Instant::now();
         while TcpStream::connect(&endpoint).is_err() {
@@ -126,17 +141,23 @@ impl Etcd {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(Etcd { _proc: proc, endpoint })
+        Ok(Etcd {
+            _proc: proc,
+            endpoint,
+        })
     }
 
     /// Puts `key` = `value`, retrying while the lone member elects itself.
     pub fn put(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(async {
             let start = Instant::now();
             loop {
                 let attempt = async {
-                    let mut c = etcd_client::Client::connect([self.endpoint.as_str()], None).await?;
+                    let mut c =
+                        etcd_client::Client::connect([self.endpoint.as_str()], None).await?;
                     c.put(key, value, None).await?;
                     Ok::<_, etcd_client::Error>(())
                 };
@@ -167,11 +188,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub fn start(kind: BrokerKind, dir: &Path, topic: &str, partitions: i32) -> anyhow::Result<Endpoint> {
+    pub fn start(
+        kind: BrokerKind,
+        dir: &Path,
+        topic: &str,
+        partitions: i32,
+    ) -> anyhow::Result<Endpoint> {
         match kind {
             BrokerKind::Mock => {
                 let mock = MockCluster::new(1).context("create the mock cluster")?;
-                mock.create_topic(topic, partitions, 1).context("create the topic on the mock cluster")?;
+                mock.create_topic(topic, partitions, 1)
+                    .context("create the topic on the mock cluster")?;
                 Ok(Endpoint::Mock(mock))
             }
             BrokerKind::Tansu => start_tansu(dir, topic, partitions),
@@ -201,7 +228,10 @@ fn tansu_bin() -> anyhow::Result<PathBuf> {
     let home = std::env::var("HOME").context("HOME is not set")?;
     let p = PathBuf::from(home).join(".cargo/bin/tansu");
     if !p.exists() {
-        bail!("{} not found: install it with `cargo install tansu` or set TANSU=/path/to/tansu", p.display());
+        bail!(
+            "{} not found: install it with `cargo install tansu` or set TANSU=/path/to/tansu",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -210,12 +240,26 @@ fn start_tansu(dir: &Path, topic: &str, partitions: i32) -> anyhow::Result<Endpo
     let bin = tansu_bin()?;
     let port = free_port()?;
     let url = format!("tcp://127.0.0.1:{port}");
-    let args: Vec<String> = ["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     // Per-request info logs would cost the broker CPU and fill the disk.
-    let mut proc = Guard::spawn(&bin, &args, dir, &dir.join("tansu.log"), &[("RUST_LOG", "warn")])?;
+    let mut proc = Guard::spawn(
+        &bin,
+        &args,
+        dir,
+        &dir.join("tansu.log"),
+        &[("RUST_LOG", "warn")],
+    )?;
     let bootstrap = format!("127.0.0.1:{port}");
     let start = Instant::now();
     while TcpStream::connect(&bootstrap).is_err() {
@@ -225,11 +269,23 @@ fn start_tansu(dir: &Path, topic: &str, partitions: i32) -> anyhow::Result<Endpo
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = Command::new(&bin)
-        .args(["topic", "create", topic, "--broker", &url, "--partitions", &partitions.to_string()])
+        .args([
+            "topic",
+            "create",
+            topic,
+            "--broker",
+            &url,
+            "--partitions",
+            &partitions.to_string(),
+        ])
         .output()
         .context("run `tansu topic create`")?;
     if !out.status.success() {
-        bail!("`tansu topic create {topic}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "`tansu topic create {topic}` failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let start = Instant::now();
     while topic_partitions(&bootstrap, topic).map_or(0, |p| p.len()) != partitions as usize {
@@ -243,7 +299,9 @@ fn start_tansu(dir: &Path, topic: &str, partitions: i32) -> anyhow::Result<Endpo
 
 /// Partition ids of `topic` per the broker's metadata.
 pub fn topic_partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(3))?;
     let t = md
         .topics()

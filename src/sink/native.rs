@@ -39,7 +39,13 @@ impl TopicHandle {
         let name = CString::new(topic).ok()?;
         // SAFETY: the client pointer is valid while `producer` lives; a null topic config means the
         // producer's default topic configuration, the same one `send` uses.
-        let ptr = unsafe { rd::rd_kafka_topic_new(producer.client().native_ptr(), name.as_ptr(), ptr::null_mut()) };
+        let ptr = unsafe {
+            rd::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                name.as_ptr(),
+                ptr::null_mut(),
+            )
+        };
         NonNull::new(ptr).map(|ptr| TopicHandle {
             ptr,
             _producer: producer.clone(),
@@ -73,7 +79,9 @@ pub fn produce_batch(
     lines: &[Bytes],
     opaque: &Arc<InFlight>,
 ) -> Outcome {
-    let (key_ptr, key_len) = key.map_or((ptr::null_mut(), 0), |k| (k.as_ptr() as *mut c_void, k.len()));
+    let (key_ptr, key_len) = key.map_or((ptr::null_mut(), 0), |k| {
+        (k.as_ptr() as *mut c_void, k.len())
+    });
     let mut msgs: Vec<rd::rd_kafka_message_t> = lines
         .iter()
         .map(|line| rd::rd_kafka_message_t {

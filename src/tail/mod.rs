@@ -86,11 +86,14 @@ impl Tailer {
             // One fstat per round: it sizes the read and, at the end of the data, is the size checked
             // for truncation.
             let size = self.file.metadata().map(|m| m.len());
-            let available = size.as_ref().map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
+            let available = size
+                .as_ref()
+                .map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
             let n = match self.splitter.fill_from(&self.file, available) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.metrics.file_unreadable(&self.path, &format!("read failed: {e}"));
+                    self.metrics
+                        .file_unreadable(&self.path, &format!("read failed: {e}"));
                     0
                 }
             };
@@ -102,7 +105,11 @@ impl Tailer {
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
-                self.metrics.long_line_split(&self.path, split.long_lines_split, self.opts.max_line_bytes);
+                self.metrics.long_line_split(
+                    &self.path,
+                    split.long_lines_split,
+                    self.opts.max_line_bytes,
+                );
                 long_reported = true;
             } else if split.long_lines_split > 0 {
                 self.metrics.long_lines_split.inc_by(split.long_lines_split);
@@ -138,7 +145,8 @@ impl Tailer {
             // keeps the acknowledged offset for the next claim.
             let offset = self.progress.acked_offset();
             self.registry.release(self.key, false, false);
-            self.metrics.file_released(&self.path, self.key, offset, "stopped");
+            self.metrics
+                .file_released(&self.path, self.key, offset, "stopped");
         }
     }
 
@@ -163,21 +171,29 @@ impl Tailer {
     }
 
     /// What to do when there is nothing more to read right now.
-    async fn at_eof(&mut self, size: io::Result<u64>, last_growth: Instant, cancel: &CancellationToken) -> io::Result<Flow> {
+    async fn at_eof(
+        &mut self,
+        size: io::Result<u64>,
+        last_growth: Instant,
+        cancel: &CancellationToken,
+    ) -> io::Result<Flow> {
         let size = size?;
         self.progress.set_size(size);
         if size < self.splitter.read_offset() {
-            self.metrics.file_truncated(&self.path, size, self.splitter.read_offset());
+            self.metrics
+                .file_truncated(&self.path, size, self.splitter.read_offset());
             // A new generation: acknowledgements still in flight for the old content cannot move it.
             self.progress = self.registry.new_generation(self.key, Mark::default());
             self.splitter.reset(0);
             self.fingerprint = Fingerprint::of_file(&self.file, size)?;
-            self.registry.update_fingerprint(self.key, &self.fingerprint);
+            self.registry
+                .update_fingerprint(self.key, &self.fingerprint);
             return Ok(Flow::Continue);
         }
         if self.fingerprint.can_grow(size) {
             self.fingerprint = Fingerprint::of_file(&self.file, size)?;
-            self.registry.update_fingerprint(self.key, &self.fingerprint);
+            self.registry
+                .update_fingerprint(self.key, &self.fingerprint);
         }
         if !self.rotated && !self.path_still_names_file() {
             self.rotated = true;
@@ -191,11 +207,20 @@ impl Tailer {
         };
         if self.splitter.pending_len() > 0 && partial_due {
             let bytes = self.splitter.pending_len();
-            self.metrics.partial_line_flushed(&self.path, bytes, if self.rotated { "rotated file idle" } else { "idle past partial_line_timeout" });
+            self.metrics.partial_line_flushed(
+                &self.path,
+                bytes,
+                if self.rotated {
+                    "rotated file idle"
+                } else {
+                    "idle past partial_line_timeout"
+                },
+            );
             let split = self.splitter.flush_partial();
             return Ok(self.ship(split, cancel).await);
         }
-        if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0 {
+        if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0
+        {
             let gone = std::fs::metadata(&self.path).is_err();
             return Ok(self.finish(gone));
         }
@@ -212,7 +237,12 @@ impl Tailer {
     fn finish(&mut self, gone: bool) -> Flow {
         let offset = self.progress.acked_offset();
         self.registry.release(self.key, gone, self.forget_when_done);
-        self.metrics.file_released(&self.path, self.key, offset, "rotated file shipped to its end");
+        self.metrics.file_released(
+            &self.path,
+            self.key,
+            offset,
+            "rotated file shipped to its end",
+        );
         Flow::Stop
     }
 
@@ -245,7 +275,10 @@ impl Tailer {
         let bytes: u64 = split.lines.iter().map(|l| l.len() as u64).sum();
         let seq = self.progress.register(mark);
         let ticket = Ticket::new(self.progress.clone(), seq, split.lines.len(), bytes);
-        self.route.counters.lines_read.inc_by(split.lines.len() as u64);
+        self.route
+            .counters
+            .lines_read
+            .inc_by(split.lines.len() as u64);
         self.route.counters.bytes_read.inc_by(bytes);
         permit.send(Batch {
             route: self.route.clone(),

@@ -195,7 +195,12 @@ impl LineSplitter {
     }
 
     /// Marks a skipped line so the consumed range still advances past it.
-    fn consume_without_record(&self, ranges: &mut Vec<(usize, usize, usize)>, start: usize, end: usize) {
+    fn consume_without_record(
+        &self,
+        ranges: &mut Vec<(usize, usize, usize)>,
+        start: usize,
+        end: usize,
+    ) {
         ranges.push((start, usize::MAX, end));
     }
 
@@ -329,7 +334,11 @@ mod tests {
             }
             total += n;
         }
-        assert!(s.pending_len() <= 16 + 8, "buffer grew to {}", s.pending_len());
+        assert!(
+            s.pending_len() <= 16 + 8,
+            "buffer grew to {}",
+            s.pending_len()
+        );
         assert_eq!(total, s.pending_len());
         let split = s.take_lines(100);
         assert!(split.lines.iter().all(|l| l.len() == 8));
@@ -346,7 +355,10 @@ mod tests {
         assert_eq!(&first.tail[..], &[&long[..], b"\n"].concat()[41 - 32..]);
         let second = s.take_lines(10);
         assert!(!second.limited);
-        assert!(second.tail.is_empty(), "2 bytes consumed: the tail hash needs bytes before the chunk");
+        assert!(
+            second.tail.is_empty(),
+            "2 bytes consumed: the tail hash needs bytes before the chunk"
+        );
         assert_eq!(s.flush_partial().tail.len(), 0);
     }
 

@@ -38,7 +38,9 @@ fn concerns(kind: &EventKind) -> (bool, bool) {
         EventKind::Access(_) => (false, false),
         EventKind::Modify(ModifyKind::Name(_)) => (true, true),
         EventKind::Modify(_) => (true, false),
-        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => (true, true),
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => {
+            (true, true)
+        }
     }
 }
 
@@ -48,27 +50,36 @@ impl WatchHub {
     pub fn new() -> Arc<WatchHub> {
         let routes: Arc<Mutex<Routes>> = Arc::default();
         let r = routes.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(event) => {
-                let routes = lock(&r);
-                if event.need_rescan() {
-                    // The kernel queue overflowed: any file may have changed.
-                    routes.files.values().flatten().for_each(|n| n.notify_one());
-                    routes.dirs.values().flat_map(|(_, ns)| ns).for_each(|n| n.notify_one());
-                    return;
-                }
-                let (file, dir) = concerns(&event.kind);
-                for path in &event.paths {
-                    if let Some(ns) = routes.files.get(path).filter(|_| file) {
-                        ns.iter().for_each(|n| n.notify_one());
+        let watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(event) => {
+                    let routes = lock(&r);
+                    if event.need_rescan() {
+                        // The kernel queue overflowed: any file may have changed.
+                        routes.files.values().flatten().for_each(|n| n.notify_one());
+                        routes
+                            .dirs
+                            .values()
+                            .flat_map(|(_, ns)| ns)
+                            .for_each(|n| n.notify_one());
+                        return;
                     }
-                    if let Some((_, ns)) = path.parent().and_then(|d| routes.dirs.get(d)).filter(|_| dir) {
-                        ns.iter().for_each(|n| n.notify_one());
+                    let (file, dir) = concerns(&event.kind);
+                    for path in &event.paths {
+                        if let Some(ns) = routes.files.get(path).filter(|_| file) {
+                            ns.iter().for_each(|n| n.notify_one());
+                        }
+                        if let Some((_, ns)) = path
+                            .parent()
+                            .and_then(|d| routes.dirs.get(d))
+                            .filter(|_| dir)
+                        {
+                            ns.iter().for_each(|n| n.notify_one());
+                        }
                     }
                 }
-            }
-            Err(e) => debug!("file event error (polling covers it): {e}"),
-        });
+                Err(e) => debug!("file event error (polling covers it): {e}"),
+            });
         let watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
@@ -92,7 +103,12 @@ impl WatchHub {
             e.0 == 1
         };
         if first {
-            if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(w) = self
+                .watcher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
                 if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
                     debug!(dir = %dir.display(), "cannot watch directory (polling covers it): {e}");
                 }
@@ -103,7 +119,9 @@ impl WatchHub {
     pub fn unwatch_dir(&self, dir: &Path, waker: &Arc<Notify>) {
         let last = {
             let mut routes = lock(&self.routes);
-            let Some(e) = routes.dirs.get_mut(dir) else { return };
+            let Some(e) = routes.dirs.get_mut(dir) else {
+                return;
+            };
             e.0 -= 1;
             e.1.retain(|n| !Arc::ptr_eq(n, waker));
             if e.0 == 0 {
@@ -114,7 +132,12 @@ impl WatchHub {
             }
         };
         if last {
-            if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(w) = self
+                .watcher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
                 let _ = w.unwatch(dir);
             }
         }
