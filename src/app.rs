@@ -17,6 +17,7 @@ use crate::reconcile::{self, Supervisor};
 use crate::registry::{self, Registry};
 use crate::settings::Settings;
 use crate::sink::Sink;
+use crate::status::Publisher;
 use crate::tail::discover::Shared;
 use crate::tail::watch::WatchHub;
 use crate::tail::TailOptions;
@@ -28,6 +29,8 @@ pub enum AppError {
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Handles a running agent exposes (metrics endpoint, status publisher, tests).
@@ -38,15 +41,28 @@ pub struct Handles {
     pub source_status: watch::Receiver<SourceStatus>,
     pub kafka_reachable: Arc<std::sync::atomic::AtomicBool>,
     pub ip: String,
+    pub hostname: String,
+    /// The collect configuration key.
     pub key: String,
+    pub started_unix_ms: u64,
 }
 
 /// Runs the agent until `shutdown` is cancelled, then shuts down in order.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
+    let started_unix_ms = registry::now_ms();
     let (ip, why) = crate::host::agent_ip(settings.agent.ip);
-    let key = crate::settings::EtcdSettings::render_key(&settings.etcd.key_template, &ip.to_string(), &settings.agent.hostname);
+    let key = crate::settings::EtcdSettings::render_key(
+        &settings.etcd.key_template,
+        &ip.to_string(),
+        &settings.agent.hostname,
+    );
     info!(%ip, key, "agent identity ({why})");
 
+    // Bound before anything starts, so a taken port fails the start instead of going unnoticed.
+    let listener = match settings.http.listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
     let (store, loaded) = CheckpointStore::open(&settings.agent.state_dir)?;
     if let Some(aside) = &loaded.set_aside {
         error!(moved_to = %aside.moved_to.display(), "checkpoint file was unreadable and was set aside ({}); files are matched again by identity", aside.reason);
@@ -56,7 +72,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let metrics = Metrics::new(settings.http.per_file_metrics);
     let registry = Registry::new(loaded.files, metrics.clone());
 
-    let sink = Sink::new(&settings.kafka.librdkafka_properties(), metrics.clone())?;
+    let mut props = settings.kafka.librdkafka_properties();
+    if !props.iter().any(|(k, _)| k == "message.max.bytes") {
+        // librdkafka's default (1,000,000) would reject a full-size chunk of a long line locally.
+        let max = (settings.tail.max_line_bytes + 64 * 1024).max(1_000_000);
+        props.push(("message.max.bytes".into(), max.to_string()));
+    }
+    let sink = Sink::new(&props, metrics.clone())?;
     let producer = sink.producer();
     let kafka_reachable = sink.reachable.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
@@ -91,18 +113,37 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         desired: desired_tx,
         status: status_tx,
     };
-    let _handles = Handles {
+    let handles = Handles {
         metrics: metrics.clone(),
         registry: registry.clone(),
         source_status: status_rx,
-        kafka_reachable,
+        kafka_reachable: kafka_reachable.clone(),
         ip: ip.to_string(),
+        hostname: settings.agent.hostname.clone(),
         key: key.clone(),
+        started_unix_ms,
     };
+    let publisher = Publisher::new(settings.etcd.clone(), handles.clone(), desired_rx.clone());
 
     let reading = CancellationToken::new();
     let sink_stop = CancellationToken::new();
     let ck_stop = CancellationToken::new();
+    let status_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let probe_task = tokio::spawn(crate::kafka_probe::run(
+        producer.clone(),
+        kafka_reachable,
+        sink_stop.clone(),
+    ));
+    let http_task = listener.map(|l| {
+        tokio::spawn(crate::http::serve(
+            l,
+            handles.clone(),
+            shutdown.clone(),
+            http_stop.clone(),
+        ))
+    });
+    let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));
     let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
     let reconcile_task = tokio::spawn(reconcile::run(supervisor, desired_rx, reading.clone()));
@@ -121,9 +162,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let grace = settings.shutdown.grace;
     let started = tokio::time::Instant::now();
-    info!(grace_ms = grace.as_millis() as u64, "shutting down: stop reading → flush deliveries → final checkpoint");
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: stop reading → flush deliveries → final checkpoint"
+    );
 
     reading.cancel();
+    // Revokes the status lease while the rest shuts down; awaited before the final checkpoint.
+    status_stop.cancel();
     let stopped = tokio::time::timeout(grace, async {
         let _ = source_task.await;
         let _ = reconcile_task.await;
@@ -134,16 +180,33 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     }
     sink_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), sink_task).await;
-    let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+    let _ = probe_task.await;
+    let left = grace
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(100));
     let unacked = Sink::flush(producer, left).await;
     if unacked > 0 {
-        warn!(unacked, "records not acknowledged by the deadline; they will be read again at the next start");
+        warn!(
+            unacked,
+            "records not acknowledged by the deadline; they will be read again at the next start"
+        );
     } else {
         info!("all records handed to Kafka were acknowledged");
+    }
+    if tokio::time::timeout(Duration::from_secs(3), status_task)
+        .await
+        .is_err()
+    {
+        warn!("status publisher did not stop in time; its lease expires on its own");
     }
     ck_stop.cancel();
     let _ = ck_task.await;
     registry::write_checkpoint(&registry, &store, settings.checkpoint.gone_retention).await;
+    // Last, so /metrics can be scraped for as long as anything moves.
+    http_stop.cancel();
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     info!("final checkpoint written; bye");
     Ok(())
 }

@@ -63,12 +63,17 @@ enum SourceError {
     Etcd(#[from] etcd_client::Error),
     #[error("watch on {key} was cancelled by etcd{reason}")]
     Cancelled { key: String, reason: String },
-    #[error("watch revision {wanted} was compacted (oldest kept: {compact}); reading the key again")]
+    #[error(
+        "watch revision {wanted} was compacted (oldest kept: {compact}); reading the key again"
+    )]
     Compacted { wanted: i64, compact: i64 },
     #[error("watch stream ended")]
     Ended,
     #[error("cannot read TLS file {path}: {source}")]
-    Tls { path: PathBuf, source: std::io::Error },
+    Tls {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub async fn connect(settings: &EtcdSettings) -> Result<Client, etcd_client::Error> {
@@ -80,7 +85,9 @@ pub async fn connect(settings: &EtcdSettings) -> Result<Client, etcd_client::Err
     if let Some((user, password)) = &settings.auth {
         opts = opts.with_user(user.clone(), password.clone());
     }
-    if let Some(tls) = tls_options(settings).map_err(|e| etcd_client::Error::IoError(std::io::Error::other(e.to_string())))? {
+    if let Some(tls) = tls_options(settings)
+        .map_err(|e| etcd_client::Error::IoError(std::io::Error::other(e.to_string())))?
+    {
         opts = opts.with_tls(tls);
     }
     Client::connect(settings.endpoints.clone(), Some(opts)).await
@@ -90,7 +97,12 @@ fn tls_options(settings: &EtcdSettings) -> Result<Option<TlsOptions>, SourceErro
     let Some(tls) = &settings.tls else {
         return Ok(None);
     };
-    let read = |p: &Path| std::fs::read(p).map_err(|source| SourceError::Tls { path: p.to_path_buf(), source });
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| SourceError::Tls {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
     let mut o = TlsOptions::new();
     if let Some(ca) = &tls.ca_file {
         o = o.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
@@ -149,9 +161,11 @@ impl ConfigSource {
                 if entries.is_empty() && value.is_some() {
                     warn!(key = %self.key, revision, "collect configuration is an empty list: nothing to collect");
                 }
-                self.metrics.config_applied(&self.key, revision, entries.len());
+                self.metrics
+                    .config_applied(&self.key, revision, entries.len());
                 self.save(revision, value.unwrap_or(b"[]"));
-                self.desired.send_replace(Some(Desired { revision, entries }));
+                self.desired
+                    .send_replace(Some(Desired { revision, entries }));
                 self.status.send_modify(|s| {
                     s.applied_revision = Some(revision);
                     s.last_error = None;
@@ -160,7 +174,8 @@ impl ConfigSource {
             }
             Err(e) => {
                 self.metrics.config_rejected(&e);
-                self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                self.status
+                    .send_modify(|s| s.last_error = Some(e.to_string()));
             }
         }
     }
@@ -210,17 +225,31 @@ impl ConfigSource {
         let resp = client.get(self.key.as_str(), None).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         self.status.send_modify(|s| s.connected = true);
-        let current = resp.kvs().first().map(|kv| (kv.mod_revision(), kv.value().to_vec()));
+        let current = resp
+            .kvs()
+            .first()
+            .map(|kv| (kv.mod_revision(), kv.value().to_vec()));
         let already = self.desired.borrow().as_ref().map(|d| d.revision);
         match &current {
-            Some((rev, value)) if already != Some(*rev) || self.status.borrow().from_saved => self.offer(*rev, Some(value)),
-            None if already.is_none() || self.desired.borrow().as_ref().is_some_and(|d| !d.entries.is_empty()) => {
+            Some((rev, value)) if already != Some(*rev) || self.status.borrow().from_saved => {
+                self.offer(*rev, Some(value))
+            }
+            None if already.is_none()
+                || self
+                    .desired
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|d| !d.entries.is_empty()) =>
+            {
                 self.offer(revision, None)
             }
             _ => {}
         }
         let mut stream = client
-            .watch(self.key.as_str(), Some(WatchOptions::new().with_start_revision(revision + 1)))
+            .watch(
+                self.key.as_str(),
+                Some(WatchOptions::new().with_start_revision(revision + 1)),
+            )
             .await?;
         *backoff = self.settings.backoff_initial;
         loop {
@@ -237,7 +266,11 @@ impl ConfigSource {
                 let reason = resp.cancel_reason();
                 return Err(SourceError::Cancelled {
                     key: self.key.clone(),
-                    reason: if reason.is_empty() { String::new() } else { format!(": {reason}") },
+                    reason: if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    },
                 });
             }
             // Only the last event of a response matters: they are applied in order and each replaces all.

@@ -9,12 +9,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use logagent::fleet;
 use logagent::settings::{self, LogFormat, Settings};
 
 const DEFAULT_CONFIG: &str = "/etc/logagent/logagent.toml";
 
 #[derive(Parser)]
-#[command(name = "logagent", version, about = "Tails the log files etcd assigns to this host into Kafka")]
+#[command(
+    name = "logagent",
+    version,
+    about = "Tails the log files etcd assigns to this host into Kafka"
+)]
 struct Cli {
     /// Local configuration file (TOML); LOGAGENT_SECTION__KEY environment variables override it.
     #[arg(long, short, global = true, default_value = DEFAULT_CONFIG, env = "LOGAGENT_CONFIG")]
@@ -38,6 +43,12 @@ enum Command {
     Run,
     /// Check the configuration file and print every problem at once.
     Validate,
+    /// Print the status every live agent publishes to etcd, as a table.
+    Status {
+        /// Only the host with this IP (or hostname).
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 fn init_logging(s: &Settings, cli: Option<CliLogFormat>) {
@@ -48,11 +59,15 @@ fn init_logging(s: &Settings, cli: Option<CliLogFormat>) {
         Some(CliLogFormat::Compact) => false,
         None => matches!(s.log.format, LogFormat::Json),
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().flatten_event(true).init();
     } else {
-        b.compact().with_ansi(std::io::stderr().is_terminal()).init();
+        b.compact()
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
 }
 
@@ -79,10 +94,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Status { host } => {
+            let s = settings::load(&cli.config)
+                .with_context(|| format!("configuration {}", cli.config.display()))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let rows = rt.block_on(fleet::fetch(&s.etcd, host.as_deref()))?;
+            let prefix = fleet::status_prefix(&s.etcd.status_key_template);
+            if rows.is_empty() {
+                match host {
+                    Some(h) => eprintln!("no live agent {h} under {prefix:?}"),
+                    None => eprintln!("no live agent under {prefix:?}"),
+                }
+                return Ok(ExitCode::from(1));
+            }
+            print!(
+                "{}",
+                fleet::render_table(&rows, logagent::registry::now_ms())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run => {
-            let s = settings::load(&cli.config).with_context(|| format!("configuration {}", cli.config.display()))?;
+            let s = settings::load(&cli.config)
+                .with_context(|| format!("configuration {}", cli.config.display()))?;
             init_logging(&s, cli.log_format);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signals(shutdown.clone()));
@@ -97,7 +136,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// second one exits at once (offsets on disk only ever hold acknowledged positions, so that is safe).
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };

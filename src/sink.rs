@@ -197,6 +197,7 @@ pub struct Sink {
 }
 
 const PARTITIONS_TTL: Duration = Duration::from_secs(60);
+const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(5);
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -258,7 +259,7 @@ impl Sink {
     }
 
     /// The partition for an unkeyed route (keyed routes leave it to librdkafka's key hash).
-    /// `Err(())` when stopping while waiting for the topic's metadata.
+    /// `Err(())` when stopping while waiting for the cluster.
     async fn partition_for(
         &mut self,
         route: &Route,
@@ -268,7 +269,16 @@ impl Sink {
             return Ok(None);
         }
         let count = match self.partitions.get(&route.topic) {
-            Some((n, at)) if at.elapsed() < PARTITIONS_TTL => *n,
+            Some((n, at))
+                if at.elapsed()
+                    < if *n > 0 {
+                        PARTITIONS_TTL
+                    } else {
+                        UNKNOWN_TOPIC_TTL
+                    } =>
+            {
+                *n
+            }
             _ => {
                 let n = self.fetch_partitions(&route.topic, stop).await.ok_or(())?;
                 self.partitions
@@ -276,10 +286,14 @@ impl Sink {
                 n
             }
         };
-        Ok(Some((route.partition_seed % count.max(1) as u64) as i32))
+        // An unknown topic (0) gets no explicit partition: librdkafka then waits for the topic to
+        // appear (topic.metadata.propagation.max.ms) and reports UnknownTopic if it never does, which
+        // is skipped by policy. That blocks neither the other files nor the sink.
+        Ok((count > 0).then(|| (route.partition_seed % count as u64) as i32))
     }
 
-    /// The topic's partition count, waiting for the cluster if it is unreachable. `None` when stopping.
+    /// The topic's partition count (0: the cluster answered and does not know the topic), waiting for
+    /// the cluster while it is unreachable. `None` when stopping.
     async fn fetch_partitions(&self, topic: &str, stop: &CancellationToken) -> Option<i32> {
         let mut warned = false;
         let mut wait = Duration::from_millis(100);
@@ -294,16 +308,22 @@ impl Sink {
                         md.topics()
                             .iter()
                             .find(|mt| mt.name() == t)
-                            .map(|mt| (mt.partitions().len() as i32, mt.error()))
+                            .map_or(0, |mt| {
+                                if mt.error().is_some() {
+                                    0
+                                } else {
+                                    mt.partitions().len() as i32
+                                }
+                            })
                     })
             })
             .await;
             match res {
-                Ok(Ok(Some((n, None)))) if n > 0 => return Some(n),
-                Ok(Ok(other)) => {
-                    if !warned {
-                        warn!(topic, "topic has no partitions yet (does it exist? {other:?}); waiting for it");
+                Ok(Ok(n)) => {
+                    if n == 0 {
+                        warn!(topic, "Kafka does not know this topic (auto-creation off?); its records will be skipped if it does not appear");
                     }
+                    return Some(n);
                 }
                 Ok(Err(e)) => {
                     if !warned {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::identity::{FileKey, Fingerprint};
+use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
@@ -72,6 +73,8 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
     d.finish_rotated_while_down();
     loop {
         tokio::select! {
+            // Cancellation first: a scan after it would claim files its tailers are letting go of.
+            biased;
             _ = d.cancel.cancelled() => break,
             _ = dir_wake.notified() => {}
             _ = tokio::time::sleep(d.shared.glob_rescan) => {}
@@ -213,6 +216,12 @@ impl Discoverer {
             opts: o.clone(),
             rotated,
             forget_when_done: rotated,
+            multiline: self
+                .entry
+                .multiline
+                .as_deref()
+                .and_then(|p| regex::bytes::Regex::new(p).ok())
+                .map(|re| Multiline::new(re, max_line)),
         };
         let cancel = self.cancel.child_token();
         let hub = self.shared.hub.clone();

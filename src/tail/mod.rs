@@ -9,6 +9,7 @@
 
 pub mod discover;
 pub mod identity;
+pub mod multiline;
 pub mod reader;
 pub mod watch;
 
@@ -17,7 +18,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +30,7 @@ use crate::registry::Registry;
 use crate::sink::{Batch, Route};
 use crate::telemetry::Metrics;
 use identity::{hash_hex, tail_hash, FileKey, Fingerprint, TAIL_HASH_LEN};
+use multiline::Multiline;
 use reader::{LineSplitter, Split};
 
 /// Tailing knobs shared by every tailer of an entry.
@@ -59,6 +63,8 @@ pub struct Tailer {
     pub rotated: bool,
     /// Forget the file's record once shipped (a file finished after a rotation across a restart).
     pub forget_when_done: bool,
+    /// Groups lines into multiline records when the entry has a start pattern.
+    pub multiline: Option<Multiline>,
 }
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
@@ -79,9 +85,21 @@ impl Tailer {
         let mut idle_polls = 0u32;
         // Whether the last wake-up came from a file event rather than the poll timer.
         let mut by_event = false;
+        // The read offset and the hash of the bytes before it, taken when we last idled at EOF.
+        let mut eof_guard: Option<(u64, String)> = None;
         loop {
             if cancel.is_cancelled() {
                 break;
+            }
+            if let Some(guard) = eof_guard.take() {
+                // Woken after idling at EOF: a copytruncate followed by writes past our offset leaves
+                // the size above the offset, so compare the bytes before it too (beats#45300).
+                let now = tail_hash(&self.file, guard.0).unwrap_or_default();
+                if now != guard.1 {
+                    let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                    self.restart_at_zero(size);
+                    continue;
+                }
             }
             // One fstat per round: it sizes the read and, at the end of the data, is the size checked
             // for truncation.
@@ -116,6 +134,10 @@ impl Tailer {
             }
             // More is readable (the read was cut by the buffer bound) or already buffered.
             let more = split.limited || (n > 0 && (n as u64) < available);
+            let split = match &mut self.multiline {
+                Some(m) => m.feed(split),
+                None => split,
+            };
             if let Flow::Stop = self.ship(split, &cancel).await {
                 break;
             }
@@ -123,6 +145,8 @@ impl Tailer {
                 tokio::task::consume_budget().await;
                 continue;
             }
+            let off = self.splitter.read_offset();
+            eof_guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
             // Growth since the fstat raises a file event, which ends the nap at once; without events
             // the nap is the plain poll interval after growth.
             match self.at_eof(size, last_growth, &cancel).await {
@@ -157,7 +181,9 @@ impl Tailer {
         let mut nap = base.saturating_mul(1 << idle_polls.min(IDLE_BACKOFF_DOUBLINGS));
         let due = if self.rotated {
             Some(self.opts.rotated_idle_timeout)
-        } else if self.splitter.pending_len() > 0 {
+        } else if self.splitter.pending_len() > 0
+            || self.multiline.as_ref().is_some_and(Multiline::has_pending)
+        {
             Some(self.opts.partial_line_timeout)
         } else {
             None
@@ -180,14 +206,7 @@ impl Tailer {
         let size = size?;
         self.progress.set_size(size);
         if size < self.splitter.read_offset() {
-            self.metrics
-                .file_truncated(&self.path, size, self.splitter.read_offset());
-            // A new generation: acknowledgements still in flight for the old content cannot move it.
-            self.progress = self.registry.new_generation(self.key, Mark::default());
-            self.splitter.reset(0);
-            self.fingerprint = Fingerprint::of_file(&self.file, size)?;
-            self.registry
-                .update_fingerprint(self.key, &self.fingerprint);
+            self.restart_at_zero(size);
             return Ok(Flow::Continue);
         }
         if self.fingerprint.can_grow(size) {
@@ -219,12 +238,36 @@ impl Tailer {
             let split = self.splitter.flush_partial();
             return Ok(self.ship(split, cancel).await);
         }
+        if partial_due && self.multiline.as_ref().is_some_and(Multiline::has_pending) {
+            let split = self
+                .multiline
+                .as_mut()
+                .map(Multiline::flush)
+                .unwrap_or_default();
+            return Ok(self.ship(split, cancel).await);
+        }
         if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0
         {
-            let gone = std::fs::metadata(&self.path).is_err();
-            return Ok(self.finish(gone));
+            // Rotated means its path no longer names it: nothing will claim it there again, so its
+            // record may expire (else every rotation would add a record for good).
+            return Ok(self.finish(true));
         }
         Ok(Flow::Continue)
+    }
+
+    /// The content was truncated or rewritten under us: read it again from 0, in a new generation so
+    /// acknowledgements still in flight for the old content cannot move the new offset.
+    fn restart_at_zero(&mut self, size: u64) {
+        self.metrics
+            .file_truncated(&self.path, size, self.splitter.read_offset());
+        self.progress = self.registry.new_generation(self.key, Mark::default());
+        self.progress.set_size(size);
+        self.splitter.reset(0);
+        if let Ok(fp) = Fingerprint::of_file(&self.file, size) {
+            self.fingerprint = fp;
+            self.registry
+                .update_fingerprint(self.key, &self.fingerprint);
+        }
     }
 
     fn path_still_names_file(&self) -> bool {
@@ -286,5 +329,85 @@ impl Tailer {
             lines: split.lines,
         });
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discover::{run_entry, Shared};
+    use super::*;
+    use crate::collect::{CollectEntry, KeyMode, StartFrom};
+
+    fn shared(tx: mpsc::Sender<Batch>) -> Arc<Shared> {
+        let metrics = Metrics::new(false);
+        Arc::new(Shared {
+            registry: Registry::new(Vec::new(), metrics.clone()),
+            hub: watch::WatchHub::new(),
+            metrics,
+            tx,
+            opts: TailOptions {
+                poll_interval: Duration::from_millis(250),
+                read_buffer_bytes: 4096,
+                max_line_bytes: 1024,
+                partial_line_timeout: Duration::from_secs(5),
+                rotated_idle_timeout: Duration::from_secs(5),
+                batch_max_lines: 100,
+                skip_empty_lines: false,
+            },
+            glob_rescan: Duration::from_secs(1),
+            hostname: "h".into(),
+            max_open_files: 10,
+        })
+    }
+
+    fn entry(path: &std::path::Path) -> Arc<CollectEntry> {
+        Arc::new(CollectEntry {
+            path: path.to_string_lossy().into_owned(),
+            topic: "t".into(),
+            exclude: vec![],
+            key: KeyMode::None,
+            from: StartFrom::Beginning,
+            max_line_bytes: None,
+            multiline: None,
+            fields: Default::default(),
+            skip_empty_lines: None,
+        })
+    }
+
+    /// The partial-line timer, on virtual time: the unterminated line is held for exactly
+    /// `partial_line_timeout` of idleness, then shipped as it is.
+    #[tokio::test(start_paused = true)]
+    async fn partial_line_is_held_until_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"full\nhalf").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), shared(tx), cancel.clone()));
+        let first = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("first batch never came")
+            .unwrap();
+        assert_eq!(first.lines, vec![bytes::Bytes::from_static(b"full")]);
+        let start = Instant::now();
+        let second = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("partial line never flushed")
+            .unwrap();
+        let waited = start.elapsed();
+        assert_eq!(second.lines, vec![bytes::Bytes::from_static(b"half")]);
+        assert!(
+            waited >= Duration::from_secs(5),
+            "flushed after {waited:?}, before the timeout"
+        );
+        assert!(
+            waited < Duration::from_secs(6),
+            "flushed after {waited:?}, long after the timeout"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
     }
 }

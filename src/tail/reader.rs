@@ -324,7 +324,7 @@ mod tests {
     fn reads_from_file_and_stops_at_the_memory_bound() {
         use std::io::Write;
         let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&vec![b'a'; 100]).unwrap();
+        f.write_all(&[b'a'; 100]).unwrap();
         let mut s = LineSplitter::new(0, 16, 8, false);
         let mut total = 0;
         loop {

@@ -1,0 +1,128 @@
+//! Multiline grouping: a line matching the entry's start pattern begins a record; the lines after it
+//! that do not match are appended to it (joined with `\n`), so a stack trace ships as one record.
+//!
+//! A group is held until the next start line, the partial-line timeout, or rotation; while held, its
+//! lines are not part of the shipped offset, so a restart re-reads the whole group, never half of it.
+
+use bytes::{Bytes, BytesMut};
+use regex::bytes::Regex;
+
+use super::reader::Split;
+
+pub struct Multiline {
+    start: Regex,
+    max_bytes: usize,
+    parts: Vec<Bytes>,
+    size: usize,
+    end: u64,
+}
+
+impl Multiline {
+    pub fn new(start: Regex, max_bytes: usize) -> Multiline {
+        Multiline {
+            start,
+            max_bytes,
+            parts: Vec::new(),
+            size: 0,
+            end: 0,
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.parts.is_empty()
+    }
+
+    fn emit(&mut self, out: &mut Split) {
+        if self.parts.is_empty() {
+            return;
+        }
+        let record = if self.parts.len() == 1 {
+            self.parts.pop().expect("one part")
+        } else {
+            let mut b = BytesMut::with_capacity(self.size);
+            for (i, p) in self.parts.drain(..).enumerate() {
+                if i > 0 {
+                    b.extend_from_slice(b"\n");
+                }
+                b.extend_from_slice(&p);
+            }
+            b.freeze()
+        };
+        self.size = 0;
+        out.lines.push(record);
+        out.ends.push(self.end);
+        out.end_offset = self.end;
+    }
+
+    /// Groups the lines of `split`; returns the completed records. The returned `end_offset` is the end
+    /// of the last completed record (0 when none completed).
+    pub fn feed(&mut self, split: Split) -> Split {
+        let mut out = Split {
+            long_lines_split: split.long_lines_split,
+            empty_skipped: split.empty_skipped,
+            ..Split::default()
+        };
+        for (line, end) in split.lines.into_iter().zip(split.ends) {
+            let starts = self.start.is_match(&line);
+            let too_big = self.size + 1 + line.len() > self.max_bytes;
+            if starts || too_big {
+                self.emit(&mut out);
+            }
+            self.size += line.len() + usize::from(!self.parts.is_empty());
+            self.parts.push(line);
+            self.end = end;
+        }
+        out
+    }
+
+    /// Ships the held group (idle past the timeout, or the file is rotated away).
+    pub fn flush(&mut self) -> Split {
+        let mut out = Split::default();
+        self.emit(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::reader::LineSplitter;
+
+    fn texts(s: &Split) -> Vec<String> {
+        s.lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+
+    fn split_of(data: &[u8]) -> Split {
+        let mut s = LineSplitter::new(0, 1024, 1024, false);
+        s.push(data);
+        s.take_lines(1000)
+    }
+
+    #[test]
+    fn stack_traces_become_one_record_and_the_last_group_is_held() {
+        let mut m = Multiline::new(Regex::new(r"^\d{4}-").unwrap(), 1 << 20);
+        let out = m.feed(split_of(
+            b"2024-01-01 boom\n  at a()\n  at b()\n2024-01-01 ok\n2024-01-02 next\n  at c()\n",
+        ));
+        assert_eq!(
+            texts(&out),
+            vec!["2024-01-01 boom\n  at a()\n  at b()", "2024-01-01 ok"]
+        );
+        assert_eq!(out.end_offset, 48, "offset stops before the held group");
+        assert!(m.has_pending());
+        let rest = m.flush();
+        assert_eq!(texts(&rest), vec!["2024-01-02 next\n  at c()"]);
+        assert_eq!(rest.end_offset, 73);
+    }
+
+    #[test]
+    fn leading_continuation_lines_form_their_own_record_and_size_is_capped() {
+        let mut m = Multiline::new(Regex::new("^S").unwrap(), 10);
+        let out = m.feed(split_of(b"cont\nS1\naaaa\nbbbb\nS2\n"));
+        assert_eq!(texts(&out), vec!["cont", "S1\naaaa", "bbbb"]);
+        assert_eq!(texts(&m.flush()), vec!["S2"]);
+    }
+}

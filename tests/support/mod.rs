@@ -1,0 +1,91 @@
+//! Real services for integration tests: etcd, the tansu Kafka broker, a Kafka consumer and the
+//! agent binary, each on free loopback ports with its own temp dir, killed on drop.
+//!
+//! Included by every integration test with `mod support;`. Each test binary uses a different
+//! subset of these helpers, so unused-item lints would fire in every one of them.
+#![allow(dead_code, unused_imports)]
+
+mod agent;
+mod consume;
+mod etcd;
+mod process;
+mod tansu;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use agent::{agent_config, Agent};
+pub use consume::{consume, consume_for, Consumed};
+pub use etcd::Etcd;
+pub use process::strip_ansi;
+pub use tansu::{Storage, Tansu};
+
+/// A loopback port that was free a moment ago. Ports already handed out by this process are
+/// skipped: tests of one binary run in parallel, and the kernel may hand a just-released port to
+/// the next `bind(0)`.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if given.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns true; fails after `timeout` naming `what`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(what, timeout, || {
+        let fut = f();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `f` every 50 ms until it returns `Some`; fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Appends `lines` to `path` (created if missing), each followed by `\n`, in one write so a
+/// tailer never sees half of the batch.
+pub fn append_lines<S: AsRef<str>>(path: &Path, lines: &[S]) -> anyhow::Result<()> {
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(l.as_ref());
+        buf.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("open {} for append: {e}", path.display()))?;
+    f.write_all(buf.as_bytes())?;
+    Ok(())
+}

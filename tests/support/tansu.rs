@@ -1,0 +1,233 @@
+//! The tansu Kafka-protocol broker on a loopback port, with memory or sqlite storage.
+
+use std::ffi::OsString;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::consume::topic_partitions;
+use super::free_port;
+use super::process::Proc;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const START_ATTEMPTS: usize = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Fast; everything is lost when the broker stops.
+    Memory,
+    /// A sqlite file in the broker's temp dir; survives `restart`.
+    Sqlite,
+}
+
+pub struct Tansu {
+    // Declared before `dir` so the process dies before its storage is removed.
+    proc: Proc,
+    port: u16,
+    bin: PathBuf,
+    storage: Storage,
+    dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    /// Starts the broker and waits until it answers a metadata request.
+    pub async fn start(storage: Storage) -> anyhow::Result<Tansu> {
+        let bin = tansu_bin()?;
+        let mut last_err = None;
+        // Another process may grab the port between `free_port` and tansu's bind; a new one fixes it.
+        for _ in 0..START_ATTEMPTS {
+            let dir = tempfile::Builder::new().prefix("tansu-").tempdir()?;
+            let port = free_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let engine = match storage {
+                Storage::Memory => "memory://tansu/".to_string(),
+                // The path is relative to the working directory, which is `dir`.
+                Storage::Sqlite => "sqlite://tansu.db".to_string(),
+            };
+            let args: Vec<OsString> = [
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &engine,
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
+            let proc = Proc::new(
+                "tansu",
+                &bin,
+                args,
+                dir.path(),
+                &dir.path().join("tansu.log"),
+            )
+            // Per-request info logs would make the log file grow with every benchmark.
+            .env("RUST_LOG", "warn");
+            let mut tansu = Tansu {
+                proc,
+                port,
+                bin: bin.clone(),
+                storage,
+                dir,
+            };
+            tansu.proc.spawn()?;
+            match tansu.wait_ready().await {
+                Ok(()) => return Ok(tansu),
+                Err(e) if tansu.proc.log_contents().contains("in use") => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    /// `127.0.0.1:PORT`, the form `kafka.brokers` and `bootstrap.servers` take.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.proc.log_path()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// Creates a topic (tansu never auto-creates) and waits until metadata shows all partitions.
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let broker = format!("tcp://127.0.0.1:{}", self.port);
+        let args = [
+            "topic".to_string(),
+            "create".to_string(),
+            name.to_string(),
+            "--broker".to_string(),
+            broker,
+            "--partitions".to_string(),
+            partitions.to_string(),
+        ];
+        let out = tokio::time::timeout(
+            Duration::from_secs(15),
+            tokio::process::Command::new(&bin)
+                .args(&args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("`tansu topic create {name}` hung for 15 s"))??;
+        anyhow::ensure!(
+            out.status.success(),
+            "`tansu {}` failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = self.bootstrap();
+        let topic = name.to_string();
+        super::wait_until(
+            &format!("topic {name} with {partitions} partitions in metadata"),
+            Duration::from_secs(10),
+            || {
+                let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || topic_partitions(&bootstrap, &topic))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .is_some_and(|p| p.len() == partitions as usize)
+                }
+            },
+        )
+        .await
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s.
+    pub async fn stop(&mut self) {
+        self.proc.stop(STOP_GRACE).await;
+    }
+
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts again on the same port and storage (sqlite data survives; memory starts empty),
+    /// stopping the running broker first.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        self.proc.spawn()?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last_err = String::from("no attempt yet");
+        while start.elapsed() < READY_TIMEOUT {
+            if let Some(status) = self.proc.try_exit()? {
+                anyhow::bail!(
+                    "tansu exited during startup ({status}); log tail:\n{}",
+                    self.proc.log_tail(30)
+                );
+            }
+            // A cheap TCP probe first: an rdkafka client against a closed port logs and retries.
+            let addr = ([127, 0, 0, 1], self.port).into();
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                let bootstrap = self.bootstrap();
+                match tokio::task::spawn_blocking(move || answers_metadata(&bootstrap)).await? {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last_err = e.to_string(),
+                }
+            } else {
+                last_err = "TCP connect refused".to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!(
+            "tansu on {} not ready within {READY_TIMEOUT:?} (last error: {last_err}); log tail:\n{}",
+            self.bootstrap(),
+            self.proc.log_tail(30)
+        )
+    }
+}
+
+fn answers_metadata(bootstrap: &str) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    consumer.fetch_metadata(None, Duration::from_secs(3))?;
+    Ok(())
+}
+
+/// $TANSU_BIN, then ~/.cargo/bin/tansu, then `tansu` on PATH.
+fn tansu_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = Path::new(&home).join(".cargo/bin/tansu");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let on_path = Command::new("tansu")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    anyhow::ensure!(
+        on_path,
+        "tansu not found ($TANSU_BIN, ~/.cargo/bin/tansu, PATH); run scripts/install-deps.sh"
+    );
+    Ok(PathBuf::from("tansu"))
+}
