@@ -116,13 +116,10 @@ fn print(f: &Figures) {
         ));
     }
     line.push_str(&format!(
-        "  [wall {:.2} s, agent CPU {:.2} s, {} records{}{}{}]",
+        "  [wall {:.2} s, agent CPU {:.2} s, {} records{}{}]",
         f.wall_s,
         f.cpu_s,
         f.records,
-        f.consumed
-            .map(|c| format!(", {c} consumed"))
-            .unwrap_or_default(),
         if f.complete {
             ", complete"
         } else {

@@ -44,11 +44,9 @@ pub struct Figures {
     pub cpu_s: f64,
     pub cpu_s_per_m_lines: f64,
     pub peak_rss_mib: f64,
-    /// Records appended to the topic in the measured phase, counted after a short settle.
+    /// Records of the measured phase in the topic, after a short settle: read back by a consumer
+    /// (tansu), or counted by high watermarks (the mock cluster keeps too few records to read back).
     pub records: u64,
-    /// Records read back by a consumer (tansu only: the mock cluster keeps too few to read back).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumed: Option<u64>,
     /// Every line arrived exactly once and the checkpoint reached the end of every file.
     pub complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,25 +197,27 @@ struct Tally {
 }
 
 impl Tally {
-    fn counts(&self) -> anyhow::Result<(u64, Option<u64>)> {
-        Ok((
-            self.appended.count()?,
-            self.consumed.as_ref().map(Counter::count),
-        ))
+    /// Records in the topic: read back by the consumer when there is one (tansu's high watermarks
+    /// do not count records one for one), else the high watermarks (the mock cluster).
+    fn count(&self) -> anyhow::Result<u64> {
+        match &self.consumed {
+            Some(c) => Ok(c.count()),
+            None => self.appended.count(),
+        }
     }
 
-    /// Waits until `target` records are in the topic (and read back); returns the moment they were
-    /// and the agent's CPU seconds then.
+    /// Waits until `target` records are in the topic; returns the moment they were and the agent's
+    /// CPU seconds then.
     fn wait_for(&self, agent: &mut Guard, target: u64) -> anyhow::Result<(Instant, f64)> {
-        let mut last = (self.counts()?, Instant::now());
+        let mut last = (self.count()?, Instant::now());
         loop {
-            let now = self.counts()?;
-            if now.0 >= target && now.1.is_none_or(|c| c >= target) {
+            let now = self.count()?;
+            if now >= target {
                 return Ok((Instant::now(), cpu_seconds(agent.pid())?));
             }
             if agent.exited() {
                 bail!(
-                    "agent exited with {now:?} of {target} records in the topic; log tail:\n{}",
+                    "agent exited with {now} of {target} records in the topic; log tail:\n{}",
                     agent.log_tail(20)
                 );
             }
@@ -225,7 +225,7 @@ impl Tally {
                 last = (now, Instant::now());
             } else if last.1.elapsed() > STALL {
                 bail!(
-                    "stalled at {now:?} of {target} records (appended, consumed) for {STALL:?}; agent log tail:\n{}",
+                    "stalled at {now} of {target} records for {STALL:?}; agent log tail:\n{}",
                     agent.log_tail(20)
                 );
             }
@@ -233,17 +233,16 @@ impl Tally {
         }
     }
 
-    /// The counts after a short settle, so duplicates that arrive late are seen; minus `base`.
-    fn settled(&self, base: u64) -> anyhow::Result<(u64, Option<u64>)> {
+    /// The count after a short settle, so duplicates that arrive late are seen; minus `base`.
+    fn settled(&self, base: u64) -> anyhow::Result<u64> {
         std::thread::sleep(Duration::from_millis(500));
-        let (a, c) = self.counts()?;
-        Ok((a - base, c.map(|c| c - base)))
+        Ok(self.count()? - base)
     }
 }
 
-/// Every record exactly once: as many appended (and consumed) as lines written.
-fn exact(counts: (u64, Option<u64>), lines: u64) -> bool {
-    counts.0 == lines && counts.1.is_none_or(|c| c == lines)
+/// Every record exactly once: as many in the topic as lines written.
+fn exact(count: u64, lines: u64) -> bool {
+    count == lines
 }
 
 fn figures(
@@ -298,7 +297,7 @@ pub fn throughput(ctx: &Ctx, name: &str, default_files: usize) -> anyhow::Result
         .map(|(a, b)| a - b);
     f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
     let counts = tally.settled(0)?;
-    (f.records, f.consumed) = counts;
+    f.records = counts;
     let at_end = stage.checkpoint_at_end(Duration::from_secs(5));
     f.complete = exact(counts, lines) && at_end;
     if !at_end {
@@ -359,7 +358,7 @@ pub fn idle(ctx: &Ctx) -> anyhow::Result<Figures> {
     f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
     f.rss_mib = Some(status_mib(agent.pid(), "VmRSS:")?);
     let counts = tally.settled(files as u64)?;
-    (f.records, f.consumed) = counts;
+    f.records = counts;
     f.complete = exact(counts, trickled) && stage.checkpoint_at_end(Duration::from_secs(5));
     f.note = format!("{files} files x 1 line/s for {secs} s; wall = trickle + drain");
     agent.stop(STOP_GRACE);
@@ -412,7 +411,7 @@ pub fn backlog(ctx: &Ctx) -> anyhow::Result<Figures> {
     // Re-reading the shipped part would add its size on top of the backlog's.
     f.rescanned = Some(read >= bytes + first_bytes / 2);
     let counts = tally.settled(first_lines)?;
-    (f.records, f.consumed) = counts;
+    f.records = counts;
     f.complete = exact(counts, lines)
         && stage.checkpoint_at_end(Duration::from_secs(5))
         && f.rescanned == Some(false);
