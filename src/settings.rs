@@ -420,7 +420,7 @@ mod tests {
         assert_eq!(get("acks"), Some("all"));
         assert_eq!(get("enable.idempotence"), Some("true"));
         assert_eq!(get("compression.type"), Some("zstd"));
-        assert_eq!(get("linger.ms"), Some("5"));
+        assert_eq!(get("linger.ms"), Some("20"));
         assert_eq!(get("message.timeout.ms"), Some("60000"));
         assert_eq!(get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
         assert_eq!(get("sasl.password"), Some("hunter2"));

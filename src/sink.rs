@@ -8,6 +8,8 @@
 //! librdkafka gives back after a timeout or a transient error are sent again; records Kafka rejects for
 //! good (too large, not authorized, unknown topic) are logged with topic and file, counted and skipped.
 
+mod native;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -144,7 +146,10 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Arc<InFlight>) {
         match result {
             Ok(_) => {
-                self.reachable.store(true, Ordering::Relaxed);
+                // Read first: a store per record would bounce the cache line between threads.
+                if !self.reachable.load(Ordering::Relaxed) {
+                    self.reachable.store(true, Ordering::Relaxed);
+                }
             }
             Err((err, msg)) => {
                 let code = err.rdkafka_error_code();
@@ -195,6 +200,8 @@ pub struct Sink {
     retry_rx: mpsc::UnboundedReceiver<Retry>,
     metrics: Arc<Metrics>,
     partitions: HashMap<String, (i32, Instant)>,
+    /// Topic handles for batch produce calls; `None` when librdkafka refused one (then `send` is used).
+    topics: HashMap<String, Option<native::TopicHandle>>,
     pub reachable: Arc<AtomicBool>,
 }
 
@@ -222,6 +229,7 @@ impl Sink {
             retry_rx,
             metrics,
             partitions: HashMap::new(),
+            topics: HashMap::new(),
             reachable,
         })
     }
@@ -368,11 +376,24 @@ impl Sink {
         let Ok(partition) = self.partition_for(&route, stop).await else {
             return false;
         };
-        let headers = route.kafka_headers();
         let opaque = Arc::new(InFlight {
             route: route.clone(),
             ticket,
         });
+        self.metrics.records_in_flight.inc_by(lines.len() as i64);
+        // Headers cannot go through the batch call: such routes send record by record.
+        if route.headers.is_empty() {
+            if !self.topics.contains_key(&route.topic) {
+                let handle = native::TopicHandle::new(&self.producer, &route.topic);
+                self.topics.insert(route.topic.clone(), handle);
+            }
+            if self.topics[&route.topic].is_some() {
+                return self
+                    .send_batch(&route, &opaque, &lines, partition, stop)
+                    .await;
+            }
+        }
+        let headers = route.kafka_headers();
         for line in &lines {
             if !self
                 .send(
@@ -391,10 +412,55 @@ impl Sink {
         true
     }
 
+    /// Enqueues a batch with one librdkafka call, waiting while its queue is full. False when stopping.
+    async fn send_batch(
+        &self,
+        route: &Route,
+        opaque: &Arc<InFlight>,
+        lines: &[Bytes],
+        partition: Option<i32>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let Some(Some(topic)) = self.topics.get(&route.topic) else {
+            return false;
+        };
+        let mut rest = lines;
+        loop {
+            let outcome =
+                native::produce_batch(topic, partition, route.key.as_deref(), rest, opaque);
+            for (_, code) in &outcome.rejected {
+                self.reject(route, opaque, &KafkaError::MessageProduction(*code));
+            }
+            let Some(at) = outcome.queue_full_at else {
+                return true;
+            };
+            rest = &rest[at..];
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
+            }
+        }
+    }
+
+    /// A record Kafka will never take (rejected before it left): logged, counted, settled.
+    fn reject(&self, route: &Route, opaque: &InFlight, err: &KafkaError) {
+        self.metrics.delivery_error(
+            &err.rdkafka_error_code()
+                .map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
+        );
+        self.metrics
+            .record_skipped(&route.topic, &route.path, &err.to_string());
+        self.metrics.records_in_flight.dec();
+        let ticket = &opaque.ticket;
+        if ticket.record_settled() {
+            route.counters.lines_acked.inc_by(ticket.records as u64);
+            route.counters.bytes_acked.inc_by(ticket.bytes);
+        }
+    }
+
     async fn resend(&mut self, retry: Retry, stop: &CancellationToken) -> bool {
         let route = retry.opaque.route.clone();
         let headers = route.kafka_headers();
-        self.metrics.records_in_flight.dec();
         let partition = (retry.partition >= 0).then_some(retry.partition);
         self.send(
             &route,
@@ -429,10 +495,7 @@ impl Sink {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => {
-                    self.metrics.records_in_flight.inc();
-                    return true;
-                }
+                Ok(()) => return true,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     tokio::select! {
@@ -442,17 +505,7 @@ impl Sink {
                 }
                 Err((err, back)) => {
                     // Rejected before it left (e.g. larger than message.max.bytes): permanent.
-                    self.metrics.delivery_error(
-                        &err.rdkafka_error_code()
-                            .map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
-                    );
-                    self.metrics
-                        .record_skipped(&route.topic, &route.path, &err.to_string());
-                    let InFlight { ticket, .. } = &*back.delivery_opaque;
-                    if ticket.record_settled() {
-                        route.counters.lines_acked.inc_by(ticket.records as u64);
-                        route.counters.bytes_acked.inc_by(ticket.bytes);
-                    }
+                    self.reject(route, &back.delivery_opaque, &err);
                     return true;
                 }
             }

@@ -139,6 +139,11 @@ impl Discoverer {
 
     /// Opens `path` and starts a tailer unless its file is already tailed.
     fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) {
+        // Most scans find only files already tailed: a stat tells that without an open (which costs
+        // more and raises a file event).
+        if std::fs::metadata(path).is_ok_and(|m| self.shared.registry.is_open(FileKey::of(&m))) {
+            return;
+        }
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => return self.note_problem(path, format!("cannot open: {e}"), true),

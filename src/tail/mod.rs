@@ -29,7 +29,7 @@ use crate::progress::{FileProgress, Mark, Ticket};
 use crate::registry::Registry;
 use crate::sink::{Batch, Route};
 use crate::telemetry::Metrics;
-use identity::{tail_hash, FileKey, Fingerprint};
+use identity::{hash_hex, tail_hash, FileKey, Fingerprint, TAIL_HASH_LEN};
 use multiline::Multiline;
 use reader::{LineSplitter, Split};
 
@@ -67,6 +67,9 @@ pub struct Tailer {
     pub multiline: Option<Multiline>,
 }
 
+/// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
+const IDLE_BACKOFF_DOUBLINGS: u32 = 3;
+
 enum Flow {
     Continue,
     Stop,
@@ -77,6 +80,11 @@ impl Tailer {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut last_growth = Instant::now();
         let mut long_reported = false;
+        // Polls in a row that found nothing: an idle file is polled less and less often (file events
+        // still wake it at once).
+        let mut idle_polls = 0u32;
+        // Whether the last wake-up came from a file event rather than the poll timer.
+        let mut by_event = false;
         // The read offset and the hash of the bytes before it, taken when we last idled at EOF.
         let mut eof_guard: Option<(u64, String)> = None;
         loop {
@@ -93,7 +101,13 @@ impl Tailer {
                     continue;
                 }
             }
-            let n = match self.splitter.fill_from(&self.file) {
+            // One fstat per round: it sizes the read and, at the end of the data, is the size checked
+            // for truncation.
+            let size = self.file.metadata().map(|m| m.len());
+            let available = size
+                .as_ref()
+                .map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
+            let n = match self.splitter.fill_from(&self.file, available) {
                 Ok(n) => n,
                 Err(e) => {
                     self.metrics
@@ -103,6 +117,9 @@ impl Tailer {
             };
             if n > 0 {
                 last_growth = Instant::now();
+                // Growth announced by an event: events work for this file, so polling stays a slow
+                // fallback. Growth found by polling: events are missing here, keep polling briskly.
+                idle_polls = if by_event { IDLE_BACKOFF_DOUBLINGS } else { 0 };
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
@@ -115,7 +132,8 @@ impl Tailer {
             } else if split.long_lines_split > 0 {
                 self.metrics.long_lines_split.inc_by(split.long_lines_split);
             }
-            let had_lines = split.end_offset > 0;
+            // More is readable (the read was cut by the buffer bound) or already buffered.
+            let more = split.limited || (n > 0 && (n as u64) < available);
             let split = match &mut self.multiline {
                 Some(m) => m.feed(split),
                 None => split,
@@ -123,23 +141,28 @@ impl Tailer {
             if let Flow::Stop = self.ship(split, &cancel).await {
                 break;
             }
-            if n > 0 || had_lines {
-                // More may be buffered or readable: keep going before checking the file's state.
+            if more {
                 tokio::task::consume_budget().await;
                 continue;
             }
             let off = self.splitter.read_offset();
             eof_guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
-            match self.at_eof(last_growth, &cancel).await {
+            // Growth since the fstat raises a file event, which ends the nap at once; without events
+            // the nap is the plain poll interval after growth.
+            match self.at_eof(size, last_growth, &cancel).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stop) => break,
                 Err(e) => self.metrics.file_unreadable(&self.path, &e.to_string()),
             }
-            tokio::select! {
+            let nap = self.nap(idle_polls, last_growth);
+            by_event = tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.opts.poll_interval) => {}
-            }
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep(nap) => {
+                    idle_polls = idle_polls.saturating_add(1);
+                    false
+                }
+            };
         }
         if self.registry.is_open(self.key) {
             // Stopped (shutdown or entry removed): what is in flight settles on its own and the record
@@ -151,13 +174,36 @@ impl Tailer {
         }
     }
 
+    /// How long to sleep at the end of the data: the poll interval, doubled per idle poll up to
+    /// [`IDLE_BACKOFF_DOUBLINGS`] times, but never past the moment a partial line or a rotated file is due.
+    fn nap(&self, idle_polls: u32, last_growth: Instant) -> Duration {
+        let base = self.opts.poll_interval;
+        let mut nap = base.saturating_mul(1 << idle_polls.min(IDLE_BACKOFF_DOUBLINGS));
+        let due = if self.rotated {
+            Some(self.opts.rotated_idle_timeout)
+        } else if self.splitter.pending_len() > 0
+            || self.multiline.as_ref().is_some_and(Multiline::has_pending)
+        {
+            Some(self.opts.partial_line_timeout)
+        } else {
+            None
+        };
+        if let Some(due) = due {
+            // Past due (e.g. waiting for acknowledgements): back to the plain poll interval.
+            let left = due.saturating_sub(last_growth.elapsed());
+            nap = nap.min(if left.is_zero() { base } else { left });
+        }
+        nap
+    }
+
     /// What to do when there is nothing more to read right now.
     async fn at_eof(
         &mut self,
+        size: io::Result<u64>,
         last_growth: Instant,
         cancel: &CancellationToken,
     ) -> io::Result<Flow> {
-        let size = self.file.metadata()?.len();
+        let size = size?;
         self.progress.set_size(size);
         if size < self.splitter.read_offset() {
             self.restart_at_zero(size);
@@ -248,7 +294,11 @@ impl Tailer {
         if split.end_offset == 0 {
             return Flow::Continue;
         }
-        let tail = tail_hash(&self.file, split.end_offset).unwrap_or_default();
+        let tail = if split.tail.len() as u64 == split.end_offset.min(TAIL_HASH_LEN) {
+            hash_hex(&split.tail)
+        } else {
+            tail_hash(&self.file, split.end_offset).unwrap_or_default()
+        };
         let mark = Mark {
             offset: split.end_offset,
             tail_hash: tail,

@@ -11,6 +11,8 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 
+use super::identity::TAIL_HASH_LEN;
+
 /// Lines cut from the buffer, and the file offset just past the last byte they cover.
 #[derive(Debug, Default)]
 pub struct Split {
@@ -23,6 +25,11 @@ pub struct Split {
     pub long_lines_split: u64,
     /// Empty lines consumed without a record (only when empty lines are skipped).
     pub empty_skipped: u64,
+    /// The batch hit its line limit: more complete lines may be buffered.
+    pub limited: bool,
+    /// The last (up to) `TAIL_HASH_LEN` consumed bytes, when the consumed chunk holds that many: the
+    /// tail hash is then taken from memory instead of being read back from the file.
+    pub tail: Bytes,
 }
 
 impl Split {
@@ -48,7 +55,8 @@ pub struct LineSplitter {
 impl LineSplitter {
     pub fn new(start_offset: u64, read_size: usize, max_line: usize, skip_empty: bool) -> Self {
         LineSplitter {
-            buf: BytesMut::with_capacity(read_size),
+            // Allocated by the first read, sized to it: an idle file holds no read buffer.
+            buf: BytesMut::new(),
             base: start_offset,
             scanned: 0,
             in_long_line: false,
@@ -89,14 +97,16 @@ impl LineSplitter {
             .min(self.read_size)
     }
 
-    /// Reads up to `read_size` bytes at the read offset. Returns 0 at end of file.
-    pub fn fill_from(&mut self, file: &File) -> io::Result<usize> {
-        let room = self.room();
-        if room == 0 {
+    /// Reads up to `read_size` bytes at the read offset, and at most `available` (what the file holds
+    /// past the read offset, when known), so only bytes about to be read are ever allocated and zeroed.
+    /// Returns 0 at end of file.
+    pub fn fill_from(&mut self, file: &File, available: u64) -> io::Result<usize> {
+        let want = (self.room() as u64).min(available) as usize;
+        if want == 0 {
             return Ok(0);
         }
         let old = self.buf.len();
-        self.buf.resize(old + room, 0);
+        self.buf.resize(old + want, 0);
         let result = loop {
             match file.read_at(&mut self.buf[old..], self.base + old as u64) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -119,7 +129,11 @@ impl LineSplitter {
         let mut ranges: Vec<(usize, usize, usize)> = Vec::new(); // (start, end of content, end incl. eol)
         let mut start = 0usize;
         let mut pos = self.scanned;
-        while ranges.len() < max_lines {
+        loop {
+            if ranges.len() >= max_lines {
+                split.limited = true;
+                break;
+            }
             let found = memchr::memchr(b'\n', &self.buf[pos..]).map(|i| pos + i);
             match found {
                 Some(nl) if nl - start <= self.max_line => {
@@ -164,6 +178,9 @@ impl LineSplitter {
             return split;
         }
         let chunk = self.buf.split_to(consumed).freeze();
+        if consumed as u64 >= TAIL_HASH_LEN {
+            split.tail = chunk.slice(consumed - TAIL_HASH_LEN as usize..);
+        }
         split.lines.reserve_exact(ranges.len());
         split.ends.reserve_exact(ranges.len());
         for (s, e, end) in ranges {
@@ -195,6 +212,9 @@ impl LineSplitter {
             return split;
         }
         let chunk = self.buf.split().freeze();
+        if chunk.len() as u64 >= TAIL_HASH_LEN {
+            split.tail = chunk.slice(chunk.len() - TAIL_HASH_LEN as usize..);
+        }
         self.base += chunk.len() as u64;
         self.scanned = 0;
         self.in_long_line = false;
@@ -308,7 +328,7 @@ mod tests {
         let mut s = LineSplitter::new(0, 16, 8, false);
         let mut total = 0;
         loop {
-            let n = s.fill_from(&f).unwrap();
+            let n = s.fill_from(&f, u64::MAX).unwrap();
             if n == 0 {
                 break;
             }
@@ -322,5 +342,35 @@ mod tests {
         assert_eq!(total, s.pending_len());
         let split = s.take_lines(100);
         assert!(split.lines.iter().all(|l| l.len() == 8));
+    }
+
+    #[test]
+    fn reports_the_line_limit_and_the_consumed_tail() {
+        let mut s = LineSplitter::new(0, 1024, 1024, false);
+        let long = [b'a'; 40];
+        s.push(&long);
+        s.push(b"\nb\npart");
+        let first = s.take_lines(1);
+        assert!(first.limited);
+        assert_eq!(&first.tail[..], &[&long[..], b"\n"].concat()[41 - 32..]);
+        let second = s.take_lines(10);
+        assert!(!second.limited);
+        assert!(
+            second.tail.is_empty(),
+            "2 bytes consumed: the tail hash needs bytes before the chunk"
+        );
+        assert_eq!(s.flush_partial().tail.len(), 0);
+    }
+
+    #[test]
+    fn reads_no_more_than_the_file_is_known_to_hold() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[b'x'; 100]).unwrap();
+        let mut s = LineSplitter::new(0, 64, 1024, false);
+        assert_eq!(s.fill_from(&f, 10).unwrap(), 10);
+        assert_eq!(s.fill_from(&f, 0).unwrap(), 0);
+        assert_eq!(s.fill_from(&f, u64::MAX).unwrap(), 64);
+        assert_eq!(s.read_offset(), 74);
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
@@ -28,6 +29,21 @@ fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
     routes.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether an event concerns the tailer of the file it names, and the discoverers of its directory.
+/// Opens and reads are ignored: the agent opens and reads every file it tails, and a discoverer woken
+/// by its own opens would rescan forever; writes concern only the file's tailer.
+fn concerns(kind: &EventKind) -> (bool, bool) {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => (true, false),
+        EventKind::Access(_) => (false, false),
+        EventKind::Modify(ModifyKind::Name(_)) => (true, true),
+        EventKind::Modify(_) => (true, false),
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => {
+            (true, true)
+        }
+    }
+}
+
 impl WatchHub {
     /// Creates the hub. Without inotify (limits reached, unsupported filesystem) it still works, by
     /// polling alone, and says so once.
@@ -38,11 +54,26 @@ impl WatchHub {
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
                     let routes = lock(&r);
+                    if event.need_rescan() {
+                        // The kernel queue overflowed: any file may have changed.
+                        routes.files.values().flatten().for_each(|n| n.notify_one());
+                        routes
+                            .dirs
+                            .values()
+                            .flat_map(|(_, ns)| ns)
+                            .for_each(|n| n.notify_one());
+                        return;
+                    }
+                    let (file, dir) = concerns(&event.kind);
                     for path in &event.paths {
-                        if let Some(ns) = routes.files.get(path) {
+                        if let Some(ns) = routes.files.get(path).filter(|_| file) {
                             ns.iter().for_each(|n| n.notify_one());
                         }
-                        if let Some((_, ns)) = path.parent().and_then(|d| routes.dirs.get(d)) {
+                        if let Some((_, ns)) = path
+                            .parent()
+                            .and_then(|d| routes.dirs.get(d))
+                            .filter(|_| dir)
+                        {
                             ns.iter().for_each(|n| n.notify_one());
                         }
                     }

@@ -1,0 +1,222 @@
+//! End-to-end benchmark of the release agent: lines/s, MB/s, CPU-s per million lines, peak RSS.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|all] [--files K]
+//!     [--lines N] [--line-bytes B] [--broker mock|tansu]
+//! ```
+//!
+//! Each scenario writes nginx-like lines into files in a temp dir, starts the Kafka endpoint (the
+//! librdkafka mock cluster in this process, or a tansu broker with memory storage), puts the collect
+//! entry into a spawned etcd, runs `target/release/logagent` as a separate process and measures it
+//! from /proc until a consumer has read every line back. Figures are printed, never judged: the
+//! machines this runs on are noisy. The agent inherits the environment, so `LOGAGENT_*` variables
+//! (e.g. `LOGAGENT_KAFKA__LINGER_MS=20`) compare settings without editing anything.
+
+mod gen;
+mod probe;
+mod scenario;
+mod services;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+
+use scenario::{Ctx, Figures};
+use services::{BrokerKind, Etcd};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// One file, 2M lines.
+    Hot,
+    /// Ten files, 2M lines in all.
+    Ten,
+    /// 1,000 files, each written one line per second.
+    Idle1000,
+    /// Restart with a backlog after part of the file was shipped.
+    Backlog,
+    All,
+}
+
+#[derive(Parser)]
+#[command(about = "End-to-end benchmark of the release logagent binary")]
+struct Cli {
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Number of files (default per scenario: 1, 10, 1000, 1).
+    #[arg(long)]
+    files: Option<usize>,
+    /// Lines in all for hot and ten (default 2,000,000).
+    #[arg(long)]
+    lines: Option<u64>,
+    /// Every line exactly this many bytes, newline included (default: 100–300, about 150).
+    #[arg(long)]
+    line_bytes: Option<usize>,
+    #[arg(long, value_enum, default_value = "mock")]
+    broker: BrokerKind,
+    /// Partitions of the benchmark topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Seconds of trickle writes in idle1000.
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
+    /// Megabytes appended while the agent is down in backlog (a sixth of it is shipped first).
+    #[arg(long, default_value_t = 300)]
+    backlog_mb: u64,
+    /// The agent binary; default: build and use target/release/logagent.
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Where the JSON figures go; default: target/bench/latest.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep each scenario's temp dir (files, checkpoint, agent logs) for inspection.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// The cargo target dir this example was built into (`<target>/<profile>/examples/bench`).
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .context("benchmark binary is not inside a cargo target dir")?;
+    Ok(dir.to_path_buf())
+}
+
+fn build_agent(target: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building the release agent …");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--bin", "logagent", "--target-dir"])
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("run cargo build")?;
+    if !status.success() {
+        bail!("cargo build --release --bin logagent failed");
+    }
+    Ok(target.join("release/logagent"))
+}
+
+fn print(f: &Figures) {
+    let mut line = format!(
+        "{:<9} {:<5} files={:<5} lines={:<8} {:>10.0} lines/s {:>7.1} MB/s {:>6.2} CPU-s/M lines {:>6.1} MiB peak RSS",
+        f.scenario, f.broker, f.files, f.lines, f.lines_per_s, f.mb_per_s, f.cpu_s_per_m_lines, f.peak_rss_mib
+    );
+    if let Some(pct) = f.idle_cpu_pct {
+        line.push_str(&format!("  idle CPU {pct:.2} % of a core"));
+    }
+    if let (Some(read), Some(re)) = (f.read_bytes, f.rescanned) {
+        line.push_str(&format!(
+            "  read {:.0} MB{}",
+            read as f64 / 1e6,
+            if re { " RE-SCANNED" } else { " (no re-scan)" }
+        ));
+    }
+    line.push_str(&format!(
+        "  [wall {:.2} s, agent CPU {:.2} s, {} records{}{}]",
+        f.wall_s,
+        f.cpu_s,
+        f.records,
+        if f.complete {
+            ", complete"
+        } else {
+            ", INCOMPLETE"
+        },
+        f.broker_cpu_s
+            .map(|b| format!(", broker CPU {b:.2} s"))
+            .unwrap_or_default(),
+    ));
+    println!("{line}");
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let target = target_dir()?;
+    let agent_bin = match &cli.agent {
+        // The agent runs in each scenario's temp dir.
+        Some(p) => {
+            std::fs::canonicalize(p).with_context(|| format!("agent binary {}", p.display()))?
+        }
+        None => build_agent(&target)?,
+    };
+    let etcd_dir = tempfile::Builder::new()
+        .prefix("logagent-bench-etcd-")
+        .tempdir()?;
+    let ctx = Ctx {
+        agent_bin,
+        broker: cli.broker,
+        partitions: cli.partitions,
+        etcd: Etcd::start(etcd_dir.path())?,
+        line_bytes: cli.line_bytes,
+        files: cli.files,
+        lines: cli.lines,
+        idle_secs: cli.idle_secs,
+        backlog_mb: cli.backlog_mb,
+        keep: cli.keep,
+    };
+    let chosen = match cli.scenario {
+        Scenario::All => vec![
+            Scenario::Hot,
+            Scenario::Ten,
+            Scenario::Idle1000,
+            Scenario::Backlog,
+        ],
+        s => vec![s],
+    };
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    for s in chosen {
+        let r = match s {
+            Scenario::Hot => scenario::throughput(&ctx, "hot", 1),
+            Scenario::Ten => scenario::throughput(&ctx, "ten", 10),
+            Scenario::Idle1000 => scenario::idle(&ctx),
+            Scenario::Backlog => scenario::backlog(&ctx),
+            Scenario::All => unreachable!("expanded above"),
+        };
+        match r {
+            Ok(f) => {
+                print(&f);
+                all_ok &= f.complete;
+                results.push(f);
+            }
+            Err(e) => {
+                println!("{:<9} FAILED: {e:#}", format!("{s:?}").to_lowercase());
+                all_ok = false;
+            }
+        }
+    }
+    let out = cli.out.unwrap_or_else(|| target.join("bench/latest.json"));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let doc = serde_json::json!({
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "commit": commit,
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "results": results,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&doc)? + "\n")?;
+    eprintln!("figures written to {}", out.display());
+    Ok(all_ok)
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        // Incomplete deliveries are correctness failures, not slowness: they fail the run.
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

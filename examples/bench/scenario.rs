@@ -1,0 +1,425 @@
+//! The scenarios: each prepares files, starts an endpoint and the release agent, and measures.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::gen::{write_file, LineGen};
+use crate::probe::{cpu_seconds, read_chars, status_mib, Appended, Counter};
+use crate::services::{topic_partitions, BrokerKind, Endpoint, Etcd, Guard};
+
+/// No new record for this long means the agent is stuck: the scenario is reported incomplete.
+const STALL: Duration = Duration::from_secs(20);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// What every scenario shares.
+pub struct Ctx {
+    pub agent_bin: PathBuf,
+    pub broker: BrokerKind,
+    pub partitions: i32,
+    pub etcd: Etcd,
+    pub line_bytes: Option<usize>,
+    pub files: Option<usize>,
+    pub lines: Option<u64>,
+    pub idle_secs: u64,
+    pub backlog_mb: u64,
+    pub keep: bool,
+}
+
+/// One scenario's figures: the printed line and the JSON record.
+#[derive(Debug, Default, Serialize)]
+pub struct Figures {
+    pub scenario: String,
+    pub broker: String,
+    pub files: usize,
+    /// Lines the measured phase had to ship.
+    pub lines: u64,
+    pub bytes: u64,
+    pub avg_line_bytes: f64,
+    pub wall_s: f64,
+    pub lines_per_s: f64,
+    pub mb_per_s: f64,
+    pub cpu_s: f64,
+    pub cpu_s_per_m_lines: f64,
+    pub peak_rss_mib: f64,
+    /// Records of the measured phase in the topic, after a short settle: read back by a consumer
+    /// (tansu), or counted by high watermarks (the mock cluster keeps too few records to read back).
+    pub records: u64,
+    /// Every line arrived exactly once and the checkpoint reached the end of every file.
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_mib: Option<f64>,
+    /// Bytes the restarted agent read (files and sockets), for the backlog's no-re-scan check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescanned: Option<bool>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// A scenario's temp dir, endpoint and topic.
+struct Stage {
+    dir: tempfile::TempDir,
+    logs: PathBuf,
+    state: PathBuf,
+    topic: String,
+    endpoint: Endpoint,
+    partitions: Vec<i32>,
+    runs: usize,
+}
+
+impl Stage {
+    fn new(ctx: &Ctx, name: &str) -> anyhow::Result<Stage> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("logagent-bench-{name}-"))
+            .disable_cleanup(ctx.keep)
+            .tempdir()?;
+        if ctx.keep {
+            eprintln!("  {name}: keeping {}", dir.path().display());
+        }
+        let (logs, state) = (dir.path().join("logs"), dir.path().join("state"));
+        std::fs::create_dir_all(&logs)?;
+        std::fs::create_dir_all(&state)?;
+        let topic = format!("bench_{name}");
+        let endpoint = Endpoint::start(ctx.broker, dir.path(), &topic, ctx.partitions)?;
+        let partitions = topic_partitions(&endpoint.bootstrap(), &topic)?;
+        let value =
+            serde_json::json!([{ "path": format!("{}/*.log", logs.display()), "topic": topic }]);
+        ctx.etcd
+            .put("collect_log_conf/127.0.0.1", &value.to_string())?;
+        let config = format!(
+            r#"[agent]
+ip = "127.0.0.1"
+state_dir = "{state}"
+hostname = "bench"
+[log]
+level = "info"
+format = "compact"
+[etcd]
+endpoints = ["{etcd}"]
+[kafka]
+brokers = ["{brokers}"]
+[http]
+listen = ""
+"#,
+            state = state.display(),
+            etcd = ctx.etcd.endpoint,
+            brokers = endpoint.bootstrap(),
+        );
+        std::fs::write(dir.path().join("agent.toml"), config)?;
+        Ok(Stage {
+            dir,
+            logs,
+            state,
+            topic,
+            endpoint,
+            partitions,
+            runs: 0,
+        })
+    }
+
+    /// Counts what reaches the topic: appended records always, consumed records against tansu.
+    fn tally(&self, ctx: &Ctx) -> anyhow::Result<Tally> {
+        let bootstrap = self.endpoint.bootstrap();
+        Ok(Tally {
+            appended: Appended::new(&bootstrap, &self.topic, &self.partitions)?,
+            consumed: match ctx.broker {
+                BrokerKind::Tansu => {
+                    Some(Counter::start(&bootstrap, &self.topic, &self.partitions)?)
+                }
+                BrokerKind::Mock => None,
+            },
+        })
+    }
+
+    fn spawn_agent(&mut self, ctx: &Ctx) -> anyhow::Result<Guard> {
+        self.runs += 1;
+        let config = self.dir.path().join("agent.toml");
+        let args = [
+            "run".to_string(),
+            "--config".to_string(),
+            config.display().to_string(),
+        ];
+        Guard::spawn(
+            &ctx.agent_bin,
+            &args,
+            self.dir.path(),
+            &self.dir.path().join(format!("agent-{}.log", self.runs)),
+            &[],
+        )
+    }
+
+    fn log_file(&self, i: usize) -> PathBuf {
+        self.logs.join(format!("access-{i:04}.log"))
+    }
+
+    /// Whether the checkpoint holds the end of every file, waiting a few checkpoint intervals.
+    fn checkpoint_at_end(&self, wait: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if checkpoint_matches_sizes(&self.state).unwrap_or(false) {
+                return true;
+            }
+            if start.elapsed() > wait {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn checkpoint_matches_sizes(state: &Path) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(state.join("checkpoints.json"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let files = v["files"].as_array().context("no files in checkpoint")?;
+    let mut all = !files.is_empty();
+    for f in files {
+        let path = f["path"].as_str().context("path")?;
+        let offset = f["offset"].as_u64().context("offset")?;
+        all &= std::fs::metadata(path)
+            .map(|m| m.len() == offset)
+            .unwrap_or(false);
+    }
+    Ok(all)
+}
+
+/// Records acknowledged into the topic, and (tansu only) read back from it.
+struct Tally {
+    appended: Appended,
+    consumed: Option<Counter>,
+}
+
+impl Tally {
+    /// Records in the topic: read back by the consumer when there is one (tansu's high watermarks
+    /// do not count records one for one), else the high watermarks (the mock cluster).
+    fn count(&self) -> anyhow::Result<u64> {
+        match &self.consumed {
+            Some(c) => Ok(c.count()),
+            None => self.appended.count(),
+        }
+    }
+
+    /// Waits until `target` records are in the topic; returns the moment they were and the agent's
+    /// CPU seconds then.
+    fn wait_for(&self, agent: &mut Guard, target: u64) -> anyhow::Result<(Instant, f64)> {
+        let mut last = (self.count()?, Instant::now());
+        loop {
+            let now = self.count()?;
+            if now >= target {
+                return Ok((Instant::now(), cpu_seconds(agent.pid())?));
+            }
+            if agent.exited() {
+                bail!(
+                    "agent exited with {now} of {target} records in the topic; log tail:\n{}",
+                    agent.log_tail(20)
+                );
+            }
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > STALL {
+                bail!(
+                    "stalled at {now} of {target} records for {STALL:?}; agent log tail:\n{}",
+                    agent.log_tail(20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The count after a short settle, so duplicates that arrive late are seen; minus `base`.
+    fn settled(&self, base: u64) -> anyhow::Result<u64> {
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(self.count()? - base)
+    }
+}
+
+/// Every record exactly once: as many in the topic as lines written.
+fn exact(count: u64, lines: u64) -> bool {
+    count == lines
+}
+
+fn figures(
+    ctx: &Ctx,
+    name: &str,
+    files: usize,
+    lines: u64,
+    bytes: u64,
+    wall: Duration,
+    cpu: f64,
+) -> Figures {
+    let wall_s = wall.as_secs_f64();
+    Figures {
+        scenario: name.to_string(),
+        broker: format!("{:?}", ctx.broker).to_lowercase(),
+        files,
+        lines,
+        bytes,
+        avg_line_bytes: bytes as f64 / lines.max(1) as f64,
+        wall_s,
+        lines_per_s: lines as f64 / wall_s,
+        mb_per_s: bytes as f64 / 1e6 / wall_s,
+        cpu_s: cpu,
+        cpu_s_per_m_lines: cpu / (lines as f64 / 1e6),
+        ..Figures::default()
+    }
+}
+
+/// `hot` and `ten`: every line is in the files before the agent starts; time until all are in Kafka.
+pub fn throughput(ctx: &Ctx, name: &str, default_files: usize) -> anyhow::Result<Figures> {
+    let files = ctx.files.unwrap_or(default_files).max(1);
+    let lines = ctx.lines.unwrap_or(2_000_000);
+    let mut stage = Stage::new(ctx, name)?;
+    let mut gen = LineGen::new(42, ctx.line_bytes);
+    let mut bytes = 0;
+    for i in 0..files {
+        let share = lines / files as u64 + u64::from((i as u64) < lines % files as u64);
+        bytes += write_file(&stage.log_file(i), &mut gen, share)?;
+    }
+    let tally = stage.tally(ctx)?;
+    let broker_cpu0 = stage.endpoint.pid().map(cpu_seconds).transpose()?;
+    let started = Instant::now();
+    let mut agent = stage.spawn_agent(ctx)?;
+    let (done, cpu) = tally.wait_for(&mut agent, lines)?;
+    let mut f = figures(ctx, name, files, lines, bytes, done - started, cpu);
+    f.broker_cpu_s = stage
+        .endpoint
+        .pid()
+        .map(cpu_seconds)
+        .transpose()?
+        .zip(broker_cpu0)
+        .map(|(a, b)| a - b);
+    f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
+    let counts = tally.settled(0)?;
+    f.records = counts;
+    let at_end = stage.checkpoint_at_end(Duration::from_secs(5));
+    f.complete = exact(counts, lines) && at_end;
+    if !at_end {
+        f.note = "checkpoint did not reach the end of every file".into();
+    }
+    agent.stop(STOP_GRACE);
+    Ok(f)
+}
+
+/// `idle1000`: many files, each written one line per second; the agent's CPU share while trickling.
+pub fn idle(ctx: &Ctx) -> anyhow::Result<Figures> {
+    let name = "idle1000";
+    let files = ctx.files.unwrap_or(1000).max(1);
+    let secs = ctx.idle_secs.max(3);
+    let mut stage = Stage::new(ctx, name)?;
+    let mut gen = LineGen::new(7, ctx.line_bytes);
+    let mut bytes = 0;
+    let paths: Vec<PathBuf> = (0..files).map(|i| stage.log_file(i)).collect();
+    for p in &paths {
+        bytes += write_file(p, &mut gen, 1)?;
+    }
+    let tally = stage.tally(ctx)?;
+    let mut agent = stage.spawn_agent(ctx)?;
+    tally.wait_for(&mut agent, files as u64)?;
+
+    // One line per file per second, spread evenly over the second.
+    let mut handles: Vec<std::fs::File> = paths
+        .iter()
+        .map(|p| std::fs::OpenOptions::new().append(true).open(p))
+        .collect::<Result<_, _>>()?;
+    let slot = Duration::from_secs(1) / files as u32;
+    let warmup = Duration::from_secs(2);
+    let start = Instant::now();
+    let mut window: Option<(Instant, f64)> = None;
+    let mut buf = Vec::with_capacity(512);
+    let mut trickled = 0u64;
+    for tick in 0..secs * files as u64 {
+        let due = start + slot * tick as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if window.is_none() && start.elapsed() >= warmup {
+            window = Some((Instant::now(), cpu_seconds(agent.pid())?));
+        }
+        buf.clear();
+        let n = gen.line(&mut buf);
+        std::io::Write::write_all(&mut handles[(tick % files as u64) as usize], &buf)?;
+        bytes += n as u64;
+        trickled += 1;
+    }
+    let (w_start, w_cpu) = window.context("trickle shorter than its warm-up")?;
+    let idle_cpu = cpu_seconds(agent.pid())? - w_cpu;
+    let idle_wall = w_start.elapsed();
+    let total = files as u64 + trickled;
+    let (done, cpu) = tally.wait_for(&mut agent, total)?;
+    let mut f = figures(ctx, name, files, trickled, bytes, done - start, cpu);
+    f.idle_cpu_pct = Some(100.0 * idle_cpu / idle_wall.as_secs_f64());
+    f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
+    f.rss_mib = Some(status_mib(agent.pid(), "VmRSS:")?);
+    let counts = tally.settled(files as u64)?;
+    f.records = counts;
+    f.complete = exact(counts, trickled) && stage.checkpoint_at_end(Duration::from_secs(5));
+    f.note = format!("{files} files x 1 line/s for {secs} s; wall = trickle + drain");
+    agent.stop(STOP_GRACE);
+    Ok(f)
+}
+
+/// `backlog`: the agent ships a first part and stops; a large backlog is appended while it is down;
+/// the restarted agent must ship the backlog alone, without reading the shipped part again.
+pub fn backlog(ctx: &Ctx) -> anyhow::Result<Figures> {
+    let name = "backlog";
+    let files = ctx.files.unwrap_or(1).max(1);
+    let mut stage = Stage::new(ctx, name)?;
+    let mut gen = LineGen::new(9, ctx.line_bytes);
+    let backlog_bytes = ctx.backlog_mb * 1_000_000;
+    let shipped_bytes = backlog_bytes / 6;
+    let per_line = ctx.line_bytes.unwrap_or(150) as u64;
+
+    let (mut first_lines, mut first_bytes) = (0, 0);
+    for i in 0..files {
+        let lines = (shipped_bytes / per_line / files as u64).max(1);
+        first_bytes += write_file(&stage.log_file(i), &mut gen, lines)?;
+        first_lines += lines;
+    }
+    let tally = stage.tally(ctx)?;
+    let mut agent = stage.spawn_agent(ctx)?;
+    tally.wait_for(&mut agent, first_lines)?;
+    if !stage.checkpoint_at_end(Duration::from_secs(10)) {
+        bail!("first run: the checkpoint did not reach the end of the files");
+    }
+    if !agent.stop(STOP_GRACE) {
+        bail!(
+            "first run: the agent did not stop on SIGTERM; log tail:\n{}",
+            agent.log_tail(20)
+        );
+    }
+
+    let (mut lines, mut bytes) = (0, 0);
+    for i in 0..files {
+        let n = (backlog_bytes / per_line / files as u64).max(1);
+        bytes += write_file(&stage.log_file(i), &mut gen, n)?;
+        lines += n;
+    }
+    let started = Instant::now();
+    let mut agent = stage.spawn_agent(ctx)?;
+    let (done, cpu) = tally.wait_for(&mut agent, first_lines + lines)?;
+    let mut f = figures(ctx, name, files, lines, bytes, done - started, cpu);
+    f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
+    let read = read_chars(agent.pid())?;
+    f.read_bytes = Some(read);
+    // Re-reading the shipped part would add its size on top of the backlog's.
+    f.rescanned = Some(read >= bytes + first_bytes / 2);
+    let counts = tally.settled(first_lines)?;
+    f.records = counts;
+    f.complete = exact(counts, lines)
+        && stage.checkpoint_at_end(Duration::from_secs(5))
+        && f.rescanned == Some(false);
+    f.note = format!(
+        "restart after {:.0} MB shipped; backlog {:.0} MB",
+        first_bytes as f64 / 1e6,
+        bytes as f64 / 1e6
+    );
+    agent.stop(STOP_GRACE);
+    Ok(f)
+}
