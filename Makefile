@@ -41,7 +41,8 @@ demo:
 	scripts/demo.sh
 
 bench: deps
-	$(CARGO) run --release --bin logagent-bench -- $(BENCH_ARGS)
+	$(CARGO) build --release --bin logagent
+	$(CARGO) run --release --example bench -- $(or $(BENCH_ARGS),--scenario all)
 
 deb: deps
 	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
