@@ -3,7 +3,8 @@
 # this machine with dpkg and checks files, owners, modes, the conffile, the user, the state
 # directory, the installed binary and that nothing got enabled, then purges it and checks that it
 # is gone; inspects the .rpm with Debian's rpm (file list, modes, %config(noreplace), scripts,
-# requirements); runs `systemd-analyze verify` on the unit.
+# requirements); runs `systemd-analyze verify` on the unit; plays systemd's side of sd_notify
+# against the built binary (tests/packaging/notify_check.py).
 #
 # Needs root (dpkg -i). Idempotent: a logagent package left by an interrupted run is purged first,
 # and a logagent user that did not exist before the run is deleted at the end.
@@ -73,6 +74,14 @@ bin="${CARGO_TARGET_DIR:-target}/release/logagent"
 # (librdkafka, libssl, libz, ... must be compiled in).
 extra=$(ldd "$bin" | awk '{print $1}' | grep -Ev '^(linux-vdso\.so|/lib6?4?/ld-linux|ld-linux|libc\.so|libm\.so|libgcc_s\.so|libpthread\.so|libdl\.so|librt\.so)' || true)
 equals "only libc-family shared libraries (ldd)" "" "$(echo $extra)"
+
+echo "== service contract without systemd (sd_notify READY/WATCHDOG/STOPPING, SIGHUP, SIGTERM)"
+contract=$(python3 tests/packaging/notify_check.py "$bin" 2>&1)
+rc=$?
+echo "$contract"
+passed=$((passed + $(grep -c '^  ok ' <<<"$contract")))
+failed=$((failed + $(grep -c '^  FAIL ' <<<"$contract")))
+[ $rc -eq 0 ] || grep -q '^  FAIL ' <<<"$contract" || fail "notify_check.py exited $rc"
 
 echo "== .deb: install"
 check "dpkg -i" $SUDO dpkg -i "$deb"
