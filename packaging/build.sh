@@ -20,15 +20,16 @@ need_tool() { # cargo subcommand, crate, version
 case "${1:-}" in
 deb)
   need_tool deb cargo-deb "$CARGO_DEB_VERSION"
-  # cargo-deb runs `cargo build --release` itself and prints the .deb's path.
-  cargo deb --output "$target_dir/debian/" >&2
+  # cargo-deb runs `cargo build --release` itself; the .deb goes to $target_dir/debian/.
+  cargo deb >&2
   ls -t "$target_dir"/debian/logagent_*.deb | head -1
   ;;
 rpm)
   need_tool generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
   cargo build --release >&2
-  # Assets name target/release/...; when CARGO_TARGET_DIR moves it, point them there.
-  cargo generate-rpm --target-dir "$target_dir" --output "$target_dir/generate-rpm/" >&2
+  # Reads the assets (target/release/...) from CARGO_TARGET_DIR when set; the .rpm goes to
+  # $target_dir/generate-rpm/.
+  cargo generate-rpm >&2
   ls -t "$target_dir"/generate-rpm/logagent-*.rpm | head -1
   ;;
 *)

@@ -33,6 +33,9 @@ summary() {
   [ "$failed" -eq 0 ]
 }
 
+# Script text without comments must not enable, start or preset a unit (try-restart is fine: it
+# restarts only a running agent).
+enables_nothing() { ! grep -v '^[[:space:]]*#' <<<"$1" | grep -Eq 'systemctl[[:space:]]+(--[a-z-]+[[:space:]]+)*(enable|start|preset|reenable)'; }
 installed() { dpkg-query -W -f='${Status}' logagent 2>/dev/null | grep -q "install ok installed"; }
 
 user_existed=0
@@ -115,7 +118,11 @@ echo "== .deb: nothing enabled or started"
 check "no enablement symlink" sh -c '! ls /etc/systemd/system/*.wants/logagent.service'
 enabled=$(systemctl --root=/ is-enabled logagent.service 2>/dev/null)
 equals "systemctl is-enabled" "disabled" "$enabled"
-check "no logagent process running" sh -c '! pgrep -x logagent'
+check "no installed logagent running" sh -c '! pgrep -f "^/usr/bin/logagent( |\$)"'
+debscripts=$(mktemp -d)
+dpkg-deb -e "$deb" "$debscripts"
+check "deb maintainer scripts enable and start nothing" enables_nothing "$(cat "$debscripts"/postinst "$debscripts"/prerm "$debscripts"/postrm)"
+rm -rf "$debscripts"
 
 echo "== systemd unit"
 # The binary exists now, so the unit verifies as shipped; verify-unit.sh adds the drop-in case.
@@ -154,7 +161,7 @@ equals "rpm logagent.toml mode/owner" "-rw-r----- root logagent" "$(awk '$1 == "
 scripts=$(rpm -qp --scripts "$rpm" 2>/dev/null)
 check "rpm preinstall creates the logagent user" sh -c 'echo "$1" | sed -n "/^preinstall/,/^[a-z]* scriptlet/p" | grep -q "useradd --system"' _ "$scripts"
 check "rpm postinstall creates /var/lib/logagent" grep -q "install -d -o logagent -g logagent -m 0750 /var/lib/logagent" <<<"$scripts"
-check "rpm scripts enable nothing" sh -c '! echo "$1" | grep -Eq "systemctl (--[a-z-]+ )*(enable|start|preset)"' _ "$scripts"
+check "rpm scripts enable and start nothing" enables_nothing "$scripts"
 requires=$(rpm -qpR "$rpm" 2>/dev/null)
 check "rpm requires no librdkafka/libssl/libz" sh -c '! echo "$1" | grep -Eiq "rdkafka|libssl|libz|libzstd|libsasl"' _ "$requires"
 check "rpm metadata: license" sh -c "rpm -qp --qf '%{LICENSE}' '$rpm' | grep -qx Apache-2.0"
