@@ -17,6 +17,7 @@ use crate::reconcile::{self, Supervisor};
 use crate::registry::{self, Registry};
 use crate::settings::Settings;
 use crate::sink::Sink;
+use crate::status::Publisher;
 use crate::tail::discover::Shared;
 use crate::tail::watch::WatchHub;
 use crate::tail::TailOptions;
@@ -28,6 +29,8 @@ pub enum AppError {
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Handles a running agent exposes (metrics endpoint, status publisher, tests).
@@ -38,15 +41,28 @@ pub struct Handles {
     pub source_status: watch::Receiver<SourceStatus>,
     pub kafka_reachable: Arc<std::sync::atomic::AtomicBool>,
     pub ip: String,
+    pub hostname: String,
+    /// The collect configuration key.
     pub key: String,
+    pub started_unix_ms: u64,
 }
 
 /// Runs the agent until `shutdown` is cancelled, then shuts down in order.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
+    let started_unix_ms = registry::now_ms();
     let (ip, why) = crate::host::agent_ip(settings.agent.ip);
-    let key = crate::settings::EtcdSettings::render_key(&settings.etcd.key_template, &ip.to_string(), &settings.agent.hostname);
+    let key = crate::settings::EtcdSettings::render_key(
+        &settings.etcd.key_template,
+        &ip.to_string(),
+        &settings.agent.hostname,
+    );
     info!(%ip, key, "agent identity ({why})");
 
+    // Bound before anything starts, so a taken port fails the start instead of going unnoticed.
+    let listener = match settings.http.listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
     let (store, loaded) = CheckpointStore::open(&settings.agent.state_dir)?;
     if let Some(aside) = &loaded.set_aside {
         error!(moved_to = %aside.moved_to.display(), "checkpoint file was unreadable and was set aside ({}); files are matched again by identity", aside.reason);
@@ -97,18 +113,37 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         desired: desired_tx,
         status: status_tx,
     };
-    let _handles = Handles {
+    let handles = Handles {
         metrics: metrics.clone(),
         registry: registry.clone(),
         source_status: status_rx,
-        kafka_reachable,
+        kafka_reachable: kafka_reachable.clone(),
         ip: ip.to_string(),
+        hostname: settings.agent.hostname.clone(),
         key: key.clone(),
+        started_unix_ms,
     };
+    let publisher = Publisher::new(settings.etcd.clone(), handles.clone(), desired_rx.clone());
 
     let reading = CancellationToken::new();
     let sink_stop = CancellationToken::new();
     let ck_stop = CancellationToken::new();
+    let status_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let probe_task = tokio::spawn(crate::kafka_probe::run(
+        producer.clone(),
+        kafka_reachable,
+        sink_stop.clone(),
+    ));
+    let http_task = listener.map(|l| {
+        tokio::spawn(crate::http::serve(
+            l,
+            handles.clone(),
+            shutdown.clone(),
+            http_stop.clone(),
+        ))
+    });
+    let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));
     let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
     let reconcile_task = tokio::spawn(reconcile::run(supervisor, desired_rx, reading.clone()));
@@ -128,11 +163,18 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     shutdown.cancelled().await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let grace = settings.shutdown.grace;
-    let started = tokio::time::Instant::now();
-    info!(grace_ms = grace.as_millis() as u64, "shutting down: stop reading → flush deliveries → final checkpoint");
+    // One deadline for every step; only the final checkpoint write runs past it (it must happen).
+    let deadline = tokio::time::Instant::now() + grace;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: stop reading → flush deliveries → final checkpoint"
+    );
 
     reading.cancel();
-    let stopped = tokio::time::timeout(grace, async {
+    // Revokes the status lease while the rest shuts down; awaited before the final checkpoint.
+    status_stop.cancel();
+    let stopped = tokio::time::timeout(left(), async {
         let _ = source_task.await;
         let _ = reconcile_task.await;
     })
@@ -141,17 +183,31 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         warn!("tailers did not stop within the grace period; continuing shutdown");
     }
     sink_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink_task).await;
-    let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-    let unacked = Sink::flush(producer, left).await;
+    let _ = tokio::time::timeout(left(), sink_task).await;
+    let _ = tokio::time::timeout(left(), probe_task).await;
+    let unacked = Sink::flush(producer, left().max(Duration::from_millis(100))).await;
     if unacked > 0 {
-        warn!(unacked, "records not acknowledged by the deadline; they will be read again at the next start");
+        warn!(
+            unacked,
+            "records not acknowledged by the deadline; they will be read again at the next start"
+        );
     } else {
-        info!("all records handed to Kafka were acknowledged");
+        info!("all records handed to Kafka were acknowledged (lines read but not yet handed over are read again at the next start)");
+    }
+    if tokio::time::timeout(left().max(Duration::from_millis(200)), status_task)
+        .await
+        .is_err()
+    {
+        warn!("status publisher did not stop in time; its lease expires on its own");
     }
     ck_stop.cancel();
     let _ = ck_task.await;
     registry::write_checkpoint(&registry, &store, settings.checkpoint.gone_retention).await;
+    // Last, so /metrics can be scraped for as long as anything moves.
+    http_stop.cancel();
+    if let Some(t) = http_task {
+        let _ = tokio::time::timeout(left().max(Duration::from_millis(200)), t).await;
+    }
     info!("final checkpoint written; bye");
     Ok(())
 }

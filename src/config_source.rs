@@ -11,6 +11,7 @@
 //! value is saved in `state_dir`, so the agent starts and ships even while etcd is down.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, TlsOptions, WatchOptions};
@@ -59,19 +60,26 @@ pub struct ConfigSource {
 
 #[derive(thiserror::Error, Debug)]
 enum SourceError {
-    #[error("etcd unreachable: {0}")]
+    #[error("etcd request failed: {0}")]
     Etcd(#[from] etcd_client::Error),
     #[error("watch on {key} was cancelled by etcd{reason}")]
     Cancelled { key: String, reason: String },
-    #[error("watch revision {wanted} was compacted (oldest kept: {compact}); reading the key again")]
+    #[error("watch revision {wanted} was compacted (oldest kept: {compact})")]
     Compacted { wanted: i64, compact: i64 },
     #[error("watch stream ended")]
     Ended,
     #[error("cannot read TLS file {path}: {source}")]
-    Tls { path: PathBuf, source: std::io::Error },
+    Tls {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
+/// A client on an endpoint that answers. etcd-client spreads requests over all of its endpoints and
+/// fails those it routes to a member that is down (etcdv3/etcd-client#39), so with several endpoints
+/// the agent picks a live one itself, trying the one that answered last first.
 pub async fn connect(settings: &EtcdSettings) -> Result<Client, etcd_client::Error> {
+    static PREFERRED: AtomicUsize = AtomicUsize::new(0);
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(settings.connect_timeout)
         .with_timeout(settings.request_timeout)
@@ -80,17 +88,45 @@ pub async fn connect(settings: &EtcdSettings) -> Result<Client, etcd_client::Err
     if let Some((user, password)) = &settings.auth {
         opts = opts.with_user(user.clone(), password.clone());
     }
-    if let Some(tls) = tls_options(settings).map_err(|e| etcd_client::Error::IoError(std::io::Error::other(e.to_string())))? {
+    if let Some(tls) = tls_options(settings)
+        .map_err(|e| etcd_client::Error::IoError(std::io::Error::other(e.to_string())))?
+    {
         opts = opts.with_tls(tls);
     }
-    Client::connect(settings.endpoints.clone(), Some(opts)).await
+    let endpoints = &settings.endpoints;
+    if endpoints.len() < 2 {
+        return Client::connect(endpoints.clone(), Some(opts)).await;
+    }
+    let first = PREFERRED.load(Ordering::Relaxed);
+    let mut last_err = None;
+    for i in (0..endpoints.len()).map(|k| (first + k) % endpoints.len()) {
+        let attempt = async {
+            let mut client = Client::connect([endpoints[i].as_str()], Some(opts.clone())).await?;
+            // Connecting is lazy without credentials: make the endpoint prove it answers.
+            client.status().await?;
+            Ok(client)
+        };
+        match attempt.await {
+            Ok(client) => {
+                PREFERRED.store(i, Ordering::Relaxed);
+                return Ok(client);
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.expect("two endpoints or more were tried"))
 }
 
 fn tls_options(settings: &EtcdSettings) -> Result<Option<TlsOptions>, SourceError> {
     let Some(tls) = &settings.tls else {
         return Ok(None);
     };
-    let read = |p: &Path| std::fs::read(p).map_err(|source| SourceError::Tls { path: p.to_path_buf(), source });
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| SourceError::Tls {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
     let mut o = TlsOptions::new();
     if let Some(ca) = &tls.ca_file {
         o = o.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
@@ -123,20 +159,16 @@ impl ConfigSource {
         })
     }
 
-    fn save(&self, revision: i64, value: &[u8]) {
-        let saved = Saved {
+    fn saved_record(&self, revision: i64, value: &[u8]) -> Saved {
+        Saved {
             key: self.key.clone(),
             revision,
             value: String::from_utf8_lossy(value).into_owned(),
-        };
-        let bytes = serde_json::to_vec_pretty(&saved).unwrap_or_default();
-        if let Err(e) = crate::atomic_file::write_atomic(&self.saved_path(), &bytes) {
-            warn!(path = %self.saved_path().display(), "cannot save the applied configuration: {e}");
         }
     }
 
     /// Validates a value and publishes it, or rejects it and keeps the last good one.
-    fn offer(&self, revision: i64, value: Option<&[u8]>) {
+    fn offer(&self, saver: &Saver, revision: i64, value: Option<&[u8]>) {
         let entries = match value {
             None => {
                 warn!(key = %self.key, revision, "collect key is absent or deleted: nothing to collect");
@@ -149,48 +181,70 @@ impl ConfigSource {
                 if entries.is_empty() && value.is_some() {
                     warn!(key = %self.key, revision, "collect configuration is an empty list: nothing to collect");
                 }
-                self.metrics.config_applied(&self.key, revision, entries.len());
-                self.save(revision, value.unwrap_or(b"[]"));
-                self.desired.send_replace(Some(Desired { revision, entries }));
+                self.metrics
+                    .config_applied(&self.key, revision, entries.len());
+                self.desired
+                    .send_replace(Some(Desired { revision, entries }));
                 self.status.send_modify(|s| {
                     s.applied_revision = Some(revision);
                     s.last_error = None;
                     s.from_saved = false;
                 });
+                saver.save(self.saved_record(revision, value.unwrap_or(b"[]")));
             }
             Err(e) => {
                 self.metrics.config_rejected(&e);
-                self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                self.status
+                    .send_modify(|s| s.last_error = Some(e.to_string()));
+                // Nothing applied yet in this run: the last good configuration is the saved one.
+                if self.desired.borrow().is_none() {
+                    self.offer_saved(&format!("the value at revision {revision} is invalid"));
+                }
             }
+        }
+    }
+
+    /// Runs the configuration saved by an earlier run, if there is one; `why` says why etcd's is not used.
+    fn offer_saved(&self, why: &str) {
+        match self.load_saved() {
+            Some(d) => {
+                warn!(
+                    revision = d.revision,
+                    "{why}; running from the saved configuration"
+                );
+                self.metrics
+                    .config_applied(&self.key, d.revision, d.entries.len());
+                self.status.send_modify(|s| {
+                    s.applied_revision = Some(d.revision);
+                    s.from_saved = true;
+                });
+                self.desired.send_replace(Some(d));
+            }
+            None => warn!("{why} and there is no saved configuration: collecting nothing for now"),
         }
     }
 
     /// Runs the state machine until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
         info!(key = %self.key, endpoints = ?self.settings.endpoints, "reading collect configuration from etcd");
+        let saver = Saver::start(self.saved_path());
+        self.watch_until(&saver, &cancel).await;
+        saver.finish().await;
+    }
+
+    async fn watch_until(&self, saver: &Saver, cancel: &CancellationToken) {
         let mut backoff = self.settings.backoff_initial;
         let mut saved_offered = false;
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = self.session(&mut backoff) => r,
+                r = self.session(saver, &mut backoff) => r,
             };
             self.status.send_modify(|s| s.connected = false);
             if let Err(e) = &result {
                 if !saved_offered && self.desired.borrow().is_none() {
                     saved_offered = true;
-                    match self.load_saved() {
-                        Some(d) => {
-                            warn!(revision = d.revision, "etcd unreachable ({e}); running from the saved configuration");
-                            self.metrics.config_applied(&self.key, d.revision, d.entries.len());
-                            self.status.send_modify(|s| {
-                                s.applied_revision = Some(d.revision);
-                                s.from_saved = true;
-                            });
-                            self.desired.send_replace(Some(d));
-                        }
-                        None => warn!("etcd unreachable ({e}) and no saved configuration: collecting nothing until it answers"),
-                    }
+                    self.offer_saved(&format!("cannot read the collect configuration ({e})"));
                 } else {
                     self.metrics.etcd_watch_restarted(&e.to_string());
                 }
@@ -205,22 +259,36 @@ impl ConfigSource {
     }
 
     /// Connect → Get → Watch, until something breaks.
-    async fn session(&self, backoff: &mut Duration) -> Result<(), SourceError> {
+    async fn session(&self, saver: &Saver, backoff: &mut Duration) -> Result<(), SourceError> {
         let mut client = connect(&self.settings).await?;
         let resp = client.get(self.key.as_str(), None).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         self.status.send_modify(|s| s.connected = true);
-        let current = resp.kvs().first().map(|kv| (kv.mod_revision(), kv.value().to_vec()));
+        let current = resp
+            .kvs()
+            .first()
+            .map(|kv| (kv.mod_revision(), kv.value().to_vec()));
         let already = self.desired.borrow().as_ref().map(|d| d.revision);
         match &current {
-            Some((rev, value)) if already != Some(*rev) || self.status.borrow().from_saved => self.offer(*rev, Some(value)),
-            None if already.is_none() || self.desired.borrow().as_ref().is_some_and(|d| !d.entries.is_empty()) => {
-                self.offer(revision, None)
+            Some((rev, value)) if already != Some(*rev) || self.status.borrow().from_saved => {
+                self.offer(saver, *rev, Some(value))
+            }
+            None if already.is_none()
+                || self
+                    .desired
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|d| !d.entries.is_empty()) =>
+            {
+                self.offer(saver, revision, None)
             }
             _ => {}
         }
         let mut stream = client
-            .watch(self.key.as_str(), Some(WatchOptions::new().with_start_revision(revision + 1)))
+            .watch(
+                self.key.as_str(),
+                Some(WatchOptions::new().with_start_revision(revision + 1)),
+            )
             .await?;
         *backoff = self.settings.backoff_initial;
         loop {
@@ -237,17 +305,67 @@ impl ConfigSource {
                 let reason = resp.cancel_reason();
                 return Err(SourceError::Cancelled {
                     key: self.key.clone(),
-                    reason: if reason.is_empty() { String::new() } else { format!(": {reason}") },
+                    reason: if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    },
                 });
             }
             // Only the last event of a response matters: they are applied in order and each replaces all.
             if let Some(ev) = resp.events().last() {
                 let Some(kv) = ev.kv() else { continue };
                 match ev.event_type() {
-                    EventType::Put => self.offer(kv.mod_revision(), Some(kv.value())),
-                    EventType::Delete => self.offer(kv.mod_revision(), None),
+                    EventType::Put => self.offer(saver, kv.mod_revision(), Some(kv.value())),
+                    EventType::Delete => self.offer(saver, kv.mod_revision(), None),
                 }
             }
         }
+    }
+}
+
+/// Writes the last applied value to `state_dir` off the watch loop: the write is fsynced, and a slow
+/// disk must neither delay the next change (nor, holding a runtime worker, the reconciler it wakes)
+/// nor turn a burst of changes into a queue of writes. A burst costs one write for its last value.
+struct Saver {
+    latest: watch::Sender<Option<Saved>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Saver {
+    fn start(path: PathBuf) -> Saver {
+        let (latest, mut rx) = watch::channel(None::<Saved>);
+        let task = tokio::spawn(async move {
+            // Also sees a value sent just before the sender was dropped: `finish` relies on it.
+            while rx.changed().await.is_ok() {
+                let Some(bytes) = rx
+                    .borrow_and_update()
+                    .as_ref()
+                    .and_then(|s| serde_json::to_vec_pretty(s).ok())
+                else {
+                    continue;
+                };
+                let p = path.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    crate::atomic_file::write_atomic(&p, &bytes)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                if let Err(e) = written {
+                    warn!(path = %path.display(), "cannot save the applied configuration: {e}");
+                }
+            }
+        });
+        Saver { latest, task }
+    }
+
+    fn save(&self, saved: Saved) {
+        self.latest.send_replace(Some(saved));
+    }
+
+    /// Lets the last value reach the disk, for a bounded time (shutdown).
+    async fn finish(self) {
+        drop(self.latest);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
     }
 }

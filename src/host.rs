@@ -21,7 +21,10 @@ pub fn agent_ip(configured: Option<IpAddr>) -> (IpAddr, &'static str) {
         Some(ip) => (ip, "from agent.ip"),
         None => match outbound_ip() {
             Some(ip) => (ip, "discovered outbound address"),
-            None => (IpAddr::from([127, 0, 0, 1]), "no route and no interface address: using loopback"),
+            None => (
+                IpAddr::from([127, 0, 0, 1]),
+                "no route and no interface address: using loopback",
+            ),
         },
     }
 }

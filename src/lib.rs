@@ -18,6 +18,8 @@
 //! - [`sink`]: batches → records; delivery reports complete batch tickets.
 //! - [`progress`]: per-file contiguous acknowledged prefix; [`registry`]: identities, claims, snapshots.
 //! - [`checkpoint`]: versioned JSON written atomically; [`telemetry`]: metrics and logged events.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`kafka_probe`]: is a broker answering?
+//! - [`status`]: this host's status in etcd under a lease; [`fleet`]: `logagent status`, all hosts.
 //! - [`app`]: wiring and the ordered shutdown: stop reading → flush deliveries → final checkpoint.
 
 pub mod app;
@@ -25,11 +27,15 @@ pub mod atomic_file;
 pub mod checkpoint;
 pub mod collect;
 pub mod config_source;
+pub mod fleet;
 pub mod host;
+pub mod http;
+pub mod kafka_probe;
 pub mod progress;
 pub mod reconcile;
 pub mod registry;
 pub mod settings;
 pub mod sink;
+pub mod status;
 pub mod tail;
 pub mod telemetry;

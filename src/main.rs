@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use logagent::fleet;
 use logagent::settings::{self, LogFormat, Settings};
 
 mod reload;
@@ -16,7 +17,11 @@ mod reload;
 const DEFAULT_CONFIG: &str = "/etc/logagent/logagent.toml";
 
 #[derive(Parser)]
-#[command(name = "logagent", version, about = "Tails the log files etcd assigns to this host into Kafka")]
+#[command(
+    name = "logagent",
+    version,
+    about = "Tails the log files etcd assigns to this host into Kafka"
+)]
 struct Cli {
     /// Local configuration file (TOML); LOGAGENT_SECTION__KEY environment variables override it.
     #[arg(long, short, global = true, default_value = DEFAULT_CONFIG, env = "LOGAGENT_CONFIG")]
@@ -40,6 +45,12 @@ enum Command {
     Run,
     /// Check the configuration file and print every problem at once.
     Validate,
+    /// Print the status every live agent publishes to etcd, as a table.
+    Status {
+        /// Only the host with this IP (or hostname).
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 /// Installs the subscriber; the returned handle lets SIGHUP swap the filter, and the flag says a
@@ -48,7 +59,9 @@ fn init_logging(s: &Settings, cli: Option<CliLogFormat>) -> (reload::FilterHandl
     use tracing_subscriber::{fmt, prelude::*, EnvFilter};
     let from_env = EnvFilter::try_from_default_env().ok();
     let pinned = from_env.is_some();
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(from_env.unwrap_or_else(|| EnvFilter::new(&s.log.level)));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        from_env.unwrap_or_else(|| EnvFilter::new(&s.log.level)),
+    );
     let json = match cli {
         Some(CliLogFormat::Json) => true,
         Some(CliLogFormat::Compact) => false,
@@ -58,9 +71,15 @@ fn init_logging(s: &Settings, cli: Option<CliLogFormat>) -> (reload::FilterHandl
     let layer = if json {
         layer.json().flatten_event(true).boxed()
     } else {
-        layer.compact().with_ansi(std::io::stderr().is_terminal()).boxed()
+        layer
+            .compact()
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed()
     };
-    tracing_subscriber::registry().with(filter).with(layer).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .init();
     (handle, pinned)
 }
 
@@ -87,11 +106,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Status { host } => {
+            let s = settings::load(&cli.config)
+                .with_context(|| format!("configuration {}", cli.config.display()))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let rows = rt.block_on(fleet::fetch(&s.etcd, host.as_deref()))?;
+            let prefix = fleet::status_prefix(&s.etcd.status_key_template);
+            if rows.is_empty() {
+                match host {
+                    Some(h) => eprintln!("no live agent {h} under {prefix:?}"),
+                    None => eprintln!("no live agent under {prefix:?}"),
+                }
+                return Ok(ExitCode::from(1));
+            }
+            print!(
+                "{}",
+                fleet::render_table(&rows, logagent::registry::now_ms())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run => {
-            let s = settings::load(&cli.config).with_context(|| format!("configuration {}", cli.config.display()))?;
+            let s = settings::load(&cli.config)
+                .with_context(|| format!("configuration {}", cli.config.display()))?;
             let (filter, pinned) = init_logging(&s, cli.log_format);
             let reloader = reload::Reloader::new(cli.config.clone(), filter, pinned);
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(signals(shutdown.clone(), reloader));
@@ -107,9 +150,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// SIGHUP reloads the config file (see `reload`).
 async fn signals(shutdown: CancellationToken, mut reloader: reload::Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };

@@ -59,7 +59,9 @@ impl FileProgress {
 
     /// Bytes in the file not yet acknowledged.
     pub fn lag(&self) -> u64 {
-        self.size.load(Ordering::Relaxed).saturating_sub(self.acked_offset())
+        self.size
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.acked_offset())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -36,7 +36,8 @@ impl Plan {
 /// What to do to go from `running` to `desired`. Pure; the order of each list follows the paths.
 pub fn diff(desired: &[CollectEntry], running: &BTreeMap<String, CollectEntry>) -> Plan {
     let mut plan = Plan::default();
-    let wanted: BTreeMap<&str, &CollectEntry> = desired.iter().map(|e| (e.path.as_str(), e)).collect();
+    let wanted: BTreeMap<&str, &CollectEntry> =
+        desired.iter().map(|e| (e.path.as_str(), e)).collect();
     for (path, entry) in &wanted {
         match running.get(*path) {
             None => plan.start.push((*entry).clone()),
@@ -75,7 +76,10 @@ impl Supervisor {
     }
 
     fn running_entries(&self) -> BTreeMap<String, CollectEntry> {
-        self.running.iter().map(|(k, r)| (k.clone(), r.entry.clone())).collect()
+        self.running
+            .iter()
+            .map(|(k, r)| (k.clone(), r.entry.clone()))
+            .collect()
     }
 
     pub async fn apply(&mut self, desired: &[CollectEntry]) -> Plan {
@@ -109,8 +113,19 @@ impl Supervisor {
 
     fn start_entry(&mut self, entry: CollectEntry) {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_entry(Arc::new(entry.clone()), self.shared.clone(), cancel.clone()));
-        self.running.insert(entry.path.clone(), Running { entry, cancel, task });
+        let task = tokio::spawn(run_entry(
+            Arc::new(entry.clone()),
+            self.shared.clone(),
+            cancel.clone(),
+        ));
+        self.running.insert(
+            entry.path.clone(),
+            Running {
+                entry,
+                cancel,
+                task,
+            },
+        );
     }
 
     async fn stop_entry(&mut self, path: &str) {
@@ -126,10 +141,10 @@ impl Supervisor {
         let pattern = glob::Pattern::new(path).ok();
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         loop {
-            let pending = self
-                .shared
-                .registry
-                .in_flight_where(|p| p == std::path::Path::new(path) || pattern.as_ref().is_some_and(|g| g.matches_path(p)));
+            let pending = self.shared.registry.in_flight_where(|p| {
+                p == std::path::Path::new(path)
+                    || pattern.as_ref().is_some_and(|g| g.matches_path(p))
+            });
             if pending == 0 {
                 return;
             }
@@ -154,12 +169,19 @@ impl Supervisor {
 }
 
 /// Applies every new desired state, one at a time, until `cancel`; then stops all entries.
-pub async fn run(mut sup: Supervisor, mut rx: watch::Receiver<Option<Desired>>, cancel: CancellationToken) {
+pub async fn run(
+    mut sup: Supervisor,
+    mut rx: watch::Receiver<Option<Desired>>,
+    cancel: CancellationToken,
+) {
     loop {
         let desired = rx.borrow_and_update().clone();
         if let Some(d) = desired {
             if d.entries.is_empty() && !sup.running.is_empty() {
-                warn!(revision = d.revision, "collect configuration is empty or deleted: stopping all collection");
+                warn!(
+                    revision = d.revision,
+                    "collect configuration is empty or deleted: stopping all collection"
+                );
             }
             sup.apply(&d.entries).await;
         }
@@ -191,7 +213,10 @@ mod tests {
     }
 
     fn running(entries: &[CollectEntry]) -> BTreeMap<String, CollectEntry> {
-        entries.iter().map(|e| (e.path.clone(), e.clone())).collect()
+        entries
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect()
     }
 
     #[test]
@@ -225,10 +250,16 @@ mod tests {
     fn option_change_restarts() {
         let mut changed = entry("/a", "t");
         changed.key = KeyMode::Host;
-        assert_eq!(diff(&[changed.clone()], &running(&[entry("/a", "t")])).restart, vec![changed]);
+        assert_eq!(
+            diff(&[changed.clone()], &running(&[entry("/a", "t")])).restart,
+            vec![changed]
+        );
         let mut changed = entry("/a", "t");
         changed.exclude = vec!["/a.gz".into()];
-        assert_eq!(diff(&[changed.clone()], &running(&[entry("/a", "t")])).restart, vec![changed]);
+        assert_eq!(
+            diff(&[changed.clone()], &running(&[entry("/a", "t")])).restart,
+            vec![changed]
+        );
     }
 
     #[test]
@@ -239,8 +270,16 @@ mod tests {
 
     #[test]
     fn mixed_plan_covers_every_case_at_once() {
-        let run = running(&[entry("/keep", "t"), entry("/change", "t"), entry("/gone", "t")]);
-        let want = [entry("/keep", "t"), entry("/change", "t2"), entry("/new", "t")];
+        let run = running(&[
+            entry("/keep", "t"),
+            entry("/change", "t"),
+            entry("/gone", "t"),
+        ]);
+        let want = [
+            entry("/keep", "t"),
+            entry("/change", "t2"),
+            entry("/new", "t"),
+        ];
         let p = diff(&want, &run);
         assert_eq!(p.keep, vec!["/keep".to_owned()]);
         assert_eq!(p.restart, vec![entry("/change", "t2")]);
@@ -278,7 +317,10 @@ mod tests {
                 }
                 assert_eq!(state, running(to), "from {from:?} to {to:?}");
                 for k in &p.keep {
-                    assert_eq!(from.iter().find(|e| &e.path == k), to.iter().find(|e| &e.path == k));
+                    assert_eq!(
+                        from.iter().find(|e| &e.path == k),
+                        to.iter().find(|e| &e.path == k)
+                    );
                 }
             }
         }

@@ -93,7 +93,10 @@ impl Registry {
             })
             .collect();
         Arc::new(Registry {
-            inner: Mutex::new(Inner { files, dirty: false }),
+            inner: Mutex::new(Inner {
+                files,
+                dirty: false,
+            }),
             metrics,
         })
     }
@@ -104,9 +107,23 @@ impl Registry {
 
     /// Claims `file` (open, `size` bytes) for reading. `None` when another tailer holds it.
     /// `from_end`: a file never seen before starts at the end of its last complete line.
-    pub fn claim(&self, key: FileKey, path: &Path, topic: &str, file: &File, size: u64, from_end: bool) -> io::Result<Option<Claim>> {
+    pub fn claim(
+        &self,
+        key: FileKey,
+        path: &Path,
+        topic: &str,
+        file: &File,
+        size: u64,
+        from_end: bool,
+    ) -> io::Result<Option<Claim>> {
         let mut inner = self.lock();
-        if inner.files.get(&key).is_some_and(|r| r.open) {
+        // A released generation with batches still in flight must settle first: a new one would start
+        // at the acknowledged offset, send those batches again, and lose their acknowledgements.
+        if inner
+            .files
+            .get(&key)
+            .is_some_and(|r| r.open || r.progress.as_ref().is_some_and(|p| p.in_flight() > 0))
+        {
             return Ok(None);
         }
         let (start, offset) = match inner.files.get_mut(&key) {
@@ -122,9 +139,10 @@ impl Registry {
                 };
                 if size < rec.cp.offset {
                     (Start::Truncated, 0)
-                } else if !fp.matches(file, size)? {
-                    (Start::Replaced, 0)
-                } else if tail_hash(file, rec.cp.offset)? != rec.cp.tail_hash {
+                } else if !fp.matches(file, size)?
+                    || tail_hash(file, rec.cp.offset)? != rec.cp.tail_hash
+                {
+                    // A different head, or different bytes before the offset: another file now.
                     (Start::Replaced, 0)
                 } else {
                     (Start::Resume, rec.cp.offset)
@@ -266,7 +284,11 @@ impl Registry {
         let before = inner.files.len();
         let retention_ms = retention.as_millis() as u64;
         inner.files.retain(|_, r| {
-            r.open || r.progress.is_some() || r.cp.gone_since_ms.is_none_or(|g| now.saturating_sub(g) < retention_ms)
+            r.open
+                || r.progress.is_some()
+                || r.cp
+                    .gone_since_ms
+                    .is_none_or(|g| now.saturating_sub(g) < retention_ms)
         });
         dirty |= inner.files.len() != before;
         dirty.then(|| inner.files.values().map(|r| r.cp.clone()).collect())
@@ -290,7 +312,10 @@ impl Registry {
             .values()
             .filter(|r| r.open)
             .map(|r| {
-                let (acked, lag) = r.progress.as_ref().map_or((r.cp.offset, 0), |p| (p.acked_offset(), p.lag()));
+                let (acked, lag) = r
+                    .progress
+                    .as_ref()
+                    .map_or((r.cp.offset, 0), |p| (p.acked_offset(), p.lag()));
                 (r.cp.path.clone(), r.cp.topic.clone(), acked, lag)
             })
             .collect()
@@ -327,7 +352,11 @@ pub async fn run_checkpointer(
     }
 }
 
-pub async fn write_checkpoint(registry: &Arc<Registry>, store: &Arc<checkpoint::CheckpointStore>, retention: Duration) {
+pub async fn write_checkpoint(
+    registry: &Arc<Registry>,
+    store: &Arc<checkpoint::CheckpointStore>,
+    retention: Duration,
+) {
     let Some(snapshot) = registry.sync(retention) else {
         return;
     };
@@ -357,7 +386,10 @@ mod tests {
         std::fs::write(&path, content).unwrap();
         let f = File::open(&path).unwrap();
         let m = f.metadata().unwrap();
-        let key = FileKey { dev: m.dev(), ino: m.ino() };
+        let key = FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+        };
         (dir, path, f, key)
     }
 
@@ -379,11 +411,38 @@ mod tests {
         let r = registry();
         let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
         assert_eq!((c.start, c.offset), (Start::New, 0));
-        assert!(r.claim(key, &path, "t", &f, 8, false).unwrap().is_none(), "claimed twice");
+        assert!(
+            r.claim(key, &path, "t", &f, 8, false).unwrap().is_none(),
+            "claimed twice"
+        );
         ack_all(&c, 4, &f);
         r.release(key, false, false);
         let again = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
         assert_eq!((again.start, again.offset), (Start::Resume, 4));
+    }
+
+    #[test]
+    fn no_reclaim_while_the_released_generation_has_batches_in_flight() {
+        let (_d, path, f, key) = setup(b"one\ntwo\n");
+        let r = registry();
+        let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        ack_all(&c, 4, &f);
+        let seq = c.progress.register(Mark {
+            offset: 8,
+            tail_hash: tail_hash(&f, 8).unwrap(),
+        });
+        r.release(key, false, false);
+        assert!(
+            r.claim(key, &path, "t", &f, 8, false).unwrap().is_none(),
+            "claimed with a batch in flight"
+        );
+        c.progress.complete(seq);
+        let again = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        assert_eq!(
+            (again.start, again.offset),
+            (Start::Resume, 8),
+            "the late acknowledgement counts"
+        );
     }
 
     #[test]
@@ -417,7 +476,10 @@ mod tests {
     #[test]
     fn from_end_starts_after_the_last_complete_line() {
         let (_d, path, f, key) = setup(b"a\nb\npartial");
-        let c = registry().claim(key, &path, "t", &f, 11, true).unwrap().unwrap();
+        let c = registry()
+            .claim(key, &path, "t", &f, 11, true)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.offset, 4);
     }
 
@@ -429,10 +491,17 @@ mod tests {
         ack_all(&c, 2, &f);
         r.release(key, true, false);
         assert_eq!(r.sync(Duration::from_secs(3600)).unwrap().len(), 1);
-        assert_eq!(r.sync(Duration::ZERO).unwrap().len(), 0, "gone record expired");
+        assert_eq!(
+            r.sync(Duration::ZERO).unwrap().len(),
+            0,
+            "gone record expired"
+        );
         let c = r.claim(key, &path, "t", &f, 2, false).unwrap().unwrap();
         ack_all(&c, 2, &f);
         r.release(key, false, true);
-        assert!(r.sync(Duration::from_secs(3600)).unwrap().is_empty(), "forgotten");
+        assert!(
+            r.sync(Duration::from_secs(3600)).unwrap().is_empty(),
+            "forgotten"
+        );
     }
 }

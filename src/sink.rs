@@ -89,17 +89,25 @@ pub struct SinkContext {
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 error!(target: "librdkafka", fac, "{log_message}")
             }
             RDKafkaLogLevel::Warning => warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                info!(target: "librdkafka", fac, "{log_message}")
+            }
             RDKafkaLogLevel::Debug => debug!(target: "librdkafka", fac, "{log_message}"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
             if self.reachable.swap(false, Ordering::Relaxed) {
                 error!("all Kafka brokers are down; records wait in the files until they return: {reason}");
             }
@@ -140,10 +148,23 @@ impl ProducerContext for SinkContext {
             }
             Err((err, msg)) => {
                 let code = err.rdkafka_error_code();
+                if matches!(
+                    code,
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                ) {
+                    // Only dropping the producer at shutdown purges. The record's offset was never
+                    // acknowledged, so it is read again at the next start: one warning per record
+                    // (up to queue_max_messages of them) would say nothing more.
+                    return;
+                }
                 let kind = code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
                 self.metrics.delivery_error(&kind);
                 if code.is_some_and(is_permanent) {
-                    self.metrics.record_skipped(&opaque.route.topic, &opaque.route.path, &err.to_string());
+                    self.metrics.record_skipped(
+                        &opaque.route.topic,
+                        &opaque.route.path,
+                        &err.to_string(),
+                    );
                 } else {
                     // Transient (timed out, broker gone): send it again rather than lose it.
                     warn!(topic = %opaque.route.topic, "delivery failed ({err}); sending the record again");
@@ -178,6 +199,7 @@ pub struct Sink {
 }
 
 const PARTITIONS_TTL: Duration = Duration::from_secs(60);
+const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(5);
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -238,48 +260,92 @@ impl Sink {
     }
 
     /// The partition for an unkeyed route (keyed routes leave it to librdkafka's key hash).
-    /// `Err(())` when stopping while waiting for the topic's metadata.
-    async fn partition_for(&mut self, route: &Route, stop: &CancellationToken) -> Result<Option<i32>, ()> {
+    /// `Err(())` when stopping while waiting for the cluster.
+    async fn partition_for(
+        &mut self,
+        route: &Route,
+        stop: &CancellationToken,
+    ) -> Result<Option<i32>, ()> {
         if route.key.is_some() {
             return Ok(None);
         }
         let count = match self.partitions.get(&route.topic) {
-            Some((n, at)) if at.elapsed() < PARTITIONS_TTL => *n,
+            Some((n, at))
+                if at.elapsed()
+                    < if *n > 0 {
+                        PARTITIONS_TTL
+                    } else {
+                        UNKNOWN_TOPIC_TTL
+                    } =>
+            {
+                *n
+            }
             _ => {
                 let n = self.fetch_partitions(&route.topic, stop).await.ok_or(())?;
-                self.partitions.insert(route.topic.clone(), (n, Instant::now()));
+                self.partitions
+                    .insert(route.topic.clone(), (n, Instant::now()));
                 n
             }
         };
-        Ok(Some((route.partition_seed % count.max(1) as u64) as i32))
+        // An unknown topic (0) gets no explicit partition: librdkafka then waits for the topic to
+        // appear (topic.metadata.propagation.max.ms) and reports UnknownTopic if it never does, which
+        // is skipped by policy. That blocks neither the other files nor the sink.
+        Ok((count > 0).then(|| (route.partition_seed % count as u64) as i32))
     }
 
-    /// The topic's partition count, waiting for the cluster if it is unreachable. `None` when stopping.
+    /// The topic's partition count (0: the cluster answered and does not know the topic), waiting for
+    /// the cluster while it is unreachable. `None` when stopping.
     async fn fetch_partitions(&self, topic: &str, stop: &CancellationToken) -> Option<i32> {
         let mut warned = false;
         let mut wait = Duration::from_millis(100);
         loop {
             let producer = self.producer.clone();
             let t = topic.to_owned();
-            let res = tokio::task::spawn_blocking(move || {
-                producer.client().fetch_metadata(Some(&t), METADATA_TIMEOUT).map(|md| {
-                    md.topics()
-                        .iter()
-                        .find(|mt| mt.name() == t)
-                        .map(|mt| (mt.partitions().len() as i32, mt.error()))
-                })
-            })
-            .await;
+            // A thread of its own, not spawn_blocking: against an unreachable cluster the request
+            // blocks for METADATA_TIMEOUT, and the runtime waits for its blocking tasks before the
+            // process may exit, past the shutdown deadline. Stopping abandons the request instead.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let spawned = std::thread::Builder::new()
+                .name("kafka-metadata".into())
+                .spawn(move || {
+                    let _ = tx.send(
+                        producer
+                            .client()
+                            .fetch_metadata(Some(&t), METADATA_TIMEOUT)
+                            .map(|md| {
+                                md.topics()
+                                    .iter()
+                                    .find(|mt| mt.name() == t)
+                                    .map_or(0, |mt| {
+                                        if mt.error().is_some() {
+                                            0
+                                        } else {
+                                            mt.partitions().len() as i32
+                                        }
+                                    })
+                            }),
+                    );
+                });
+            let res = match spawned {
+                Ok(_) => tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    r = rx => r.map_err(|e| e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
             match res {
-                Ok(Ok(Some((n, None)))) if n > 0 => return Some(n),
-                Ok(Ok(other)) => {
-                    if !warned {
-                        warn!(topic, "topic has no partitions yet (does it exist? {other:?}); waiting for it");
+                Ok(Ok(n)) => {
+                    if n == 0 {
+                        warn!(topic, "Kafka does not know this topic (auto-creation off?); its records will be skipped if it does not appear");
                     }
+                    return Some(n);
                 }
                 Ok(Err(e)) => {
                     if !warned {
-                        warn!(topic, "cannot read Kafka metadata ({e}); waiting for the cluster");
+                        warn!(
+                            topic,
+                            "cannot read Kafka metadata ({e}); waiting for the cluster"
+                        );
                     }
                 }
                 Err(e) => error!("metadata task failed: {e}"),
@@ -294,7 +360,11 @@ impl Sink {
     }
 
     async fn produce(&mut self, batch: Batch, stop: &CancellationToken) -> bool {
-        let Batch { route, ticket, lines } = batch;
+        let Batch {
+            route,
+            ticket,
+            lines,
+        } = batch;
         let Ok(partition) = self.partition_for(&route, stop).await else {
             return false;
         };
@@ -305,7 +375,14 @@ impl Sink {
         });
         for line in &lines {
             if !self
-                .send(&route, opaque.clone(), line, partition, headers.as_ref(), stop)
+                .send(
+                    &route,
+                    opaque.clone(),
+                    line,
+                    partition,
+                    headers.as_ref(),
+                    stop,
+                )
                 .await
             {
                 return false;
@@ -319,8 +396,15 @@ impl Sink {
         let headers = route.kafka_headers();
         self.metrics.records_in_flight.dec();
         let partition = (retry.partition >= 0).then_some(retry.partition);
-        self.send(&route, retry.opaque, &retry.payload, partition, headers.as_ref(), stop)
-            .await
+        self.send(
+            &route,
+            retry.opaque,
+            &retry.payload,
+            partition,
+            headers.as_ref(),
+            stop,
+        )
+        .await
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full. False when stopping.
@@ -358,8 +442,12 @@ impl Sink {
                 }
                 Err((err, back)) => {
                     // Rejected before it left (e.g. larger than message.max.bytes): permanent.
-                    self.metrics.delivery_error(&err.rdkafka_error_code().map_or_else(|| "other".to_owned(), |c| format!("{c:?}")));
-                    self.metrics.record_skipped(&route.topic, &route.path, &err.to_string());
+                    self.metrics.delivery_error(
+                        &err.rdkafka_error_code()
+                            .map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
+                    );
+                    self.metrics
+                        .record_skipped(&route.topic, &route.path, &err.to_string());
                     let InFlight { ticket, .. } = &*back.delivery_opaque;
                     if ticket.record_settled() {
                         route.counters.lines_acked.inc_by(ticket.records as u64);

@@ -4,8 +4,9 @@
 //! Hot-path counters (lines, bytes) are resolved once per file route into plain `Counter` handles and
 //! bumped once per batch, never per line.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,7 +60,20 @@ pub struct Metrics {
     pub config_rejected: Counter,
     pub file_open_errors: Counter,
     file_lag_bytes: Family<PathLabel, Gauge>,
+    pub kafka_reachable: Gauge,
+    pub status_publishes: Counter,
+    pub status_publish_failures: Counter,
+    pub start_time_seconds: Gauge,
     per_file: bool,
+    /// Latest problem per file path (unreadable, record rejected), for the status published to etcd.
+    file_problems: Mutex<HashMap<PathBuf, FileProblem>>,
+}
+
+/// The latest problem seen with one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileProblem {
+    pub error: String,
+    pub at_ms: u64,
 }
 
 impl Metrics {
@@ -85,29 +99,128 @@ impl Metrics {
             config_rejected: Counter::default(),
             file_open_errors: Counter::default(),
             file_lag_bytes: Family::default(),
+            kafka_reachable: Gauge::default(),
+            status_publishes: Counter::default(),
+            status_publish_failures: Counter::default(),
+            start_time_seconds: Gauge::default(),
             per_file,
+            file_problems: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
         let r = &mut registry;
         r.register("lines_read", "Lines read from files", m.lines_read.clone());
-        r.register("bytes_read", "Bytes of lines read from files", m.bytes_read.clone());
-        r.register("lines_acked", "Lines acknowledged by Kafka", m.lines_acked.clone());
-        r.register("bytes_acked", "Bytes of lines acknowledged by Kafka", m.bytes_acked.clone());
-        r.register("records_in_flight", "Records handed to the producer and not yet acknowledged", m.records_in_flight.clone());
-        r.register("delivery_errors", "Delivery errors by kind", m.delivery_errors.clone());
-        r.register("records_skipped", "Records given up after a permanent Kafka error", m.records_skipped.clone());
-        r.register("files_open", "Files currently open for reading", m.files_open.clone());
-        r.register("rotations", "Rotations (rename or delete) seen", m.rotations.clone());
-        r.register("truncations", "Truncations seen (size fell below the read offset)", m.truncations.clone());
-        r.register("long_lines_split", "Lines longer than max_line_bytes cut into chunks", m.long_lines_split.clone());
-        r.register("partial_lines_flushed", "Lines without a final newline flushed after rotation or idle timeout", m.partial_lines_flushed.clone());
-        r.register("checkpoint_writes", "Checkpoint files written", m.checkpoint_writes.clone());
-        r.register("checkpoint_failures", "Checkpoint writes that failed", m.checkpoint_failures.clone());
-        r.register("etcd_watch_restarts", "Times the etcd watch was re-established", m.etcd_watch_restarts.clone());
-        r.register("config_revision", "etcd revision of the collect configuration applied", m.config_revision.clone());
-        r.register("config_rejected", "Collect configurations rejected as invalid", m.config_rejected.clone());
-        r.register("file_open_errors", "Failures to open or read a matched file", m.file_open_errors.clone());
-        r.register("file_lag_bytes", "Per file: size minus acknowledged offset", m.file_lag_bytes.clone());
+        r.register(
+            "bytes_read",
+            "Bytes of lines read from files",
+            m.bytes_read.clone(),
+        );
+        r.register(
+            "lines_acked",
+            "Lines acknowledged by Kafka",
+            m.lines_acked.clone(),
+        );
+        r.register(
+            "bytes_acked",
+            "Bytes of lines acknowledged by Kafka",
+            m.bytes_acked.clone(),
+        );
+        r.register(
+            "records_in_flight",
+            "Records handed to the producer and not yet acknowledged",
+            m.records_in_flight.clone(),
+        );
+        r.register(
+            "delivery_errors",
+            "Delivery errors by kind",
+            m.delivery_errors.clone(),
+        );
+        r.register(
+            "records_skipped",
+            "Records given up after a permanent Kafka error",
+            m.records_skipped.clone(),
+        );
+        r.register(
+            "files_open",
+            "Files currently open for reading",
+            m.files_open.clone(),
+        );
+        r.register(
+            "rotations",
+            "Rotations (rename or delete) seen",
+            m.rotations.clone(),
+        );
+        r.register(
+            "truncations",
+            "Truncations seen (size fell below the read offset)",
+            m.truncations.clone(),
+        );
+        r.register(
+            "long_lines_split",
+            "Lines longer than max_line_bytes cut into chunks",
+            m.long_lines_split.clone(),
+        );
+        r.register(
+            "partial_lines_flushed",
+            "Lines without a final newline flushed after rotation or idle timeout",
+            m.partial_lines_flushed.clone(),
+        );
+        r.register(
+            "checkpoint_writes",
+            "Checkpoint files written",
+            m.checkpoint_writes.clone(),
+        );
+        r.register(
+            "checkpoint_failures",
+            "Checkpoint writes that failed",
+            m.checkpoint_failures.clone(),
+        );
+        r.register(
+            "etcd_watch_restarts",
+            "Times the etcd watch was re-established",
+            m.etcd_watch_restarts.clone(),
+        );
+        r.register(
+            "config_revision",
+            "etcd revision of the collect configuration applied",
+            m.config_revision.clone(),
+        );
+        r.register(
+            "config_rejected",
+            "Collect configurations rejected as invalid",
+            m.config_rejected.clone(),
+        );
+        r.register(
+            "file_open_errors",
+            "Failures to open or read a matched file",
+            m.file_open_errors.clone(),
+        );
+        r.register(
+            "file_lag_bytes",
+            "Per file: size minus acknowledged offset",
+            m.file_lag_bytes.clone(),
+        );
+        r.register(
+            "kafka_reachable",
+            "1 while at least one Kafka broker answers, else 0",
+            m.kafka_reachable.clone(),
+        );
+        r.register(
+            "status_publishes",
+            "Host status values written to etcd",
+            m.status_publishes.clone(),
+        );
+        r.register(
+            "status_publish_failures",
+            "Failed attempts to publish the host status to etcd",
+            m.status_publish_failures.clone(),
+        );
+        r.register(
+            "start_time_seconds",
+            "Unix time the agent started",
+            m.start_time_seconds.clone(),
+        );
+        m.start_time_seconds
+            .set((crate::registry::now_ms() / 1000) as i64);
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -140,6 +253,23 @@ impl Metrics {
         }
     }
 
+    fn note_file_problem(&self, path: &Path, error: &str) {
+        let problem = FileProblem {
+            error: error.to_owned(),
+            at_ms: crate::registry::now_ms(),
+        };
+        self.problems().insert(path.to_path_buf(), problem);
+    }
+
+    fn problems(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, FileProblem>> {
+        self.file_problems.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The latest problem of every file that has one and has not been opened since.
+    pub fn file_problems(&self) -> HashMap<PathBuf, FileProblem> {
+        self.problems().clone()
+    }
+
     pub fn clear_file_lag(&self, path: &Path) {
         if self.per_file {
             self.file_lag_bytes.remove(&PathLabel {
@@ -152,12 +282,14 @@ impl Metrics {
 
     pub fn file_opened(&self, path: &Path, key: impl std::fmt::Display, offset: u64, why: &str) {
         self.files_open.inc();
+        self.problems().remove(path);
         info!(path = %path.display(), file = %key, offset, "tailing file ({why})");
     }
 
     pub fn file_released(&self, path: &Path, key: impl std::fmt::Display, offset: u64, why: &str) {
         self.files_open.dec();
         self.clear_file_lag(path);
+        self.problems().remove(path);
         info!(path = %path.display(), file = %key, offset, "released file ({why})");
     }
 
@@ -173,6 +305,7 @@ impl Metrics {
 
     pub fn file_unreadable(&self, path: &Path, cause: &str) {
         self.file_open_errors.inc();
+        self.note_file_problem(path, cause);
         warn!(path = %path.display(), "cannot read matched file: {cause}; will retry");
     }
 
@@ -192,7 +325,15 @@ impl Metrics {
                 topic: topic.to_owned(),
             })
             .inc();
-        error!(topic, path, "Kafka permanently rejected a record; skipped it (policy on_fatal_error=skip): {error}");
+        self.note_file_problem(
+            Path::new(path),
+            &format!("Kafka rejected a record: {error}"),
+        );
+        error!(
+            topic,
+            path,
+            "Kafka permanently rejected a record; skipped it (policy on_fatal_error=skip): {error}"
+        );
     }
 
     pub fn delivery_error(&self, kind: &str) {

@@ -16,7 +16,9 @@ fn bin() -> PathBuf {
 }
 
 fn lines(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|i| format!("{prefix} line {i:06} GET /index.html 200")).collect()
+    range
+        .map(|i| format!("{prefix} line {i:06} GET /index.html 200"))
+        .collect()
 }
 
 struct World {
@@ -43,7 +45,12 @@ impl World {
     }
 
     fn config(&self) -> String {
-        agent_config(&self.dir.path().join("state"), &self.etcd.endpoint(), &self.kafka.bootstrap(), IP)
+        agent_config(
+            &self.dir.path().join("state"),
+            &self.etcd.endpoint(),
+            &self.kafka.bootstrap(),
+            IP,
+        )
     }
 
     async fn put(&self, entries: &[(&Path, &str)]) -> anyhow::Result<()> {
@@ -56,11 +63,13 @@ impl World {
     }
 
     async fn texts(&self, topic: &str, n: usize) -> anyhow::Result<Vec<String>> {
-        Ok(consume(&self.kafka.bootstrap(), topic, n, Duration::from_secs(60))
-            .await?
-            .iter()
-            .map(|c| c.text())
-            .collect())
+        Ok(
+            consume(&self.kafka.bootstrap(), topic, n, Duration::from_secs(60))
+                .await?
+                .iter()
+                .map(|c| c.text())
+                .collect(),
+        )
     }
 }
 
@@ -77,20 +86,42 @@ async fn two_files_reach_their_topics_in_order_with_the_seed_format() -> anyhow:
     append_lines(&a, &lines("a", 0..500))?;
     append_lines(&b, &lines("b", 0..300))?;
     // Exactly the seed fleet's value: a JSON list of {"path","topic"} and nothing else.
-    let seed = format!(r#"[{{"path":"{}","topic":"web_log"}},{{"path":"{}","topic":"app_log"}}]"#, a.display(), b.display());
+    let seed = format!(
+        r#"[{{"path":"{}","topic":"web_log"}},{{"path":"{}","topic":"app_log"}}]"#,
+        a.display(),
+        b.display()
+    );
     w.etcd.put(KEY, &seed).await?;
     let mut agent = Agent::start(&bin(), &w.config())?;
     append_lines(&a, &lines("a", 500..1000))?;
 
-    let got_a = consume(&w.kafka.bootstrap(), "web_log", 1000, Duration::from_secs(60)).await?;
+    let got_a = consume(
+        &w.kafka.bootstrap(),
+        "web_log",
+        1000,
+        Duration::from_secs(60),
+    )
+    .await?;
     let got_b = w.texts("app_log", 300).await?;
     // One file, one partition: the file's order is the partition's order.
-    assert!(got_a.iter().all(|c| c.partition == got_a[0].partition), "one file spread over partitions");
-    assert_eq!(got_a.iter().map(|c| c.text()).collect::<Vec<_>>(), lines("a", 0..1000));
+    assert!(
+        got_a.iter().all(|c| c.partition == got_a[0].partition),
+        "one file spread over partitions"
+    );
+    assert_eq!(
+        got_a.iter().map(|c| c.text()).collect::<Vec<_>>(),
+        lines("a", 0..1000)
+    );
     assert_eq!(got_b, lines("b", 0..300));
-    assert!(agent.log_contents().contains(KEY), "agent should log the key it uses");
+    assert!(
+        agent.log_contents().contains(KEY),
+        "agent should log the key it uses"
+    );
     agent.sigterm()?;
-    assert!(agent.wait_exit(Duration::from_secs(20)).await?.success(), "agent exit status");
+    assert!(
+        agent.wait_exit(Duration::from_secs(20)).await?.success(),
+        "agent exit status"
+    );
     Ok(())
 }
 
@@ -111,17 +142,27 @@ async fn puts_add_and_remove_paths_live() -> anyhow::Result<()> {
     let got = consume(&w.kafka.bootstrap(), "t2", 10, Duration::from_secs(30)).await?;
     let first_arrival = put_at.elapsed().saturating_sub(Duration::from_secs(1)); // consume waits 1 s of quiet
     eprintln!("added path shipped within {first_arrival:?} of the put");
-    assert!(first_arrival < Duration::from_secs(2), "added path took {first_arrival:?}");
-    assert_eq!(got.iter().map(|c| c.text()).collect::<Vec<_>>(), lines("two", 0..10));
+    assert!(
+        first_arrival < Duration::from_secs(2),
+        "added path took {first_arrival:?}"
+    );
+    assert_eq!(
+        got.iter().map(|c| c.text()).collect::<Vec<_>>(),
+        lines("two", 0..10)
+    );
 
     // Removing a path: it stops; the kept path keeps shipping without a gap or a re-read.
     w.put(&[(&one, "t1")]).await?;
     agent
-        .wait_for_log(&format!("stopping entry"), Duration::from_secs(10))
+        .wait_for_log("stopping entry", Duration::from_secs(10))
         .await?;
     append_lines(&two, &lines("two", 10..20))?;
     append_lines(&one, &lines("one", 10..20))?;
-    assert_eq!(w.texts("t1", 20).await?, lines("one", 0..20), "kept entry re-read or lost lines");
+    assert_eq!(
+        w.texts("t1", 20).await?,
+        lines("one", 0..20),
+        "kept entry re-read or lost lines"
+    );
     let t2 = consume_for(&w.kafka.bootstrap(), "t2", Duration::from_secs(2)).await?;
     assert_eq!(t2.len(), 10, "a removed path was still shipped");
     agent.sigterm()?;
@@ -139,18 +180,31 @@ async fn restart_resumes_without_loss_or_duplicates() -> anyhow::Result<()> {
     let mut agent = Agent::start(&bin(), &w.config())?;
     assert_eq!(w.texts("r", 2000).await?.len(), 2000);
     agent.sigterm()?;
-    assert!(agent.wait_exit(Duration::from_secs(20)).await?.success(), "clean exit on SIGTERM");
+    assert!(
+        agent.wait_exit(Duration::from_secs(20)).await?.success(),
+        "clean exit on SIGTERM"
+    );
 
     // Written while the agent is down, plus a partial line that is completed after the restart.
     append_lines(&f, &lines("r", 2000..3000))?;
-    std::fs::OpenOptions::new().append(true).open(&f).and_then(|mut h| std::io::Write::write_all(&mut h, b"r half"))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .and_then(|mut h| std::io::Write::write_all(&mut h, b"r half"))?;
     let mut agent = Agent::start(&bin(), &w.config())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    std::fs::OpenOptions::new().append(true).open(&f).and_then(|mut h| std::io::Write::write_all(&mut h, b" and the rest\n"))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .and_then(|mut h| std::io::Write::write_all(&mut h, b" and the rest\n"))?;
     let mut want = lines("r", 0..3000);
     want.push("r half and the rest".into());
     let got = w.texts("r", 3001).await?;
-    assert_eq!(got.len(), 3001, "lost or duplicated lines across the restart");
+    assert_eq!(
+        got.len(),
+        3001,
+        "lost or duplicated lines across the restart"
+    );
     assert_eq!(sorted(got), sorted(want));
     agent.sigterm()?;
     assert!(agent.wait_exit(Duration::from_secs(20)).await?.success());

@@ -128,7 +128,12 @@ impl Harness {
         let consumer = tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
                 let mut st = r.lock().unwrap();
-                st.lines.extend(batch.lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()));
+                st.lines.extend(
+                    batch
+                        .lines
+                        .iter()
+                        .map(|l| String::from_utf8_lossy(l).into_owned()),
+                );
                 st.held.push_back(batch);
                 while st.held.len() > lag {
                     let b = st.held.pop_front().unwrap();
@@ -189,8 +194,13 @@ impl Harness {
     async fn wait_claimed(&self) {
         use std::os::unix::fs::MetadataExt;
         let Some(r) = &self.running else { return };
-        let Ok(m) = std::fs::metadata(&self.log) else { return };
-        let key = logagent::tail::identity::FileKey { dev: m.dev(), ino: m.ino() };
+        let Ok(m) = std::fs::metadata(&self.log) else {
+            return;
+        };
+        let key = logagent::tail::identity::FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !r.registry.is_open(key) {
             assert!(Instant::now() < deadline, "file never claimed by a tailer");
@@ -209,16 +219,33 @@ impl Harness {
             if want.iter().all(|l| counts.contains_key(l)) {
                 return;
             }
-            let missing: Vec<_> = want.iter().filter(|l| !counts.contains_key(l)).take(5).collect();
-            assert!(Instant::now() < deadline, "{what}: lines never emitted, e.g. {missing:?}");
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|l| !counts.contains_key(l))
+                .take(5)
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "{what}: lines never emitted, e.g. {missing:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
-fn append(path: &Path, gen: usize, next: &mut HashMap<usize, usize>, n: usize, written: &mut Vec<String>) {
+fn append(
+    path: &Path,
+    gen: usize,
+    next: &mut HashMap<usize, usize>,
+    n: usize,
+    written: &mut Vec<String>,
+) {
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let mut buf = String::new();
     for _ in 0..n {
         let i = next.entry(gen).or_default();
@@ -257,7 +284,8 @@ async fn run_case(ops: Vec<Op>, ack_lag: usize) {
                 if h.log.exists() {
                     h.wait_claimed().await;
                     rotated += 1;
-                    std::fs::rename(&h.log, h.log.with_extension(format!("log.{rotated}"))).unwrap();
+                    std::fs::rename(&h.log, h.log.with_extension(format!("log.{rotated}")))
+                        .unwrap();
                     gen += 1;
                 }
             }
@@ -270,7 +298,11 @@ async fn run_case(ops: Vec<Op>, ack_lag: usize) {
                     }
                     rotated += 1;
                     std::fs::copy(&h.log, h.log.with_extension(format!("log.{rotated}"))).unwrap();
-                    std::fs::OpenOptions::new().write(true).truncate(true).open(&h.log).unwrap();
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .truncate(true)
+                        .open(&h.log)
+                        .unwrap();
                     gen += 1;
                 }
             }
@@ -300,7 +332,10 @@ async fn run_case(ops: Vec<Op>, ack_lag: usize) {
 
     // No line that was never written.
     let written_set: std::collections::HashSet<&String> = written.iter().collect();
-    assert!(got.iter().all(|l| written_set.contains(l)), "emitted a line never written");
+    assert!(
+        got.iter().all(|l| written_set.contains(l)),
+        "emitted a line never written"
+    );
     // Duplicates only for records unacknowledged at a crash.
     let dups = got.len() - written_set.len();
     assert!(
@@ -317,7 +352,11 @@ async fn run_case(ops: Vec<Op>, ack_lag: usize) {
         }
         let (g, n) = l.split_at(4);
         if let Some(prev) = last.insert(g, &n[..7]) {
-            assert!(prev < &n[..7], "out of order in {g}: {prev} then {}", &n[..7]);
+            assert!(
+                prev < &n[..7],
+                "out of order in {g}: {prev} then {}",
+                &n[..7]
+            );
         }
     }
 }
@@ -337,17 +376,44 @@ proptest! {
 /// A sequence that once lost a file created and rotated before discovery saw it (now modelled).
 #[test]
 fn rename_copytruncate_and_restart_sequence() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(run_case(vec![Op::Append(7), Op::Rename, Op::Append(22), Op::CopyTruncate, Op::Append(15), Op::Restart, Op::CopyTruncate], 1));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run_case(
+        vec![
+            Op::Append(7),
+            Op::Rename,
+            Op::Append(22),
+            Op::CopyTruncate,
+            Op::Append(15),
+            Op::Restart,
+            Op::CopyTruncate,
+        ],
+        1,
+    ));
 }
 
 /// copytruncate followed at once by more writes than the old offset: the size never drops below the
 /// offset at a poll, so only the bytes before the offset tell that the content changed.
 #[test]
 fn copytruncate_then_fast_regrowth_is_detected() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run_case(
-        vec![Op::Append(13), Op::CopyTruncate, Op::Append(19), Op::Delete, Op::CopyTruncate, Op::Append(38), Op::Delete],
+        vec![
+            Op::Append(13),
+            Op::CopyTruncate,
+            Op::Append(19),
+            Op::Delete,
+            Op::CopyTruncate,
+            Op::Append(38),
+            Op::Delete,
+        ],
         0,
     ));
 }

@@ -53,7 +53,11 @@ struct Discoverer {
 pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut d = Discoverer {
         pattern: glob::Pattern::new(&entry.path).ok(),
-        excludes: entry.exclude.iter().filter_map(|e| glob::Pattern::new(e).ok()).collect(),
+        excludes: entry
+            .exclude
+            .iter()
+            .filter_map(|e| glob::Pattern::new(e).ok())
+            .collect(),
         entry,
         shared,
         problems: HashMap::new(),
@@ -69,6 +73,8 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
     d.finish_rotated_while_down();
     loop {
         tokio::select! {
+            // Cancellation first: a scan after it would claim files its tailers are letting go of.
+            biased;
             _ = d.cancel.cancelled() => break,
             _ = dir_wake.notified() => {}
             _ = tokio::time::sleep(d.shared.glob_rescan) => {}
@@ -142,24 +148,49 @@ impl Discoverer {
             Err(e) => return self.note_problem(path, format!("cannot stat: {e}"), true),
         };
         if !meta.is_file() {
-            return self.note_problem(path, "not a regular file (directory, FIFO or device): skipped".into(), true);
+            return self.note_problem(
+                path,
+                "not a regular file (directory, FIFO or device): skipped".into(),
+                true,
+            );
         }
         let key = FileKey::of(&meta);
         if self.shared.registry.is_open(key) {
             return;
         }
         if self.shared.metrics.files_open.get() as usize >= self.shared.max_open_files {
-            return self.note_problem(path, format!("max_open_files ({}) reached: not opened yet", self.shared.max_open_files), true);
+            return self.note_problem(
+                path,
+                format!(
+                    "max_open_files ({}) reached: not opened yet",
+                    self.shared.max_open_files
+                ),
+                true,
+            );
         }
-        let claim = match self.shared.registry.claim(key, path, &self.entry.topic, &file, meta.len(), from_end) {
+        let claim = match self.shared.registry.claim(
+            key,
+            path,
+            &self.entry.topic,
+            &file,
+            meta.len(),
+            from_end,
+        ) {
             Ok(Some(c)) => c,
             Ok(None) => return,
             Err(e) => return self.note_problem(path, format!("cannot read: {e}"), true),
         };
         self.problems.remove(path);
-        self.shared
-            .metrics
-            .file_opened(path, key, claim.offset, if rotated { "finishing a file rotated while the agent was down" } else { claim.start.as_str() });
+        self.shared.metrics.file_opened(
+            path,
+            key,
+            claim.offset,
+            if rotated {
+                "finishing a file rotated while the agent was down"
+            } else {
+                claim.start.as_str()
+            },
+        );
         let o = &self.shared.opts;
         let max_line = self.entry.max_line_bytes.unwrap_or(o.max_line_bytes);
         let skip_empty = self.entry.skip_empty_lines.unwrap_or(o.skip_empty_lines);
@@ -207,7 +238,12 @@ impl Discoverer {
         Route {
             topic: self.entry.topic.clone(),
             key,
-            headers: self.entry.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: self
+                .entry
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             partition_seed: xxhash_rust::xxh3::xxh3_64(path_str.as_bytes()),
             counters: self.shared.metrics.topic(&self.entry.topic),
             path: path_str,
@@ -226,13 +262,24 @@ impl Discoverer {
         }
         for dir in dirs {
             for cp in self.shared.registry.unclaimed_in_dir(&dir) {
-                let ours = self.pattern.as_ref().is_some_and(|p| p.matches_path(&cp.path)) || cp.path == Path::new(&self.entry.path);
+                let ours = self
+                    .pattern
+                    .as_ref()
+                    .is_some_and(|p| p.matches_path(&cp.path))
+                    || cp.path == Path::new(&self.entry.path);
                 if !ours {
                     continue;
                 }
-                let key = FileKey { dev: cp.dev, ino: cp.ino };
-                let Some(found) = find_by_identity(&dir, key) else { continue };
-                let Ok(file) = File::open(&found) else { continue };
+                let key = FileKey {
+                    dev: cp.dev,
+                    ino: cp.ino,
+                };
+                let Some(found) = find_by_identity(&dir, key) else {
+                    continue;
+                };
+                let Ok(file) = File::open(&found) else {
+                    continue;
+                };
                 let fp = Fingerprint {
                     hex: cp.fingerprint.clone(),
                     len: cp.fingerprint_len,
@@ -252,8 +299,11 @@ impl Discoverer {
 }
 
 fn find_by_identity(dir: &Path, key: FileKey) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).find_map(|e| {
-        let m = e.metadata().ok()?;
-        (m.dev() == key.dev && m.ino() == key.ino && m.is_file()).then(|| e.path())
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let m = e.metadata().ok()?;
+            (m.dev() == key.dev && m.ino() == key.ino && m.is_file()).then(|| e.path())
+        })
 }

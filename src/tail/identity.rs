@@ -143,8 +143,12 @@ mod tests {
     #[test]
     fn tail_hash_covers_the_bytes_before_the_offset() {
         let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"0123456789abcdefghijklmnopqrstuvwxyz\n").unwrap();
-        assert_eq!(tail_hash(&f, 37).unwrap(), hash_hex(&b"0123456789abcdefghijklmnopqrstuvwxyz\n"[5..]));
+        f.write_all(b"0123456789abcdefghijklmnopqrstuvwxyz\n")
+            .unwrap();
+        assert_eq!(
+            tail_hash(&f, 37).unwrap(),
+            hash_hex(&b"0123456789abcdefghijklmnopqrstuvwxyz\n"[5..])
+        );
         assert_eq!(tail_hash(&f, 3).unwrap(), hash_hex(b"012"));
     }
 }

@@ -18,7 +18,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -94,7 +96,8 @@ impl Tailer {
             let n = match self.splitter.fill_from(&self.file) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.metrics.file_unreadable(&self.path, &format!("read failed: {e}"));
+                    self.metrics
+                        .file_unreadable(&self.path, &format!("read failed: {e}"));
                     0
                 }
             };
@@ -103,7 +106,11 @@ impl Tailer {
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
-                self.metrics.long_line_split(&self.path, split.long_lines_split, self.opts.max_line_bytes);
+                self.metrics.long_line_split(
+                    &self.path,
+                    split.long_lines_split,
+                    self.opts.max_line_bytes,
+                );
                 long_reported = true;
             } else if split.long_lines_split > 0 {
                 self.metrics.long_lines_split.inc_by(split.long_lines_split);
@@ -139,12 +146,17 @@ impl Tailer {
             // keeps the acknowledged offset for the next claim.
             let offset = self.progress.acked_offset();
             self.registry.release(self.key, false, false);
-            self.metrics.file_released(&self.path, self.key, offset, "stopped");
+            self.metrics
+                .file_released(&self.path, self.key, offset, "stopped");
         }
     }
 
     /// What to do when there is nothing more to read right now.
-    async fn at_eof(&mut self, last_growth: Instant, cancel: &CancellationToken) -> io::Result<Flow> {
+    async fn at_eof(
+        &mut self,
+        last_growth: Instant,
+        cancel: &CancellationToken,
+    ) -> io::Result<Flow> {
         let size = self.file.metadata()?.len();
         self.progress.set_size(size);
         if size < self.splitter.read_offset() {
@@ -153,7 +165,8 @@ impl Tailer {
         }
         if self.fingerprint.can_grow(size) {
             self.fingerprint = Fingerprint::of_file(&self.file, size)?;
-            self.registry.update_fingerprint(self.key, &self.fingerprint);
+            self.registry
+                .update_fingerprint(self.key, &self.fingerprint);
         }
         if !self.rotated && !self.path_still_names_file() {
             self.rotated = true;
@@ -167,17 +180,31 @@ impl Tailer {
         };
         if self.splitter.pending_len() > 0 && partial_due {
             let bytes = self.splitter.pending_len();
-            self.metrics.partial_line_flushed(&self.path, bytes, if self.rotated { "rotated file idle" } else { "idle past partial_line_timeout" });
+            self.metrics.partial_line_flushed(
+                &self.path,
+                bytes,
+                if self.rotated {
+                    "rotated file idle"
+                } else {
+                    "idle past partial_line_timeout"
+                },
+            );
             let split = self.splitter.flush_partial();
             return Ok(self.ship(split, cancel).await);
         }
         if partial_due && self.multiline.as_ref().is_some_and(Multiline::has_pending) {
-            let split = self.multiline.as_mut().map(Multiline::flush).unwrap_or_default();
+            let split = self
+                .multiline
+                .as_mut()
+                .map(Multiline::flush)
+                .unwrap_or_default();
             return Ok(self.ship(split, cancel).await);
         }
-        if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0 {
-            let gone = std::fs::metadata(&self.path).is_err();
-            return Ok(self.finish(gone));
+        if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0
+        {
+            // Rotated means its path no longer names it: nothing will claim it there again, so its
+            // record may expire (else every rotation would add a record for good).
+            return Ok(self.finish(true));
         }
         Ok(Flow::Continue)
     }
@@ -185,13 +212,15 @@ impl Tailer {
     /// The content was truncated or rewritten under us: read it again from 0, in a new generation so
     /// acknowledgements still in flight for the old content cannot move the new offset.
     fn restart_at_zero(&mut self, size: u64) {
-        self.metrics.file_truncated(&self.path, size, self.splitter.read_offset());
+        self.metrics
+            .file_truncated(&self.path, size, self.splitter.read_offset());
         self.progress = self.registry.new_generation(self.key, Mark::default());
         self.progress.set_size(size);
         self.splitter.reset(0);
         if let Ok(fp) = Fingerprint::of_file(&self.file, size) {
             self.fingerprint = fp;
-            self.registry.update_fingerprint(self.key, &self.fingerprint);
+            self.registry
+                .update_fingerprint(self.key, &self.fingerprint);
         }
     }
 
@@ -205,7 +234,12 @@ impl Tailer {
     fn finish(&mut self, gone: bool) -> Flow {
         let offset = self.progress.acked_offset();
         self.registry.release(self.key, gone, self.forget_when_done);
-        self.metrics.file_released(&self.path, self.key, offset, "rotated file shipped to its end");
+        self.metrics.file_released(
+            &self.path,
+            self.key,
+            offset,
+            "rotated file shipped to its end",
+        );
         Flow::Stop
     }
 
@@ -234,7 +268,10 @@ impl Tailer {
         let bytes: u64 = split.lines.iter().map(|l| l.len() as u64).sum();
         let seq = self.progress.register(mark);
         let ticket = Ticket::new(self.progress.clone(), seq, split.lines.len(), bytes);
-        self.route.counters.lines_read.inc_by(split.lines.len() as u64);
+        self.route
+            .counters
+            .lines_read
+            .inc_by(split.lines.len() as u64);
         self.route.counters.bytes_read.inc_by(bytes);
         permit.send(Batch {
             route: self.route.clone(),
@@ -242,5 +279,85 @@ impl Tailer {
             lines: split.lines,
         });
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discover::{run_entry, Shared};
+    use super::*;
+    use crate::collect::{CollectEntry, KeyMode, StartFrom};
+
+    fn shared(tx: mpsc::Sender<Batch>) -> Arc<Shared> {
+        let metrics = Metrics::new(false);
+        Arc::new(Shared {
+            registry: Registry::new(Vec::new(), metrics.clone()),
+            hub: watch::WatchHub::new(),
+            metrics,
+            tx,
+            opts: TailOptions {
+                poll_interval: Duration::from_millis(250),
+                read_buffer_bytes: 4096,
+                max_line_bytes: 1024,
+                partial_line_timeout: Duration::from_secs(5),
+                rotated_idle_timeout: Duration::from_secs(5),
+                batch_max_lines: 100,
+                skip_empty_lines: false,
+            },
+            glob_rescan: Duration::from_secs(1),
+            hostname: "h".into(),
+            max_open_files: 10,
+        })
+    }
+
+    fn entry(path: &std::path::Path) -> Arc<CollectEntry> {
+        Arc::new(CollectEntry {
+            path: path.to_string_lossy().into_owned(),
+            topic: "t".into(),
+            exclude: vec![],
+            key: KeyMode::None,
+            from: StartFrom::Beginning,
+            max_line_bytes: None,
+            multiline: None,
+            fields: Default::default(),
+            skip_empty_lines: None,
+        })
+    }
+
+    /// The partial-line timer, on virtual time: the unterminated line is held for exactly
+    /// `partial_line_timeout` of idleness, then shipped as it is.
+    #[tokio::test(start_paused = true)]
+    async fn partial_line_is_held_until_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"full\nhalf").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), shared(tx), cancel.clone()));
+        let first = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("first batch never came")
+            .unwrap();
+        assert_eq!(first.lines, vec![bytes::Bytes::from_static(b"full")]);
+        let start = Instant::now();
+        let second = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("partial line never flushed")
+            .unwrap();
+        let waited = start.elapsed();
+        assert_eq!(second.lines, vec![bytes::Bytes::from_static(b"half")]);
+        assert!(
+            waited >= Duration::from_secs(5),
+            "flushed after {waited:?}, before the timeout"
+        );
+        assert!(
+            waited < Duration::from_secs(6),
+            "flushed after {waited:?}, long after the timeout"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
     }
 }

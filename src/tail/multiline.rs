@@ -89,7 +89,10 @@ mod tests {
     use crate::tail::reader::LineSplitter;
 
     fn texts(s: &Split) -> Vec<String> {
-        s.lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect()
+        s.lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
     }
 
     fn split_of(data: &[u8]) -> Split {
@@ -101,8 +104,13 @@ mod tests {
     #[test]
     fn stack_traces_become_one_record_and_the_last_group_is_held() {
         let mut m = Multiline::new(Regex::new(r"^\d{4}-").unwrap(), 1 << 20);
-        let out = m.feed(split_of(b"2024-01-01 boom\n  at a()\n  at b()\n2024-01-01 ok\n2024-01-02 next\n  at c()\n"));
-        assert_eq!(texts(&out), vec!["2024-01-01 boom\n  at a()\n  at b()", "2024-01-01 ok"]);
+        let out = m.feed(split_of(
+            b"2024-01-01 boom\n  at a()\n  at b()\n2024-01-01 ok\n2024-01-02 next\n  at c()\n",
+        ));
+        assert_eq!(
+            texts(&out),
+            vec!["2024-01-01 boom\n  at a()\n  at b()", "2024-01-01 ok"]
+        );
         assert_eq!(out.end_offset, 48, "offset stops before the held group");
         assert!(m.has_pending());
         let rest = m.flush();

@@ -178,7 +178,12 @@ impl LineSplitter {
     }
 
     /// Marks a skipped line so the consumed range still advances past it.
-    fn consume_without_record(&self, ranges: &mut Vec<(usize, usize, usize)>, start: usize, end: usize) {
+    fn consume_without_record(
+        &self,
+        ranges: &mut Vec<(usize, usize, usize)>,
+        start: usize,
+        end: usize,
+    ) {
         ranges.push((start, usize::MAX, end));
     }
 
@@ -299,7 +304,7 @@ mod tests {
     fn reads_from_file_and_stops_at_the_memory_bound() {
         use std::io::Write;
         let mut f = tempfile::tempfile().unwrap();
-        f.write_all(&vec![b'a'; 100]).unwrap();
+        f.write_all(&[b'a'; 100]).unwrap();
         let mut s = LineSplitter::new(0, 16, 8, false);
         let mut total = 0;
         loop {
@@ -309,7 +314,11 @@ mod tests {
             }
             total += n;
         }
-        assert!(s.pending_len() <= 16 + 8, "buffer grew to {}", s.pending_len());
+        assert!(
+            s.pending_len() <= 16 + 8,
+            "buffer grew to {}",
+            s.pending_len()
+        );
         assert_eq!(total, s.pending_len());
         let split = s.take_lines(100);
         assert!(split.lines.iter().all(|l| l.len() == 8));

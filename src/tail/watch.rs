@@ -34,20 +34,21 @@ impl WatchHub {
     pub fn new() -> Arc<WatchHub> {
         let routes: Arc<Mutex<Routes>> = Arc::default();
         let r = routes.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(event) => {
-                let routes = lock(&r);
-                for path in &event.paths {
-                    if let Some(ns) = routes.files.get(path) {
-                        ns.iter().for_each(|n| n.notify_one());
-                    }
-                    if let Some((_, ns)) = path.parent().and_then(|d| routes.dirs.get(d)) {
-                        ns.iter().for_each(|n| n.notify_one());
+        let watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(event) => {
+                    let routes = lock(&r);
+                    for path in &event.paths {
+                        if let Some(ns) = routes.files.get(path) {
+                            ns.iter().for_each(|n| n.notify_one());
+                        }
+                        if let Some((_, ns)) = path.parent().and_then(|d| routes.dirs.get(d)) {
+                            ns.iter().for_each(|n| n.notify_one());
+                        }
                     }
                 }
-            }
-            Err(e) => debug!("file event error (polling covers it): {e}"),
-        });
+                Err(e) => debug!("file event error (polling covers it): {e}"),
+            });
         let watcher = match watcher {
             Ok(w) => Some(w),
             Err(e) => {
@@ -71,7 +72,12 @@ impl WatchHub {
             e.0 == 1
         };
         if first {
-            if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(w) = self
+                .watcher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
                 if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
                     debug!(dir = %dir.display(), "cannot watch directory (polling covers it): {e}");
                 }
@@ -82,7 +88,9 @@ impl WatchHub {
     pub fn unwatch_dir(&self, dir: &Path, waker: &Arc<Notify>) {
         let last = {
             let mut routes = lock(&self.routes);
-            let Some(e) = routes.dirs.get_mut(dir) else { return };
+            let Some(e) = routes.dirs.get_mut(dir) else {
+                return;
+            };
             e.0 -= 1;
             e.1.retain(|n| !Arc::ptr_eq(n, waker));
             if e.0 == 0 {
@@ -93,7 +101,12 @@ impl WatchHub {
             }
         };
         if last {
-            if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(w) = self
+                .watcher
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
                 let _ = w.unwatch(dir);
             }
         }

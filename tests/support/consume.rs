@@ -131,6 +131,12 @@ async fn assigned_consumer(
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.auto.commit", "false")
+        // librdkafka's assign() needs a group handle even without subscribing; a unique id keeps
+        // tests from sharing one.
+        .set(
+            "group.id",
+            format!("logagent-test-{}-{}", std::process::id(), fastrand_id()),
+        )
         .set("fetch.wait.max.ms", "100")
         .create()?;
     let mut tpl = TopicPartitionList::new();
@@ -161,4 +167,10 @@ fn to_consumed<M: Message>(m: &M) -> Consumed {
             })
             .unwrap_or_default(),
     }
+}
+
+fn fastrand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }

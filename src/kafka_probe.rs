@@ -1,0 +1,53 @@
+//! Whether Kafka is reachable, for `/readyz`, `/metrics` and the status in etcd.
+//!
+//! librdkafka says when every broker is down (error callback) and deliveries say when one answers, but
+//! with no traffic nothing would ever say it came back. So while the flag is down, this asks the cluster
+//! for metadata every few seconds; while it is up, the callbacks are enough and the cluster is not
+//! bothered.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::Producer;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::sink::KafkaProducer;
+
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs until `stop`.
+pub async fn run(
+    producer: Arc<KafkaProducer>,
+    reachable: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut last = reachable.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+        }
+        if !reachable.load(Ordering::Relaxed) {
+            let p = producer.clone();
+            let probe = tokio::task::spawn_blocking(move || {
+                p.client().fetch_metadata(None, PROBE_TIMEOUT).is_ok()
+            });
+            let answered = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = probe => r.unwrap_or(false),
+            };
+            if answered {
+                reachable.store(true, Ordering::Relaxed);
+            }
+        }
+        let now = reachable.load(Ordering::Relaxed);
+        // Going down is logged by the sink's error callback, which knows why.
+        if now && !last {
+            info!("Kafka is reachable again");
+        }
+        last = now;
+    }
+}

@@ -1,0 +1,574 @@
+//! Kafka delivery under faults (issue 5, "Done when"), with the agent binary as a separate process:
+//!
+//! - a real broker (tansu, sqlite storage so that what it acknowledged survives) stopped for 30 s
+//!   while 100k lines are written, then restarted: every line arrives, RSS stays under a bound;
+//! - a broker that never comes back: the agent keeps running with flat RSS, its checkpoint never
+//!   passes what was acknowledged, and SIGTERM exits within the shutdown deadline;
+//! - a record larger than the maximum message size is reported (topic and file) and skipped, the
+//!   rest flows: rejected by size before it leaves (tansu has no size limit of its own), and
+//!   rejected by a broker (librdkafka's mock cluster answering MSG_SIZE_TOO_LARGE);
+//! - transient broker errors and leader moves (mock cluster): every line arrives, once, in order.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde::Deserialize;
+use support::{agent_config, append_lines, consume, wait_until, Agent, Etcd, Storage, Tansu};
+
+const IP: &str = "10.20.30.42";
+const KEY: &str = "collect_log_conf/10.20.30.42";
+const MIB: u64 = 1024 * 1024;
+/// The RSS bound asserted during outages, for the memory settings below.
+const RSS_BOUND: u64 = 64 * MIB;
+/// Upper bound for waits on the agent; none of them is a speed assertion.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// What bounds memory while Kafka is away (the README: "memory stays bounded by configuration"):
+/// librdkafka's queue (8 MiB or 10k records) and 8 batches in the channel. Smaller than the defaults
+/// so that the lines written during an outage (~50 MB) overflow every buffer many times: unbounded
+/// buffering would show as RSS growing far past the bound, and the tailers must stop reading.
+const MEMORY_ENV: [(&str, &str); 3] = [
+    ("LOGAGENT_KAFKA__QUEUE_MAX_KBYTES", "8192"),
+    ("LOGAGENT_KAFKA__QUEUE_MAX_MESSAGES", "10000"),
+    ("LOGAGENT_TAIL__CHANNEL_CAPACITY", "8"),
+];
+/// Lines of the outage tests: 512 bytes with the newline, numbered.
+const BIG: usize = 511;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
+}
+
+fn line(tag: &str, seq: usize) -> String {
+    format!("{tag} {seq:08} {:x<w$}", "", w = BIG - tag.len() - 10)
+}
+
+fn lines(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| line(tag, i)).collect()
+}
+
+fn short_lines(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{tag} {i:06}")).collect()
+}
+
+/// Resident set size of a process, from /proc/<pid>/status.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples a process's RSS every 200 ms until stopped.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(Duration, u64)>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(bytes) = rss(pid) {
+                    samples.push((start.elapsed(), bytes));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            samples
+        });
+        RssSampler { stop, task }
+    }
+
+    /// The samples, as (time since start, bytes).
+    async fn finish(self) -> anyhow::Result<Vec<(Duration, u64)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.task.await?;
+        anyhow::ensure!(!samples.is_empty(), "no RSS sample (agent not running?)");
+        Ok(samples)
+    }
+}
+
+fn peak(samples: &[(Duration, u64)], from: Duration, to: Duration) -> u64 {
+    samples
+        .iter()
+        .filter(|(t, _)| *t >= from && *t < to)
+        .map(|(_, b)| *b)
+        .max()
+        .unwrap_or(0)
+}
+
+#[derive(Deserialize)]
+struct CheckpointDoc {
+    files: Vec<Record>,
+}
+
+#[derive(Deserialize)]
+struct Record {
+    path: PathBuf,
+    offset: u64,
+}
+
+/// The checkpointed offset of the record whose path is `path`, if any.
+fn checkpointed(state_dir: &Path, path: &Path) -> anyhow::Result<Option<u64>> {
+    let file = state_dir.join("checkpoints.json");
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
+    };
+    let doc: CheckpointDoc =
+        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", file.display()))?;
+    Ok(doc.files.iter().find(|r| r.path == path).map(|r| r.offset))
+}
+
+/// One log file collected into one topic, against etcd and a given bootstrap address.
+struct World {
+    etcd: Etcd,
+    dir: tempfile::TempDir,
+    bootstrap: String,
+    topic: String,
+}
+
+impl World {
+    async fn start(bootstrap: String, topic: &str) -> anyhow::Result<World> {
+        let w = World {
+            etcd: Etcd::start().await?,
+            dir: tempfile::tempdir()?,
+            bootstrap,
+            topic: topic.to_string(),
+        };
+        std::fs::create_dir_all(w.dir.path().join("logs"))?;
+        let value = serde_json::json!([{"path": w.log(), "topic": topic}]);
+        w.etcd.put(KEY, &value.to_string()).await?;
+        Ok(w)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("logs").join("app.log")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The agent config; one broker of a cluster is enough to bootstrap from.
+    fn config(&self) -> String {
+        let first = self.bootstrap.split(',').next().unwrap_or_default();
+        agent_config(&self.state_dir(), &self.etcd.endpoint(), first, IP)
+    }
+
+    fn size(&self) -> anyhow::Result<u64> {
+        Ok(std::fs::metadata(self.log())?.len())
+    }
+
+    async fn texts(&self, n: usize, timeout: Duration) -> anyhow::Result<Vec<String>> {
+        Ok(consume(&self.bootstrap, &self.topic, n, timeout)
+            .await?
+            .iter()
+            .map(|c| c.text())
+            .collect())
+    }
+
+    /// Waits until the checkpoint says every byte of the file is acknowledged; returns its size.
+    async fn wait_all_acknowledged(&self) -> anyhow::Result<u64> {
+        let size = self.size()?;
+        let (state, log) = (self.state_dir(), self.log());
+        wait_until(
+            &format!("checkpoint offset {size} (every line acknowledged)"),
+            WAIT,
+            || {
+                let ok = checkpointed(&state, &log).is_ok_and(|o| o == Some(size));
+                async move { ok }
+            },
+        )
+        .await?;
+        Ok(size)
+    }
+}
+
+/// Every line of `want` arrived at least once; returns how many records were extra copies.
+fn assert_all_arrived(got: &[String], want: &[String]) -> usize {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for g in got {
+        *counts.entry(g.as_str()).or_default() += 1;
+    }
+    let lost: Vec<&String> = want
+        .iter()
+        .filter(|w| !counts.contains_key(w.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} lines never arrived, e.g. {:?}",
+        lost.len(),
+        want.len(),
+        lost.iter()
+            .take(5)
+            .map(|l| &l[..l.len().min(20)])
+            .collect::<Vec<_>>()
+    );
+    got.len() - counts.len()
+}
+
+async fn stop_agent(agent: &mut Agent) -> anyhow::Result<()> {
+    agent.sigterm()?;
+    let status = agent.wait_exit(WAIT).await?;
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_30s_while_100k_lines_are_written_then_back() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut kafka = Tansu::start(Storage::Sqlite).await?;
+    kafka.create_topic("outage", 3).await?;
+    let w = World::start(kafka.bootstrap(), "outage").await?;
+    let before = lines("pre", 0..2_000);
+    append_lines(&w.log(), &before)?;
+    let mut agent = Agent::start_with_env(&bin(), &w.config(), &MEMORY_ENV)?;
+    w.texts(before.len(), WAIT).await?;
+    w.wait_all_acknowledged().await?;
+
+    let pid = agent.pid().context("agent pid")?;
+    let sampler = RssSampler::start(pid);
+    kafka.stop().await;
+    let outage = Instant::now();
+    // 100k lines of 512 bytes (~51 MB) in 100 writes spread over ~25 s of the 30 s outage.
+    let during = lines("out", 0..100_000);
+    for chunk in during.chunks(1_000) {
+        append_lines(&w.log(), chunk)?;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+    assert!(agent.is_running(), "agent exited during the outage");
+    let samples = sampler.finish().await?;
+    kafka.restart().await?;
+    eprintln!("broker back after {:?}", outage.elapsed());
+
+    let want: Vec<String> = before.iter().chain(&during).cloned().collect();
+    let got = w.texts(want.len(), Duration::from_secs(180)).await?;
+    let dups = assert_all_arrived(&got, &want);
+    let top = peak(&samples, Duration::ZERO, Duration::MAX);
+    eprintln!(
+        "{} lines, {} records read ({dups} extra copies); peak RSS during the outage {:.1} MiB; {:?}",
+        want.len(),
+        got.len(),
+        top as f64 / MIB as f64,
+        started.elapsed()
+    );
+    assert!(
+        top <= RSS_BOUND,
+        "RSS reached {top} bytes during the outage (bound {RSS_BOUND})"
+    );
+    stop_agent(&mut agent).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_that_never_returns_keeps_memory_flat_and_offsets_put() -> anyhow::Result<()> {
+    const GRACE: Duration = Duration::from_millis(2_000);
+    let started = Instant::now();
+    let mut kafka = Tansu::start(Storage::Memory).await?;
+    kafka.create_topic("gone", 3).await?;
+    let w = World::start(kafka.bootstrap(), "gone").await?;
+    append_lines(&w.log(), &lines("pre", 0..2_000))?;
+    let mut env = MEMORY_ENV.to_vec();
+    env.push(("LOGAGENT_SHUTDOWN__GRACE_MS", "2000"));
+    let mut agent = Agent::start_with_env(&bin(), &w.config(), &env)?;
+    w.texts(2_000, WAIT).await?;
+    let acked = w.wait_all_acknowledged().await?;
+
+    let pid = agent.pid().context("agent pid")?;
+    kafka.kill();
+    let sampler = RssSampler::start(pid);
+    let mut offsets = Vec::new();
+    // 100k lines of 512 bytes over ~16 s, while the checkpoint is watched.
+    for chunk in lines("gone", 0..100_000).chunks(625) {
+        append_lines(&w.log(), chunk)?;
+        offsets.push(checkpointed(&w.state_dir(), &w.log())?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(agent.is_running(), "agent exited while the broker was gone");
+    let samples = sampler.finish().await?;
+    let passed: Vec<&Option<u64>> = offsets.iter().filter(|o| **o != Some(acked)).collect();
+    assert!(
+        passed.is_empty(),
+        "checkpoint moved off the acknowledged offset {acked} while nothing could be acknowledged: {passed:?}"
+    );
+    // Buffers fill within the first seconds; after that, memory must not grow with the outage.
+    let (early, late) = (
+        peak(&samples, Duration::from_secs(4), Duration::from_secs(10)),
+        peak(&samples, Duration::from_secs(10), Duration::MAX),
+    );
+    eprintln!(
+        "RSS peak {:.1} MiB in 4-10 s, {:.1} MiB after 10 s of the outage",
+        early as f64 / MIB as f64,
+        late as f64 / MIB as f64
+    );
+    assert!(
+        early.max(late) <= RSS_BOUND,
+        "RSS over the bound {RSS_BOUND}: {early} / {late}"
+    );
+    assert!(
+        late <= early + 6 * MIB,
+        "RSS kept growing with the outage: {early} bytes in 4-10 s, {late} after 10 s"
+    );
+
+    sigterm_within(&mut agent, GRACE).await?;
+    eprintln!("never-returning broker: {:?}", started.elapsed());
+    assert!(
+        agent
+            .log_contents()
+            .contains("not acknowledged by the deadline"),
+        "the shutdown should report the records it gave up on"
+    );
+    assert_eq!(
+        checkpointed(&w.state_dir(), &w.log())?,
+        Some(acked),
+        "final checkpoint passed the acknowledged offset"
+    );
+    Ok(())
+}
+
+/// Seconds since midnight (UTC) at which the agent's last log line containing `needle` was written.
+fn logged_at(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().rev().find(|l| l.contains(needle))?;
+    // 2026-01-02T13:06:37.688609Z
+    let time = line.split_whitespace().next()?.split('T').nth(1)?;
+    let mut hms = time.trim_end_matches('Z').split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        hms.next()?.parse().ok()?,
+        hms.next()?.parse().ok()?,
+        hms.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+fn now_of_day() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_nanos()) * 1e-9
+}
+
+/// SIGTERM, then checks the shutdown against `grace` from the agent's own log: reading stopped and
+/// deliveries were flushed (or given up) within the grace period, and the process was gone within
+/// a second of its last line. The final checkpoint write in between is not timed: it waits for
+/// fsync, which on a busy disk takes what it takes.
+async fn sigterm_within(agent: &mut Agent, grace: Duration) -> anyhow::Result<()> {
+    agent.sigterm()?;
+    let status = agent.wait_exit(WAIT).await?;
+    let exited = now_of_day();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let log = agent.log_contents();
+    let at = |needle: &str| {
+        logged_at(&log, needle).with_context(|| format!("no {needle:?} in the agent log"))
+    };
+    let signal = at("signal received")?;
+    let verdict = at("records not acknowledged by the deadline")
+        .or_else(|_| at("all records handed to Kafka were acknowledged"))?;
+    let bye = at("final checkpoint written; bye")?;
+    let since = |from: f64, to: f64| Duration::from_secs_f64((to - from).rem_euclid(86_400.0));
+    let (flushed, teardown) = (since(signal, verdict), since(bye, exited));
+    eprintln!(
+        "SIGTERM: flushed after {flushed:?} (grace {grace:?}), exited {teardown:?} after the \
+         final checkpoint, {:?} in all",
+        since(signal, exited)
+    );
+    assert!(
+        flushed <= grace + Duration::from_millis(500),
+        "stopping and flushing took {flushed:?} with shutdown.grace_ms = {}",
+        grace.as_millis()
+    );
+    assert!(
+        teardown <= Duration::from_secs(1),
+        "the process lingered {teardown:?} after its final checkpoint"
+    );
+    // What was not delivered is summed up, not reported record by record (10k of them in the
+    // outage test). librdkafka's own connection errors are not the agent's doing.
+    let shutdown_log: Vec<&str> = log[log.rfind("signal received").unwrap_or(0)..]
+        .lines()
+        .filter(|l| !l.contains("librdkafka") && !l.contains("Kafka client error"))
+        .collect();
+    assert!(
+        shutdown_log.len() <= 50,
+        "{} log lines during shutdown, e.g. {:?}",
+        shutdown_log.len(),
+        &shutdown_log[..5]
+    );
+    Ok(())
+}
+
+/// The agent log line reporting a skipped record, which must name the topic and the file.
+fn skip_report(agent: &Agent) -> Option<String> {
+    agent
+        .log_contents()
+        .lines()
+        .find(|l| l.contains("permanently rejected a record"))
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_over_message_max_bytes_is_reported_and_skipped() -> anyhow::Result<()> {
+    let kafka = Tansu::start(Storage::Memory).await?;
+    kafka.create_topic("sized", 1).await?;
+    let w = World::start(kafka.bootstrap(), "sized").await?;
+    // tansu accepts any size, so the limit is the producer's message.max.bytes, set to a broker's
+    // limit as an operator would; lines stay whole (max_line_bytes is 1 MiB).
+    let config = format!(
+        "{}\n[kafka.options]\n\"message.max.bytes\" = \"20000\"\n",
+        w.config()
+    );
+    let want: Vec<String> = short_lines("ok", 0..200);
+    append_lines(&w.log(), &want[..100])?;
+    append_lines(&w.log(), &["x".repeat(50_000)])?;
+    append_lines(&w.log(), &want[100..])?;
+    let mut agent = Agent::start(&bin(), &config)?;
+    agent
+        .wait_for_log("permanently rejected a record", WAIT)
+        .await?;
+    let got = w.texts(want.len(), WAIT).await?;
+    assert_eq!(
+        got, want,
+        "the lines around the rejected one, once each, in order"
+    );
+    let report = skip_report(&agent).context("skip report")?;
+    assert!(
+        report.contains("sized") && report.contains(&*w.log().to_string_lossy()),
+        "report should name the topic and the file: {report}"
+    );
+    stop_agent(&mut agent).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_rejected_by_the_broker_as_too_large_is_reported_and_skipped() -> anyhow::Result<()>
+{
+    let mock = MockCluster::new(1)?;
+    mock.create_topic("mock_sized", 1, 1)?;
+    let w = World::start(mock.bootstrap_servers(), "mock_sized").await?;
+    let want = short_lines("ok", 0..600);
+    append_lines(&w.log(), &want[..300])?;
+    let mut agent = Agent::start(&bin(), &w.config())?;
+    w.texts(300, WAIT).await?;
+    w.wait_all_acknowledged().await?;
+
+    // Nothing is in flight now, so the next produce request carries the one line written next,
+    // and the broker answers it with MSG_SIZE_TOO_LARGE.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    append_lines(&w.log(), &["y".repeat(3_000)])?;
+    agent
+        .wait_for_log("permanently rejected a record", WAIT)
+        .await?;
+    append_lines(&w.log(), &want[300..])?;
+    let got = w.texts(want.len(), WAIT).await?;
+    assert_eq!(
+        got, want,
+        "the lines around the rejected one, once each, in order"
+    );
+    let report = skip_report(&agent).context("skip report")?;
+    assert!(
+        report.contains("mock_sized") && report.contains(&*w.log().to_string_lossy()),
+        "report should name the topic and the file: {report}"
+    );
+    // Skipped means done with: the offset moves past it, so a restart does not send it again.
+    w.wait_all_acknowledged().await?;
+    stop_agent(&mut agent).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_broker_errors_and_leader_moves_lose_nothing() -> anyhow::Result<()> {
+    const TOPIC: &str = "mock_flaky";
+    let mock = MockCluster::new(3)?;
+    mock.create_topic(TOPIC, 3, 1)?;
+    let w = World::start(mock.bootstrap_servers(), TOPIC).await?;
+    let want = short_lines("flaky", 0..40_000);
+    append_lines(&w.log(), &want[..10_000])?;
+    let mut agent = Agent::start(&bin(), &w.config())?;
+    w.texts(10_000, WAIT).await?;
+
+    use RDKafkaRespErr::*;
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+    append_lines(&w.log(), &want[10_000..20_000])?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for p in 0..3 {
+        mock.partition_leader(TOPIC, p, Some(2))?;
+    }
+    append_lines(&w.log(), &want[20_000..30_000])?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    mock.broker_down(2)?;
+    append_lines(&w.log(), &want[30_000..35_000])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mock.broker_up(2)?;
+    append_lines(&w.log(), &want[35_000..])?;
+
+    let got = w.texts(want.len(), WAIT).await?;
+    let dups = assert_all_arrived(&got, &want);
+    // The idempotent producer retries these without duplicates, and one file keeps one partition.
+    assert_eq!(dups, 0, "records duplicated by retries");
+    assert_eq!(got, want, "order of the file's lines");
+    assert!(
+        skip_report(&agent).is_none(),
+        "a transient error made the agent skip a record: {:?}",
+        skip_report(&agent)
+    );
+    stop_agent(&mut agent).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_waiting_for_an_unreachable_cluster_meets_the_deadline() -> anyhow::Result<()>
+{
+    const GRACE: Duration = Duration::from_millis(2_000);
+    let mut kafka = Tansu::start(Storage::Memory).await?;
+    kafka.create_topic("unseen", 1).await?;
+    let w = World::start(kafka.bootstrap(), "unseen").await?;
+    append_lines(&w.log(), &[] as &[&str])?;
+    let mut agent = Agent::start_with_env(
+        &bin(),
+        &w.config(),
+        &[("LOGAGENT_SHUTDOWN__GRACE_MS", "2000")],
+    )?;
+    agent.wait_for_log("tailing file", WAIT).await?;
+    // The first record for a topic needs its metadata, which an unreachable cluster never gives.
+    kafka.kill();
+    append_lines(&w.log(), &short_lines("late", 0..100))?;
+    agent
+        .wait_for_log("cannot read Kafka metadata", WAIT)
+        .await?;
+    // Past the retry's short backoff: the signal lands while a metadata request is waiting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sigterm_within(&mut agent, GRACE).await?;
+    assert!(
+        checkpointed(&w.state_dir(), &w.log())?.unwrap_or(0) == 0,
+        "offset moved while nothing could be acknowledged"
+    );
+    Ok(())
+}
