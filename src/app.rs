@@ -157,6 +157,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         ck_stop.clone(),
     ));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // Dropped when `run` returns, so pings also cover the shutdown, which TimeoutStopSec bounds.
+    let _watchdog = spawn_watchdog();
 
     shutdown.cancelled().await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -208,4 +210,28 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     }
     info!("final checkpoint written; bye");
     Ok(())
+}
+
+/// Pings systemd's watchdog at half the `WatchdogSec` interval when the unit sets one, so a wedged
+/// runtime gets the service restarted. Pinging stops when the returned guard is dropped.
+fn spawn_watchdog() -> Option<tokio_util::sync::DropGuard> {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let every = Duration::from_micros(usec) / 2;
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tick.tick() => {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+    });
+    Some(stop.drop_guard())
 }

@@ -12,6 +12,8 @@ use tracing::{info, warn};
 use logagent::fleet;
 use logagent::settings::{self, LogFormat, Settings};
 
+mod reload;
+
 const DEFAULT_CONFIG: &str = "/etc/logagent/logagent.toml";
 
 #[derive(Parser)]
@@ -51,24 +53,34 @@ enum Command {
     },
 }
 
-fn init_logging(s: &Settings, cli: Option<CliLogFormat>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&s.log.level));
+/// Installs the subscriber; the returned handle lets SIGHUP swap the filter, and the flag says a
+/// valid `RUST_LOG` chose it (it then keeps winning over `log.level`).
+fn init_logging(s: &Settings, cli: Option<CliLogFormat>) -> (reload::FilterHandle, bool) {
+    use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        from_env.unwrap_or_else(|| EnvFilter::new(&s.log.level)),
+    );
     let json = match cli {
         Some(CliLogFormat::Json) => true,
         Some(CliLogFormat::Compact) => false,
         None => matches!(s.log.format, LogFormat::Json),
     };
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().flatten_event(true).init();
+    let layer = fmt::layer().with_writer(std::io::stderr);
+    let layer = if json {
+        layer.json().flatten_event(true).boxed()
     } else {
-        b.compact()
+        layer
+            .compact()
             .with_ansi(std::io::stderr().is_terminal())
-            .init();
-    }
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .init();
+    (handle, pinned)
 }
 
 fn main() -> ExitCode {
@@ -118,13 +130,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => {
             let s = settings::load(&cli.config)
                 .with_context(|| format!("configuration {}", cli.config.display()))?;
-            init_logging(&s, cli.log_format);
+            let (filter, pinned) = init_logging(&s, cli.log_format);
+            let reloader = reload::Reloader::new(cli.config.clone(), filter, pinned);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(signals(shutdown.clone()));
+                tokio::spawn(signals(shutdown.clone(), reloader));
                 logagent::app::run(s, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
@@ -134,11 +147,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The only place that touches OS signals: the first SIGTERM/SIGINT starts the ordered shutdown, a
 /// second one exits at once (offsets on disk only ever hold acknowledged positions, so that is safe).
-async fn signals(shutdown: CancellationToken) {
+/// SIGHUP reloads the config file (see `reload`).
+async fn signals(shutdown: CancellationToken, mut reloader: reload::Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         warn!("cannot install signal handlers");
         return;
@@ -148,6 +163,10 @@ async fn signals(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                reloader.reload_and_log();
+                continue;
+            }
         }
         seen += 1;
         if seen == 1 {
