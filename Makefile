@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 BENCH_ARGS ?=
 
-.PHONY: all help deps build lint fmt test demo bench deb rpm
+.PHONY: all help deps build lint fmt test demo bench
 
 all: build
 
@@ -15,11 +15,12 @@ help:
 	@echo "make deps   install protoc, etcd 3.4, rpm and the tansu broker (skips what is there)"
 	@echo "make build  cargo build --release"
 	@echo "make lint   rustfmt check + clippy with warnings as errors"
-	@echo "make test   deps, lint, then every test (integration tests start etcd and tansu)"
+	@echo "make test   deps, lint, every test (integration tests start etcd and tansu), package-test"
 	@echo "make demo   run the agent end to end against local etcd and tansu"
 	@echo "make bench  throughput benchmark (BENCH_ARGS=... passes arguments)"
 	@echo "make deb    Debian package (cargo deb)"
 	@echo "make rpm    RPM package (cargo generate-rpm)"
+	@echo "make package-test  build both packages, install and purge the .deb here, inspect the .rpm"
 
 deps:
 	scripts/install-deps.sh
@@ -36,6 +37,7 @@ lint: deps
 
 test: lint
 	$(CARGO) test --all-targets
+	$(MAKE) package-test
 
 demo:
 	scripts/demo.sh
@@ -44,11 +46,4 @@ bench: deps
 	$(CARGO) build --release --bin logagent
 	$(CARGO) run --release --example bench -- $(or $(BENCH_ARGS),--scenario all)
 
-deb: deps
-	@command -v cargo-deb >/dev/null || $(CARGO) install --locked cargo-deb
-	$(CARGO) deb
-
-rpm: deps
-	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install --locked cargo-generate-rpm
-	$(CARGO) build --release
-	$(CARGO) generate-rpm
+include packaging/Makefile.inc
