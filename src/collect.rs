@@ -34,6 +34,23 @@ pub struct CollectEntry {
     pub skip_empty_lines: Option<bool>,
 }
 
+impl CollectEntry {
+    /// An entry in the seed fleets' form: a path and a topic, every option at its default.
+    pub fn new(path: impl Into<String>, topic: impl Into<String>) -> CollectEntry {
+        CollectEntry {
+            path: path.into(),
+            topic: topic.into(),
+            exclude: Vec::new(),
+            key: KeyMode::None,
+            from: StartFrom::Beginning,
+            max_line_bytes: None,
+            multiline: None,
+            fields: BTreeMap::new(),
+            skip_empty_lines: None,
+        }
+    }
+}
+
 /// The Kafka record key. JSON: `"none"`, `"path"`, `"host"` or `{"fixed": "text"}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

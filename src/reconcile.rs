@@ -198,20 +198,10 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{KeyMode, StartFrom};
+    use crate::collect::KeyMode;
 
     fn entry(path: &str, topic: &str) -> CollectEntry {
-        CollectEntry {
-            path: path.into(),
-            topic: topic.into(),
-            exclude: vec![],
-            key: KeyMode::None,
-            from: StartFrom::Beginning,
-            max_line_bytes: None,
-            multiline: None,
-            fields: Default::default(),
-            skip_empty_lines: None,
-        }
+        CollectEntry::new(path, topic)
     }
 
     fn running(entries: &[CollectEntry]) -> BTreeMap<String, CollectEntry> {

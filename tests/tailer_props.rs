@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use logagent::checkpoint::CheckpointStore;
-use logagent::collect::{CollectEntry, KeyMode, StartFrom};
+use logagent::collect::CollectEntry;
 use logagent::registry::Registry;
 use logagent::sink::Batch;
 use logagent::tail::discover::{run_entry, Shared};
@@ -83,17 +83,7 @@ const RETENTION: Duration = Duration::from_secs(3600);
 
 impl Harness {
     fn entry(&self) -> CollectEntry {
-        CollectEntry {
-            path: self.log.to_string_lossy().into_owned(),
-            topic: "t".into(),
-            exclude: vec![],
-            key: KeyMode::None,
-            from: StartFrom::Beginning,
-            max_line_bytes: None,
-            multiline: None,
-            fields: Default::default(),
-            skip_empty_lines: None,
-        }
+        CollectEntry::new(self.log.to_string_lossy(), "t")
     }
 
     fn start(&mut self) {

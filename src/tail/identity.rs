@@ -78,12 +78,10 @@ pub fn tail_hash(file: &File, offset: u64) -> io::Result<String> {
     Ok(hash_hex(&bytes))
 }
 
-/// xxh3 of `bytes` as 16 hex digits; "" for no bytes. Stable across versions: it is stored on disk.
+/// xxh3 of `bytes` as 16 hex digits; "" for no bytes: the checkpoint's own encoding, since it is
+/// compared with what is stored on disk.
 pub fn hash_hex(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        return String::new();
-    }
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+    crate::checkpoint::fingerprint_hex(bytes)
 }
 
 fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {

@@ -336,7 +336,7 @@ impl Tailer {
 mod tests {
     use super::discover::{run_entry, Shared};
     use super::*;
-    use crate::collect::{CollectEntry, KeyMode, StartFrom};
+    use crate::collect::CollectEntry;
 
     fn shared(tx: mpsc::Sender<Batch>) -> Arc<Shared> {
         let metrics = Metrics::new(false);
@@ -361,17 +361,7 @@ mod tests {
     }
 
     fn entry(path: &std::path::Path) -> Arc<CollectEntry> {
-        Arc::new(CollectEntry {
-            path: path.to_string_lossy().into_owned(),
-            topic: "t".into(),
-            exclude: vec![],
-            key: KeyMode::None,
-            from: StartFrom::Beginning,
-            max_line_bytes: None,
-            multiline: None,
-            fields: Default::default(),
-            skip_empty_lines: None,
-        })
+        Arc::new(CollectEntry::new(path.to_string_lossy(), "t"))
     }
 
     /// The partial-line timer, on virtual time: the unterminated line is held for exactly
