@@ -174,7 +174,7 @@ mod tests {
     fn reports_changed_added_and_removed_keys_including_nested_options() {
         let old =
             keys("[log]\nlevel = \"info\"\n[kafka.options]\n\"socket.timeout.ms\" = \"60000\"\n");
-        let new = keys("[log]\nlevel = \"debug\"\n[kafka]\nlinger_ms = 20\n[kafka.options]\n\"fetch.wait.max.ms\" = \"5\"\n");
+        let new = keys("[log]\nlevel = \"debug\"\n[kafka]\nlinger_ms = 50\n[kafka.options]\n\"fetch.wait.max.ms\" = \"5\"\n");
         assert_eq!(
             changed_keys(&old, &new),
             [
@@ -222,7 +222,7 @@ mod tests {
         let mut r = Reloader::new(f.path.clone(), f.handle.clone(), false);
         std::fs::write(
             &f.path,
-            "[log]\nlevel = \"debug\"\n[kafka]\nlinger_ms = 20\n",
+            "[log]\nlevel = \"debug\"\n[kafka]\nlinger_ms = 50\n",
         )
         .unwrap();
         let first = r.reload().unwrap();
