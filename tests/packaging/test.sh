@@ -73,10 +73,11 @@ rpm=$(packaging/build.sh rpm | tail -1) && [ -f "$rpm" ] && pass "built $rpm" ||
 
 echo "== binary"
 bin="${CARGO_TARGET_DIR:-target}/release/logagent"
-# Anything beyond the C library's own parts means a dynamic dependency the packages do not declare
-# (librdkafka, libssl, libz, ... must be compiled in).
-extra=$(ldd "$bin" | awk '{print $1}' | grep -Ev '^(linux-vdso\.so|/lib6?4?/ld-linux|ld-linux|libc\.so|libm\.so|libgcc_s\.so|libpthread\.so|libdl\.so|librt\.so)' || true)
-equals "only libc-family shared libraries (ldd)" "" "$(echo $extra)"
+# Anything beyond the C library's own parts and the system OpenSSL (declared: libssl3 / openssl-libs)
+# means a dynamic dependency the packages do not declare (librdkafka, libz, ... must be compiled in).
+extra=$(ldd "$bin" | awk '{print $1}' | grep -Ev '^(linux-vdso\.so|/lib6?4?/ld-linux|ld-linux|libc\.so|libm\.so|libgcc_s\.so|libpthread\.so|libdl\.so|librt\.so|libssl\.so\.3|libcrypto\.so\.3)' || true)
+equals "only libc-family and OpenSSL shared libraries (ldd)" "" "$(echo $extra)"
+check "deb declares the OpenSSL it links" sh -c 'dpkg-deb -f "$1" Depends | grep -q libssl3' _ "$deb"
 
 echo "== service contract without systemd (sd_notify READY/WATCHDOG/STOPPING, SIGHUP, SIGTERM)"
 contract=$(python3 tests/packaging/notify_check.py "$bin" 2>&1)
@@ -163,7 +164,8 @@ check "rpm preinstall creates the logagent user" sh -c 'echo "$1" | sed -n "/^pr
 check "rpm postinstall creates /var/lib/logagent" grep -q "install -d -o logagent -g logagent -m 0750 /var/lib/logagent" <<<"$scripts"
 check "rpm scripts enable and start nothing" enables_nothing "$scripts"
 requires=$(rpm -qpR "$rpm" 2>/dev/null)
-check "rpm requires no librdkafka/libssl/libz" sh -c '! echo "$1" | grep -Eiq "rdkafka|libssl|libz|libzstd|libsasl"' _ "$requires"
+check "rpm requires no librdkafka/libz/libsasl (compiled in)" sh -c '! echo "$1" | grep -Eiq "rdkafka|libz|libzstd|libsasl"' _ "$requires"
+check "rpm requires the OpenSSL it links" sh -c 'echo "$1" | grep -q openssl-libs' _ "$requires"
 check "rpm metadata: license" sh -c "rpm -qp --qf '%{LICENSE}' '$rpm' | grep -qx Apache-2.0"
 
 summary
