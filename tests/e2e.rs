@@ -210,3 +210,90 @@ async fn restart_resumes_without_loss_or_duplicates() -> anyhow::Result<()> {
     assert!(agent.wait_exit(Duration::from_secs(20)).await?.success());
     Ok(())
 }
+
+/// With Kafka gone, the first SIGTERM waits for deliveries (up to the grace period); a second one
+/// exits at once, and the checkpoint still holds only acknowledged offsets (here: none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once_with_offsets_safe() -> anyhow::Result<()> {
+    let etcd = Etcd::start().await?;
+    let dir = tempfile::tempdir()?;
+    let f = dir.path().join("never.log");
+    append_lines(&f, &lines("n", 0..100))?;
+    let dead_broker = format!("127.0.0.1:{}", support::free_port());
+    let state = dir.path().join("state");
+    let config = agent_config(&state, &etcd.endpoint(), &dead_broker, IP);
+    // Keyed, so records go straight into librdkafka's queue (no partition lookup) and stay in flight.
+    etcd.put(
+        KEY,
+        &serde_json::json!([{"path": f, "topic": "t", "key": "path"}]).to_string(),
+    )
+    .await?;
+    let http = format!("127.0.0.1:{}", support::free_port());
+    let mut agent = Agent::start_with_env(
+        &bin(),
+        &config,
+        &[
+            ("LOGAGENT_SHUTDOWN__GRACE_MS", "60000"),
+            ("LOGAGENT_HTTP__LISTEN", &http),
+        ],
+    )?;
+    support::wait_until(
+        "records in flight in the producer",
+        Duration::from_secs(20),
+        || {
+            let http = http.clone();
+            async move { in_flight(&http).unwrap_or(0) > 0 }
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", agent.log_contents()))?;
+    agent.sigterm()?;
+    agent
+        .wait_for_log("shutting down", Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        agent.is_running(),
+        "the first SIGTERM should wait for deliveries (grace 60 s):\n{}",
+        agent.log_contents()
+    );
+    let second = Instant::now();
+    agent.sigterm()?;
+    let status = agent.wait_exit(Duration::from_secs(5)).await?;
+    eprintln!(
+        "exited {:?} after the second SIGTERM with {status}",
+        second.elapsed()
+    );
+    assert!(
+        !status.success(),
+        "an immediate exit is not a clean one: {status}"
+    );
+    // Whatever the checkpoint holds, it never claims a line Kafka did not acknowledge.
+    if let Ok(text) = std::fs::read_to_string(state.join("checkpoints.json")) {
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        for file in v["files"].as_array().into_iter().flatten() {
+            assert_eq!(
+                file["offset"], 0,
+                "offset advanced without any acknowledgement: {file}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `logagent_records_in_flight` scraped from the agent's /metrics.
+fn in_flight(addr: &str) -> Option<i64> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    c.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with("logagent_records_in_flight "))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

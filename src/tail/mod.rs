@@ -339,6 +339,10 @@ mod tests {
     use crate::collect::CollectEntry;
 
     fn shared(tx: mpsc::Sender<Batch>) -> Arc<Shared> {
+        shared_with(tx, Duration::from_secs(5), Duration::from_secs(5))
+    }
+
+    fn shared_with(tx: mpsc::Sender<Batch>, partial: Duration, rotated: Duration) -> Arc<Shared> {
         let metrics = Metrics::new(false);
         Arc::new(Shared {
             registry: Registry::new(Vec::new(), metrics.clone()),
@@ -349,8 +353,8 @@ mod tests {
                 poll_interval: Duration::from_millis(250),
                 read_buffer_bytes: 4096,
                 max_line_bytes: 1024,
-                partial_line_timeout: Duration::from_secs(5),
-                rotated_idle_timeout: Duration::from_secs(5),
+                partial_line_timeout: partial,
+                rotated_idle_timeout: rotated,
                 batch_max_lines: 100,
                 skip_empty_lines: false,
             },
@@ -394,6 +398,73 @@ mod tests {
             waited < Duration::from_secs(6),
             "flushed after {waited:?}, long after the timeout"
         );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
+
+    fn settle(batch: &Batch) {
+        for _ in 0..batch.lines.len() {
+            batch.ticket.record_settled();
+        }
+    }
+
+    /// A partial last line of a file rotated away is shipped once the renamed file has been idle for
+    /// `rotated_idle_timeout` — long before the (here much longer) partial-line timeout — and the file
+    /// is then released, every byte acknowledged.
+    #[tokio::test(start_paused = true)]
+    async fn partial_line_of_a_rotated_file_is_flushed_and_the_file_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"one\ntail without newline").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let sh = shared_with(tx, Duration::from_secs(600), Duration::from_secs(2));
+        let registry = sh.registry.clone();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), sh, cancel.clone()));
+        let first = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("first batch never came")
+            .unwrap();
+        assert_eq!(first.lines, vec![bytes::Bytes::from_static(b"one")]);
+        settle(&first);
+        let key = {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(&path).unwrap();
+            FileKey {
+                dev: m.dev(),
+                ino: m.ino(),
+            }
+        };
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        let start = Instant::now();
+        let flushed = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("partial line of the rotated file never flushed")
+            .unwrap();
+        assert_eq!(
+            flushed.lines,
+            vec![bytes::Bytes::from_static(b"tail without newline")]
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "flushed only after {:?}",
+            start.elapsed()
+        );
+        assert!(
+            registry.is_open(key),
+            "released before its last record was acknowledged"
+        );
+        settle(&flushed);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while registry.is_open(key) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("rotated file never released after every byte was acknowledged");
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
