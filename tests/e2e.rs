@@ -117,11 +117,7 @@ async fn two_files_reach_their_topics_in_order_with_the_seed_format() -> anyhow:
         agent.log_contents().contains(KEY),
         "agent should log the key it uses"
     );
-    agent.sigterm()?;
-    assert!(
-        agent.wait_exit(Duration::from_secs(20)).await?.success(),
-        "agent exit status"
-    );
+    agent.stop_cleanly(Duration::from_secs(20)).await?;
     Ok(())
 }
 
@@ -165,8 +161,7 @@ async fn puts_add_and_remove_paths_live() -> anyhow::Result<()> {
     );
     let t2 = consume_for(&w.kafka.bootstrap(), "t2", Duration::from_secs(2)).await?;
     assert_eq!(t2.len(), 10, "a removed path was still shipped");
-    agent.sigterm()?;
-    assert!(agent.wait_exit(Duration::from_secs(20)).await?.success());
+    agent.stop_cleanly(Duration::from_secs(20)).await?;
     Ok(())
 }
 
@@ -179,11 +174,7 @@ async fn restart_resumes_without_loss_or_duplicates() -> anyhow::Result<()> {
     w.put(&[(&f, "r")]).await?;
     let mut agent = Agent::start(&bin(), &w.config())?;
     assert_eq!(w.texts("r", 2000).await?.len(), 2000);
-    agent.sigterm()?;
-    assert!(
-        agent.wait_exit(Duration::from_secs(20)).await?.success(),
-        "clean exit on SIGTERM"
-    );
+    agent.stop_cleanly(Duration::from_secs(20)).await?;
 
     // Written while the agent is down, plus a partial line that is completed after the restart.
     append_lines(&f, &lines("r", 2000..3000))?;
@@ -206,8 +197,7 @@ async fn restart_resumes_without_loss_or_duplicates() -> anyhow::Result<()> {
         "lost or duplicated lines across the restart"
     );
     assert_eq!(sorted(got), sorted(want));
-    agent.sigterm()?;
-    assert!(agent.wait_exit(Duration::from_secs(20)).await?.success());
+    agent.stop_cleanly(Duration::from_secs(20)).await?;
     Ok(())
 }
 

@@ -526,8 +526,7 @@ async fn changes_are_applied_within_a_second() -> anyhow::Result<()> {
         "the added file's first record took {record_latency:?}"
     );
     assert_eq!(w.texts("lat_c", 3).await?, lines("two", 0..3));
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -583,8 +582,7 @@ async fn a_put_made_while_the_watch_is_down_is_applied_after_reconnect() -> anyh
         lines("app", 0..20),
         "old topic got more"
     );
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -653,8 +651,7 @@ async fn a_compaction_past_the_watch_revision_is_recovered() -> anyhow::Result<(
     assert!(lost.is_empty(), "live watch restarted: {lost:?}");
     append_lines(&f, &lines("c", 20..30))?;
     assert_eq!(w.texts("cmp_c", 10).await?, lines("c", 20..30));
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -752,8 +749,7 @@ async fn bad_values_are_rejected_and_the_last_good_config_keeps_shipping() -> an
     wait_applied(&mut agent, r2, Duration::from_secs(2)).await?;
     let got = w.texts("good_log", 25).await?;
     assert_eq!(got.len(), 25, "expected 20 + 5 records: {got:?}");
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
 
     // Started while etcd holds a bad value: the last good configuration is the saved one.
     let bad_rev = w.etcd.put(KEY, "{\"path\": broken").await?;
@@ -781,8 +777,7 @@ async fn bad_values_are_rejected_and_the_last_good_config_keeps_shipping() -> an
     let got = w.texts("good_log", 35).await?;
     assert_eq!(got.len(), 35, "expected 25 + 10 records: {got:?}");
     assert_eq!(got[25..], lines("good", 20..30));
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -798,8 +793,7 @@ async fn started_with_etcd_down_it_runs_from_the_saved_config() -> anyhow::Resul
     )?;
     wait_applied(&mut agent, r1, START).await?;
     assert_eq!(w.texts("saved_a", 10).await?, lines("s", 0..10));
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     let saved: Value =
         serde_json::from_slice(&std::fs::read(w.state_dir().join("last_config.json"))?)?;
     assert_eq!(saved["key"], KEY, "saved config: {saved}");
@@ -841,8 +835,7 @@ async fn started_with_etcd_down_it_runs_from_the_saved_config() -> anyhow::Resul
     wait_tailing(&mut agent, mark, &f, Duration::from_secs(5)).await?;
     append_lines(&f, &lines("s", 20..30))?;
     assert_eq!(w.texts("saved_b", 10).await?, lines("s", 20..30));
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -959,8 +952,7 @@ async fn a_burst_of_50_puts_converges_to_the_last() -> anyhow::Result<()> {
         }
         assert_eq!(dups, 0, "{prefix}: {dups} lines sent twice");
     }
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -1043,8 +1035,7 @@ async fn a_topic_change_loses_and_duplicates_nothing() -> anyhow::Result<()> {
             agent_events()
         );
     }
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -1105,10 +1096,8 @@ async fn auth_enabled_etcd_works() -> anyhow::Result<()> {
             "the etcd password is in the log"
         );
     }
-    wrong.sigterm()?;
-    assert!(wrong.wait_exit(START).await?.success(), "agent exit status");
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    wrong.stop_cleanly(START).await?;
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -1223,8 +1212,7 @@ async fn seed_key_template_several_endpoints_and_delete_or_empty_list_stop_colle
         |e| message(e).contains("stopping all collection"),
     )
     .await?;
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }
 
@@ -1262,7 +1250,6 @@ async fn a_path_removed_and_re_added_resumes_without_duplicates() -> anyhow::Res
         lines("r", 0..30),
         "re-added path lost or re-sent lines"
     );
-    agent.sigterm()?;
-    assert!(agent.wait_exit(START).await?.success(), "agent exit status");
+    agent.stop_cleanly(START).await?;
     Ok(())
 }

@@ -141,6 +141,18 @@ impl Agent {
         self.proc.wait_exit(timeout).await
     }
 
+    /// SIGTERM, then requires a clean exit (status 0) within `timeout`; the error carries the log tail.
+    pub async fn stop_cleanly(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.sigterm()?;
+        let status = self.wait_exit(timeout).await?;
+        anyhow::ensure!(
+            status.success(),
+            "agent exited with {status} after SIGTERM; log tail:\n{}",
+            self.proc.log_tail(30)
+        );
+        Ok(())
+    }
+
     /// Runs the same binary on the same config file again (after it exited or was killed); the
     /// log continues in the same file.
     pub fn restart(&mut self) -> anyhow::Result<()> {
