@@ -142,19 +142,6 @@ pub fn fingerprint_hex(bytes: &[u8]) -> String {
     }
 }
 
-/// Drops entries whose file has been gone for longer than `retention_ms`; returns how many.
-/// The caller sets `gone_since_ms` only once a vanished file is fully shipped, so nothing
-/// still owed to Kafka is forgotten here.
-pub fn expire_gone(files: &mut Vec<FileCheckpoint>, now_ms: u64, retention_ms: u64) -> usize {
-    let before = files.len();
-    files.retain(|f| match f.gone_since_ms {
-        None => true,
-        // saturating: a clock stepped backwards must not expire anything early
-        Some(gone) => now_ms.saturating_sub(gone) <= retention_ms,
-    });
-    before - files.len()
-}
-
 /// Serializes entries as the version-1 document: pretty JSON (2-space indent) with a trailing
 /// newline, entries sorted by identity so that unchanged state gives unchanged bytes.
 pub fn encode(files: &[FileCheckpoint]) -> Result<Vec<u8>, FormatError> {
@@ -739,29 +726,6 @@ mod tests {
         let moved_to = loaded.set_aside.unwrap().moved_to;
         assert_eq!(fs::read(moved_to).unwrap(), b"{\"vers");
         assert_eq!(fs::read(store.path()).unwrap(), encode(&files).unwrap());
-    }
-
-    #[test]
-    fn expire_gone_drops_only_entries_gone_past_retention() {
-        let live = entry(1, 1, "/l/live", b"h", b"t", 1);
-        let gone_at = |ino, ms| FileCheckpoint {
-            gone_since_ms: Some(ms),
-            ..entry(1, ino, "/l/gone", b"h", b"t", 1)
-        };
-        let mut files = vec![
-            live.clone(),
-            gone_at(2, 1_000),  // gone 9_000 ms: expired
-            gone_at(3, 5_000),  // gone exactly the retention: kept
-            gone_at(4, 9_000),  // recent: kept
-            gone_at(5, 20_000), // in the future (clock stepped back): kept
-        ];
-        assert_eq!(expire_gone(&mut files, 10_000, 5_000), 1);
-        let inos: Vec<u64> = files.iter().map(|f| f.ino).collect();
-        assert_eq!(inos, [1, 3, 4, 5]);
-        assert_eq!(expire_gone(&mut files, 10_001, 5_000), 1);
-        assert_eq!(expire_gone(&mut files, 10_001, 5_000), 0);
-        assert_eq!(files.len(), 3);
-        assert_eq!(files[0], live);
     }
 
     #[test]

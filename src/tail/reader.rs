@@ -66,11 +66,6 @@ impl LineSplitter {
         }
     }
 
-    /// Offset of the first byte not yet handed out as a line (the resume point of this reader).
-    pub fn consumed_offset(&self) -> u64 {
-        self.base
-    }
-
     /// Offset of the next byte to read from the file.
     pub fn read_offset(&self) -> u64 {
         self.base + self.buf.len() as u64
