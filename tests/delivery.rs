@@ -573,13 +573,6 @@ fn missing(logs: &Logs, got: &[Consumed]) -> Vec<(char, u64)> {
         .collect()
 }
 
-async fn stop(agent: &mut Agent) -> anyhow::Result<()> {
-    agent.sigterm()?;
-    let status = agent.wait_exit(WAIT).await?;
-    assert!(status.success(), "exit status after SIGTERM: {status}");
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_writing_with_rename_rotations() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -602,7 +595,7 @@ async fn kill_9_while_writing_with_rename_rotations() -> anyhow::Result<()> {
         .wait_for_log("file was rotated while the agent was down", WAIT)
         .await?;
     check_delivery(&w, &agent, &logs, &out.at_risk).await?;
-    stop(&mut agent).await?;
+    agent.stop_cleanly(WAIT).await?;
     eprintln!("rename rotations with kill -9: {:?}", started.elapsed());
     Ok(())
 }
@@ -632,7 +625,7 @@ async fn kill_9_while_writing_with_copytruncate_rotations() -> anyhow::Result<()
     )
     .await?;
     check_delivery(&w, &agent, &logs, &out.at_risk).await?;
-    stop(&mut agent).await?;
+    agent.stop_cleanly(WAIT).await?;
     eprintln!(
         "copytruncate rotations with kill -9: {:?}",
         started.elapsed()
@@ -680,7 +673,7 @@ async fn stopped_across_a_rename_rotation_ships_the_remainder_then_forgets_it() 
         },
     )
     .await?;
-    stop(&mut agent).await?;
+    agent.stop_cleanly(WAIT).await?;
     eprintln!("stopped across a rotation: {:?}", started.elapsed());
     Ok(())
 }
@@ -719,5 +712,5 @@ async fn records_of_rotated_files_removed_by_logrotate_expire() -> anyhow::Resul
         async move { ok }
     })
     .await?;
-    stop(&mut agent).await
+    agent.stop_cleanly(WAIT).await
 }

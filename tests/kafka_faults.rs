@@ -227,13 +227,6 @@ fn assert_all_arrived(got: &[String], want: &[String]) -> usize {
     got.len() - counts.len()
 }
 
-async fn stop_agent(agent: &mut Agent) -> anyhow::Result<()> {
-    agent.sigterm()?;
-    let status = agent.wait_exit(WAIT).await?;
-    assert!(status.success(), "exit status after SIGTERM: {status}");
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_30s_while_100k_lines_are_written_then_back() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -277,7 +270,7 @@ async fn broker_down_30s_while_100k_lines_are_written_then_back() -> anyhow::Res
         top <= RSS_BOUND,
         "RSS reached {top} bytes during the outage (bound {RSS_BOUND})"
     );
-    stop_agent(&mut agent).await
+    agent.stop_cleanly(WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +446,7 @@ async fn record_over_message_max_bytes_is_reported_and_skipped() -> anyhow::Resu
         report.contains("sized") && report.contains(&*w.log().to_string_lossy()),
         "report should name the topic and the file: {report}"
     );
-    stop_agent(&mut agent).await
+    agent.stop_cleanly(WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +484,7 @@ async fn record_rejected_by_the_broker_as_too_large_is_reported_and_skipped() ->
     );
     // Skipped means done with: the offset moves past it, so a restart does not send it again.
     w.wait_all_acknowledged().await?;
-    stop_agent(&mut agent).await
+    agent.stop_cleanly(WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,7 +533,7 @@ async fn transient_broker_errors_and_leader_moves_lose_nothing() -> anyhow::Resu
         "a transient error made the agent skip a record: {:?}",
         skip_report(&agent)
     );
-    stop_agent(&mut agent).await
+    agent.stop_cleanly(WAIT).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,6 +248,16 @@ fn append(
     f.write_all(buf.as_bytes()).unwrap();
 }
 
+/// Runs one case on a fresh two-worker runtime (proptest cases are synchronous).
+fn block_on_case(ops: Vec<Op>, ack_lag: usize) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run_case(ops, ack_lag));
+}
+
 async fn run_case(ops: Vec<Op>, ack_lag: usize) {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -358,20 +368,14 @@ proptest! {
         ops in prop::collection::vec(op(), 1..12),
         ack_lag in 0usize..4,
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(run_case(ops, ack_lag));
+        block_on_case(ops, ack_lag);
     }
 }
 
 /// A sequence that once lost a file created and rotated before discovery saw it (now modelled).
 #[test]
 fn rename_copytruncate_and_restart_sequence() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run_case(
+    block_on_case(
         vec![
             Op::Append(7),
             Op::Rename,
@@ -382,19 +386,14 @@ fn rename_copytruncate_and_restart_sequence() {
             Op::CopyTruncate,
         ],
         1,
-    ));
+    );
 }
 
 /// copytruncate followed at once by more writes than the old offset: the size never drops below the
 /// offset at a poll, so only the bytes before the offset tell that the content changed.
 #[test]
 fn copytruncate_then_fast_regrowth_is_detected() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run_case(
+    block_on_case(
         vec![
             Op::Append(13),
             Op::CopyTruncate,
@@ -405,5 +404,5 @@ fn copytruncate_then_fast_regrowth_is_detected() {
             Op::Delete,
         ],
         0,
-    ));
+    );
 }
