@@ -34,6 +34,39 @@ pub struct CollectEntry {
     pub skip_empty_lines: Option<bool>,
 }
 
+/// Which file paths an entry covers: its path (a file, or a glob) minus its `exclude` globs. Built
+/// once per use; the one place that answers "is this file the entry's?".
+#[derive(Debug)]
+pub struct PathMatcher {
+    path: std::path::PathBuf,
+    pattern: Option<glob::Pattern>,
+    excludes: Vec<glob::Pattern>,
+}
+
+impl PathMatcher {
+    pub fn new(entry: &CollectEntry) -> PathMatcher {
+        PathMatcher {
+            path: entry.path.clone().into(),
+            pattern: glob::Pattern::new(&entry.path).ok(),
+            excludes: entry
+                .exclude
+                .iter()
+                .filter_map(|e| glob::Pattern::new(e).ok())
+                .collect(),
+        }
+    }
+
+    pub fn is_excluded(&self, path: &std::path::Path) -> bool {
+        self.excludes.iter().any(|e| e.matches_path(path))
+    }
+
+    pub fn owns(&self, path: &std::path::Path) -> bool {
+        let matched =
+            path == self.path || self.pattern.as_ref().is_some_and(|p| p.matches_path(path));
+        matched && !self.is_excluded(path)
+    }
+}
+
 impl CollectEntry {
     /// An entry in the seed fleets' form: a path and a topic, every option at its default.
     pub fn new(path: impl Into<String>, topic: impl Into<String>) -> CollectEntry {
@@ -268,6 +301,7 @@ fn topic_problem(topic: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const KEY: &str = "collect_log_conf/10.0.0.5";
 
@@ -523,5 +557,18 @@ mod tests {
         assert!(is_glob("/var/log/app-?.log"));
         assert!(is_glob("/var/log/app-[0-9].log"));
         assert!(!is_glob("/var/log/nginx/access.log"));
+    }
+
+    #[test]
+    fn path_matcher_covers_the_path_or_glob_minus_excludes() {
+        let mut e = CollectEntry::new("/var/log/app/*.log", "t");
+        e.exclude = vec!["/var/log/app/debug*.log".into()];
+        let m = PathMatcher::new(&e);
+        assert!(m.owns(Path::new("/var/log/app/a.log")));
+        assert!(!m.owns(Path::new("/var/log/app/debug1.log")), "excluded");
+        assert!(!m.owns(Path::new("/var/log/app/a.log.1")), "not matched");
+        let plain = PathMatcher::new(&CollectEntry::new("/var/log/x.log", "t"));
+        assert!(plain.owns(Path::new("/var/log/x.log")));
+        assert!(!plain.owns(Path::new("/var/log/x.log.1")));
     }
 }

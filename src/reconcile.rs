@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::collect::CollectEntry;
+use crate::collect::{CollectEntry, PathMatcher};
 use crate::config_source::Desired;
 use crate::tail::discover::{run_entry, Shared};
 
@@ -100,8 +100,11 @@ impl Supervisor {
         }
         for entry in &plan.restart {
             info!(path = %entry.path, topic = %entry.topic, "restarting entry (changed); draining its in-flight records first");
-            self.stop_entry(&entry.path).await;
-            self.wait_drained(&entry.path).await;
+            let old = self.stop_entry(&entry.path).await;
+            if let Some(old) = old {
+                self.wait_drained(&entry.path, &PathMatcher::new(&old))
+                    .await;
+            }
             self.start_entry(entry.clone());
         }
         for entry in &plan.start {
@@ -128,23 +131,20 @@ impl Supervisor {
         );
     }
 
-    async fn stop_entry(&mut self, path: &str) {
-        if let Some(r) = self.running.remove(path) {
-            r.cancel.cancel();
-            if let Err(e) = r.task.await {
-                warn!(path, "entry task ended abnormally: {e}");
-            }
+    /// Stops the entry at `path` and waits for its tailers to let go; returns what was running.
+    async fn stop_entry(&mut self, path: &str) -> Option<CollectEntry> {
+        let r = self.running.remove(path)?;
+        r.cancel.cancel();
+        if let Err(e) = r.task.await {
+            warn!(path, "entry task ended abnormally: {e}");
         }
+        Some(r.entry)
     }
 
-    async fn wait_drained(&self, path: &str) {
-        let pattern = glob::Pattern::new(path).ok();
+    async fn wait_drained(&self, path: &str, paths: &PathMatcher) {
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         loop {
-            let pending = self.shared.registry.in_flight_where(|p| {
-                p == std::path::Path::new(path)
-                    || pattern.as_ref().is_some_and(|g| g.matches_path(p))
-            });
+            let pending = self.shared.registry.in_flight_where(|p| paths.owns(p));
             if pending == 0 {
                 return;
             }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::app::Handles;
-use crate::collect::CollectEntry;
+use crate::collect::{CollectEntry, PathMatcher};
 use crate::config_source::{Desired, SourceStatus};
 use crate::registry::now_ms;
 use crate::settings::EtcdSettings;
@@ -117,27 +117,19 @@ pub struct OpenFile {
 
 struct EntryMatcher<'a> {
     entry: &'a CollectEntry,
-    pattern: Option<glob::Pattern>,
-    excludes: Vec<glob::Pattern>,
+    paths: PathMatcher,
 }
 
 impl EntryMatcher<'_> {
     fn new(entry: &CollectEntry) -> EntryMatcher<'_> {
         EntryMatcher {
             entry,
-            pattern: glob::Pattern::new(&entry.path).ok(),
-            excludes: entry
-                .exclude
-                .iter()
-                .filter_map(|e| glob::Pattern::new(e).ok())
-                .collect(),
+            paths: PathMatcher::new(entry),
         }
     }
 
     fn owns(&self, path: &Path) -> bool {
-        let matched = path == Path::new(&self.entry.path)
-            || self.pattern.as_ref().is_some_and(|p| p.matches_path(path));
-        matched && !self.excludes.iter().any(|e| e.matches_path(path))
+        self.paths.owns(path)
     }
 }
 

@@ -21,7 +21,7 @@ use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
-use crate::collect::{is_glob, CollectEntry, KeyMode, StartFrom};
+use crate::collect::{is_glob, CollectEntry, KeyMode, PathMatcher, StartFrom};
 use crate::registry::Registry;
 use crate::sink::{Batch, Route};
 use crate::telemetry::Metrics;
@@ -41,8 +41,7 @@ pub struct Shared {
 struct Discoverer {
     entry: Arc<CollectEntry>,
     shared: Arc<Shared>,
-    pattern: Option<glob::Pattern>,
-    excludes: Vec<glob::Pattern>,
+    paths: PathMatcher,
     /// Last reported problem per path, so a missing or unreadable file is logged once per change.
     problems: HashMap<PathBuf, String>,
     tailers: JoinSet<()>,
@@ -52,12 +51,7 @@ struct Discoverer {
 /// Runs the entry until `cancel`; then stops its tailers and waits for them to let go of their files.
 pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut d = Discoverer {
-        pattern: glob::Pattern::new(&entry.path).ok(),
-        excludes: entry
-            .exclude
-            .iter()
-            .filter_map(|e| glob::Pattern::new(e).ok())
-            .collect(),
+        paths: PathMatcher::new(&entry),
         entry,
         shared,
         problems: HashMap::new(),
@@ -111,7 +105,7 @@ impl Discoverer {
         };
         paths
             .into_iter()
-            .filter(|p| !self.excludes.iter().any(|e| e.matches_path(p)))
+            .filter(|p| !self.paths.is_excluded(p))
             .collect()
     }
 
@@ -267,12 +261,7 @@ impl Discoverer {
         }
         for dir in dirs {
             for cp in self.shared.registry.unclaimed_in_dir(&dir) {
-                let ours = self
-                    .pattern
-                    .as_ref()
-                    .is_some_and(|p| p.matches_path(&cp.path))
-                    || cp.path == Path::new(&self.entry.path);
-                if !ours {
+                if !self.paths.owns(&cp.path) {
                     continue;
                 }
                 let key = FileKey {
