@@ -31,6 +31,10 @@ pub enum AppError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// Exits non-zero so that systemd (Restart=on-failure) starts a fresh producer: a fatal error of
+    /// the idempotent producer cannot be recovered in place.
+    #[error("the Kafka producer hit a fatal error ({0}); stopped with the checkpoint at what Kafka acknowledged")]
+    ProducerFatal(String),
 }
 
 /// Handles a running agent exposes (metrics endpoint, status publisher, tests).
@@ -39,7 +43,7 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub source_status: watch::Receiver<SourceStatus>,
-    pub kafka_reachable: Arc<std::sync::atomic::AtomicBool>,
+    pub kafka: Arc<crate::sink::KafkaHealth>,
     pub ip: String,
     pub hostname: String,
     /// The collect configuration key.
@@ -72,15 +76,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let metrics = Metrics::new(settings.http.per_file_metrics);
     let registry = Registry::new(loaded.files, metrics.clone());
 
-    let mut props = settings.kafka.librdkafka_properties();
-    if !props.iter().any(|(k, _)| k == "message.max.bytes") {
-        // librdkafka's default (1,000,000) would reject a full-size chunk of a long line locally.
-        let max = (settings.tail.max_line_bytes + 64 * 1024).max(1_000_000);
-        props.push(("message.max.bytes".into(), max.to_string()));
-    }
-    let sink = Sink::new(&props, metrics.clone())?;
+    let sink = Sink::new(&settings.producer_properties(), metrics.clone())?;
     let producer = sink.producer();
-    let kafka_reachable = sink.reachable.clone();
+    let kafka = sink.health.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
 
     let t = &settings.tail;
@@ -108,6 +106,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let source = ConfigSource {
         settings: settings.etcd.clone(),
         key: key.clone(),
+        limits: crate::collect::EntryLimits {
+            max_line_bytes: settings.tail.max_line_bytes_limit,
+        },
         state_dir: settings.agent.state_dir.clone(),
         metrics: metrics.clone(),
         desired: desired_tx,
@@ -117,7 +118,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         metrics: metrics.clone(),
         registry: registry.clone(),
         source_status: status_rx,
-        kafka_reachable: kafka_reachable.clone(),
+        kafka: kafka.clone(),
         ip: ip.to_string(),
         hostname: settings.agent.hostname.clone(),
         key: key.clone(),
@@ -132,7 +133,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let http_stop = CancellationToken::new();
     let probe_task = tokio::spawn(crate::kafka_probe::run(
         producer.clone(),
-        kafka_reachable,
+        kafka.clone(),
         sink_stop.clone(),
     ));
     let http_task = listener.map(|l| {
@@ -160,7 +161,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     // Dropped when `run` returns, so pings also cover the shutdown, which TimeoutStopSec bounds.
     let _watchdog = spawn_watchdog();
 
-    shutdown.cancelled().await;
+    let fatal = kafka.fatal_signal();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = fatal.cancelled() => {}
+    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let grace = settings.shutdown.grace;
     // One deadline for every step; only the final checkpoint write runs past it (it must happen).
@@ -185,7 +190,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     sink_stop.cancel();
     let _ = tokio::time::timeout(left(), sink_task).await;
     let _ = tokio::time::timeout(left(), probe_task).await;
-    let unacked = Sink::flush(producer, left().max(Duration::from_millis(100))).await;
+    // A fatal producer delivers nothing more: a short wait collects the reports already on their way.
+    let flush_for = if kafka.fatal().is_some() {
+        left().min(Duration::from_secs(1))
+    } else {
+        left().max(Duration::from_millis(100))
+    };
+    let unacked = Sink::flush(producer, flush_for).await;
     if unacked > 0 {
         warn!(
             unacked,
@@ -207,6 +218,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     http_stop.cancel();
     if let Some(t) = http_task {
         let _ = tokio::time::timeout(left().max(Duration::from_millis(200)), t).await;
+    }
+    if let Some(reason) = kafka.fatal() {
+        return Err(AppError::ProducerFatal(reason.to_owned()));
     }
     info!("final checkpoint written; bye");
     Ok(())

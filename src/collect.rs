@@ -8,8 +8,25 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-/// The largest `max_line_bytes` an entry may ask for.
-pub const MAX_LINE_BYTES_LIMIT: usize = 1 << 30;
+/// What this host lets an etcd value ask for, from the local configuration (etcd cannot raise it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryLimits {
+    /// `tail.max_line_bytes_limit`: an entry's `max_line_bytes` may not exceed it, so memory stays
+    /// bounded and every line an entry lets through fits the producer's `message.max.bytes`.
+    pub max_line_bytes: usize,
+}
+
+impl Default for EntryLimits {
+    fn default() -> Self {
+        EntryLimits {
+            max_line_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The most an entry's `fields` (names and values, sent as headers on every record) may hold, so
+/// that a record's key and headers fit the producer's room beyond the line.
+pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
 
 /// Kafka's own limit on topic name length.
 const MAX_TOPIC_LEN: usize = 249;
@@ -140,6 +157,7 @@ pub fn parse_entries(
     key: &str,
     revision: i64,
     value: &[u8],
+    limits: &EntryLimits,
 ) -> Result<Vec<CollectEntry>, CollectError> {
     let fail = |problems: Vec<String>| CollectError {
         key: key.to_owned(),
@@ -171,7 +189,7 @@ pub fn parse_entries(
                 continue;
             }
         };
-        let entry_problems = check(&raw);
+        let entry_problems = check(&raw, limits);
         problems.extend(
             entry_problems
                 .iter()
@@ -220,7 +238,7 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-fn check(raw: &RawEntry) -> Vec<String> {
+fn check(raw: &RawEntry, limits: &EntryLimits) -> Vec<String> {
     let mut problems = Vec::new();
     if raw.path.is_empty() {
         problems.push("path is empty".to_owned());
@@ -245,9 +263,10 @@ fn check(raw: &RawEntry) -> Vec<String> {
         }
     }
     if let Some(bytes) = raw.max_line_bytes {
-        if bytes == 0 || bytes > MAX_LINE_BYTES_LIMIT as u64 {
+        let limit = limits.max_line_bytes;
+        if bytes == 0 || bytes > limit as u64 {
             problems.push(format!(
-                "max_line_bytes {bytes} is outside 1..={MAX_LINE_BYTES_LIMIT}"
+                "max_line_bytes {bytes} is outside 1..={limit} (this host's tail.max_line_bytes_limit)"
             ));
         }
     }
@@ -263,6 +282,12 @@ fn check(raw: &RawEntry) -> Vec<String> {
     }
     if raw.fields.keys().any(String::is_empty) {
         problems.push("fields has an empty name".to_owned());
+    }
+    let fields_bytes: usize = raw.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if fields_bytes > MAX_FIELDS_BYTES {
+        problems.push(format!(
+            "fields hold {fields_bytes} bytes, more than {MAX_FIELDS_BYTES} (they ride on every record)"
+        ));
     }
     problems
 }
@@ -306,7 +331,7 @@ mod tests {
     const KEY: &str = "collect_log_conf/10.0.0.5";
 
     fn parse(value: &str) -> Result<Vec<CollectEntry>, CollectError> {
-        parse_entries(KEY, 42, value.as_bytes())
+        parse_entries(KEY, 42, value.as_bytes(), &EntryLimits::default())
     }
 
     fn problems(value: &str) -> Vec<String> {
@@ -367,7 +392,10 @@ mod tests {
         let mut all = vec![entry];
         all.extend(others);
         let json = serde_json::to_vec(&all).unwrap();
-        assert_eq!(parse_entries(KEY, 1, &json).unwrap(), all);
+        assert_eq!(
+            parse_entries(KEY, 1, &json, &EntryLimits::default()).unwrap(),
+            all
+        );
     }
 
     #[test]
@@ -404,7 +432,7 @@ mod tests {
     fn shape_problems() {
         assert_problem("", "not JSON");
         assert_problem("[{", "not JSON");
-        let not_utf8 = parse_entries(KEY, 1, b"[\"\xff\"]").unwrap_err();
+        let not_utf8 = parse_entries(KEY, 1, b"[\"\xff\"]", &EntryLimits::default()).unwrap_err();
         assert_eq!(not_utf8.problems.len(), 1);
         assert!(not_utf8.problems[0].starts_with("not JSON"));
         assert_problem(
@@ -475,6 +503,38 @@ mod tests {
         assert!(parse(r#"[{"path":"/a","topic":"A-z_0.9"}]"#).is_ok());
     }
 
+    /// The local limit caps what etcd may ask for (an etcd writer asking for 1 GiB lines would make
+    /// every tailer able to hold 1 GiB, and the producer refuse the records).
+    #[test]
+    fn the_local_limit_caps_max_line_bytes_and_fields_are_bounded() {
+        let limits = EntryLimits {
+            max_line_bytes: 4096,
+        };
+        let err = parse_entries(
+            KEY,
+            1,
+            br#"[{"path":"/a","topic":"t","max_line_bytes":4097}]"#,
+            &limits,
+        )
+        .unwrap_err();
+        assert!(
+            err.problems[0].contains("outside 1..=4096 (this host's tail.max_line_bytes_limit)"),
+            "{err:?}"
+        );
+        assert!(parse_entries(
+            KEY,
+            1,
+            br#"[{"path":"/a","topic":"t","max_line_bytes":4096}]"#,
+            &limits
+        )
+        .is_ok());
+        let big = "v".repeat(MAX_FIELDS_BYTES);
+        assert_problem(
+            &format!(r#"[{{"path":"/a","topic":"t","fields":{{"k":"{big}"}}}}]"#),
+            "more than 16384",
+        );
+    }
+
     #[test]
     fn option_problems() {
         assert_problem(
@@ -482,10 +542,10 @@ mod tests {
             "max_line_bytes 0 is outside",
         );
         assert_problem(
-            r#"[{"path":"/a","topic":"t","max_line_bytes":1073741825}]"#,
-            "is outside 1..=1073741824",
+            r#"[{"path":"/a","topic":"t","max_line_bytes":16777217}]"#,
+            "is outside 1..=16777216 (this host's tail.max_line_bytes_limit)",
         );
-        assert!(parse(r#"[{"path":"/a","topic":"t","max_line_bytes":1073741824}]"#).is_ok());
+        assert!(parse(r#"[{"path":"/a","topic":"t","max_line_bytes":16777216}]"#).is_ok());
         assert!(parse(r#"[{"path":"/a","topic":"t","max_line_bytes":1}]"#).is_ok());
         assert_problem(
             r#"[{"path":"/a","topic":"t","multiline":"(abc"}]"#,

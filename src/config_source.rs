@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::collect::{parse_entries, CollectEntry};
+use crate::collect::{parse_entries, CollectEntry, EntryLimits};
 use crate::settings::EtcdSettings;
 use crate::telemetry::Metrics;
 
@@ -52,6 +52,8 @@ const SAVED_FILE: &str = "last_config.json";
 pub struct ConfigSource {
     pub settings: EtcdSettings,
     pub key: String,
+    /// What this host lets a value ask for.
+    pub limits: EntryLimits,
     pub state_dir: PathBuf,
     pub metrics: std::sync::Arc<Metrics>,
     pub desired: watch::Sender<Option<Desired>>,
@@ -152,7 +154,13 @@ impl ConfigSource {
         if saved.key != self.key {
             return None;
         }
-        let entries = parse_entries(&saved.key, saved.revision, saved.value.as_bytes()).ok()?;
+        let entries = parse_entries(
+            &saved.key,
+            saved.revision,
+            saved.value.as_bytes(),
+            &self.limits,
+        )
+        .ok()?;
         Some(Desired {
             revision: saved.revision,
             entries,
@@ -174,7 +182,7 @@ impl ConfigSource {
                 warn!(key = %self.key, revision, "collect key is absent or deleted: nothing to collect");
                 Ok(Vec::new())
             }
-            Some(v) => parse_entries(&self.key, revision, v),
+            Some(v) => parse_entries(&self.key, revision, v, &self.limits),
         };
         match entries {
             Ok(entries) => {

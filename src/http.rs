@@ -2,7 +2,6 @@
 //! (a configuration is applied and Kafka is reachable, with a JSON body naming each failing check).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -50,8 +49,14 @@ pub struct Readiness {
     pub failing: Vec<Failing>,
 }
 
-/// Ready when a configuration is applied (from etcd or the saved copy) and Kafka is reachable.
-pub fn readiness(source: &SourceStatus, kafka_reachable: bool, shutting_down: bool) -> Readiness {
+/// Ready when a configuration is applied (from etcd or the saved copy), Kafka is reachable and the
+/// producer has not hit a fatal error.
+pub fn readiness(
+    source: &SourceStatus,
+    kafka_reachable: bool,
+    producer_fatal: Option<&str>,
+    shutting_down: bool,
+) -> Readiness {
     let mut failing = Vec::new();
     if shutting_down {
         failing.push(Failing {
@@ -70,7 +75,14 @@ pub fn readiness(source: &SourceStatus, kafka_reachable: bool, shutting_down: bo
             reason,
         });
     }
-    if !kafka_reachable {
+    if let Some(reason) = producer_fatal {
+        failing.push(Failing {
+            check: "kafka",
+            reason: format!(
+                "the Kafka producer hit a fatal error ({reason}); the agent is restarting"
+            ),
+        });
+    } else if !kafka_reachable {
         failing.push(Failing {
             check: "kafka",
             reason: "no Kafka broker is reachable".into(),
@@ -128,7 +140,7 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     // Read at scrape time so the gauge and /readyz never disagree.
-    let reachable = s.handles.kafka_reachable.load(Ordering::Relaxed);
+    let reachable = s.handles.kafka.is_reachable();
     s.handles.metrics.kafka_reachable.set(i64::from(reachable));
     (
         [(header::CONTENT_TYPE, OPENMETRICS)],
@@ -143,8 +155,13 @@ async fn healthz() -> Response {
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let source = s.handles.source_status.borrow().clone();
-    let kafka = s.handles.kafka_reachable.load(Ordering::Relaxed);
-    let r = readiness(&source, kafka, s.shutting_down.is_cancelled());
+    let kafka = &s.handles.kafka;
+    let r = readiness(
+        &source,
+        kafka.is_reachable(),
+        kafka.fatal(),
+        s.shutting_down.is_cancelled(),
+    );
     let code = if r.failing.is_empty() {
         StatusCode::OK
     } else {
@@ -167,7 +184,7 @@ mod tests {
 
     #[test]
     fn ready_when_applied_and_kafka_up() {
-        let r = readiness(&applied(7), true, false);
+        let r = readiness(&applied(7), true, None, false);
         assert_eq!(r.status, "ready");
         assert!(r.failing.is_empty());
         // A saved configuration counts as applied even while etcd is down.
@@ -176,7 +193,7 @@ mod tests {
             from_saved: true,
             ..applied(3)
         };
-        assert!(readiness(&saved, true, false).failing.is_empty());
+        assert!(readiness(&saved, true, None, false).failing.is_empty());
     }
 
     #[test]
@@ -186,7 +203,7 @@ mod tests {
             connected: true,
             ..SourceStatus::default()
         };
-        let r = readiness(&rejected, false, false);
+        let r = readiness(&rejected, false, None, false);
         assert_eq!(r.status, "not ready");
         let checks: Vec<_> = r.failing.iter().map(|f| f.check).collect();
         assert_eq!(checks, ["config", "kafka"]);
@@ -196,7 +213,7 @@ mod tests {
             r.failing[0]
         );
 
-        let r = readiness(&SourceStatus::default(), true, false);
+        let r = readiness(&SourceStatus::default(), true, None, false);
         assert!(
             r.failing[0].reason.contains("etcd is unreachable"),
             "{:?}",
@@ -210,12 +227,26 @@ mod tests {
             last_error: Some("bad".into()),
             ..applied(9)
         };
-        assert!(readiness(&s, true, false).failing.is_empty());
+        assert!(readiness(&s, true, None, false).failing.is_empty());
     }
 
     #[test]
     fn shutting_down_is_not_ready() {
-        let r = readiness(&applied(1), true, true);
+        let r = readiness(&applied(1), true, None, true);
         assert_eq!(r.failing[0].check, "agent");
+    }
+
+    #[test]
+    fn a_fatal_producer_error_is_not_ready_and_says_why() {
+        let r = readiness(&applied(1), true, Some("OutOfOrderSequenceNumber"), false);
+        assert_eq!(r.status, "not ready");
+        assert_eq!(r.failing[0].check, "kafka");
+        assert!(
+            r.failing[0]
+                .reason
+                .contains("fatal error (OutOfOrderSequenceNumber)"),
+            "{:?}",
+            r.failing
+        );
     }
 }

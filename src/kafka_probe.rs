@@ -5,7 +5,6 @@
 //! for metadata every few seconds; while it is up, the callbacks are enough and the cluster is not
 //! bothered.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,24 +12,20 @@ use rdkafka::producer::Producer;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::sink::KafkaProducer;
+use crate::sink::{KafkaHealth, KafkaProducer};
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs until `stop`.
-pub async fn run(
-    producer: Arc<KafkaProducer>,
-    reachable: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
-    let mut last = reachable.load(Ordering::Relaxed);
+pub async fn run(producer: Arc<KafkaProducer>, health: Arc<KafkaHealth>, stop: CancellationToken) {
+    let mut last = health.is_reachable();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
-        if !reachable.load(Ordering::Relaxed) {
+        if !health.is_reachable() {
             let p = producer.clone();
             let probe = tokio::task::spawn_blocking(move || {
                 p.client().fetch_metadata(None, PROBE_TIMEOUT).is_ok()
@@ -40,10 +35,10 @@ pub async fn run(
                 r = probe => r.unwrap_or(false),
             };
             if answered {
-                reachable.store(true, Ordering::Relaxed);
+                health.set_reachable(true);
             }
         }
-        let now = reachable.load(Ordering::Relaxed);
+        let now = health.is_reachable();
         // Going down is logged by the sink's error callback, which knows why.
         if now && !last {
             info!("Kafka is reachable again");

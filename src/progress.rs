@@ -8,10 +8,13 @@
 //! entry, late completions of the old generation cannot move the new one.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
+
+use crate::tail::identity::tail_hash;
 
 /// A position the checkpoint may record: an offset and the hash of the bytes just before it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,6 +27,8 @@ pub struct Mark {
 struct Pending {
     mark: Mark,
     done: bool,
+    /// The batch's ticket while it lives: tells how many of its records are delivered already.
+    ticket: Weak<Ticket>,
 }
 
 #[derive(Debug, Default)]
@@ -74,8 +79,42 @@ impl FileProgress {
     pub fn register(&self, mark: Mark) -> u64 {
         let mut st = self.lock();
         let seq = st.first_seq + st.pending.len() as u64;
-        st.pending.push_back(Pending { mark, done: false });
+        st.pending.push_back(Pending {
+            mark,
+            done: false,
+            ticket: Weak::new(),
+        });
         seq
+    }
+
+    /// Registers a batch of records ending at `mark` and returns the ticket its records settle.
+    /// `ends[i]` is the file offset just past record `i`; `file` is read (32 bytes) only when a batch
+    /// is cut short by a stop, to mark where its delivered records end.
+    pub fn issue(
+        self: &Arc<Self>,
+        mark: Mark,
+        ends: Vec<u64>,
+        file: Arc<File>,
+        bytes: u64,
+    ) -> Arc<Ticket> {
+        let mut st = self.lock();
+        let seq = st.first_seq + st.pending.len() as u64;
+        let ticket = Arc::new(Ticket {
+            progress: self.clone(),
+            seq,
+            remaining: AtomicUsize::new(ends.len()),
+            records: ends.len(),
+            bytes,
+            ends,
+            file,
+            out_of_order: AtomicBool::new(false),
+        });
+        st.pending.push_back(Pending {
+            mark,
+            done: false,
+            ticket: Arc::downgrade(&ticket),
+        });
+        ticket
     }
 
     /// Marks batch `seq` delivered and advances the acknowledged prefix.
@@ -108,8 +147,20 @@ impl FileProgress {
         self.complete(seq);
     }
 
+    /// The acknowledged position, including the delivered records of a batch only partly delivered
+    /// (a stop cut it short, or the checkpoint is taken while it is in flight): records of one batch
+    /// go to one partition and are reported in order, so the first `n` settled are the first `n`.
+    /// Without this, a clean stop under backpressure would send that delivered part again.
     pub fn acked(&self) -> Mark {
-        self.lock().acked.clone()
+        let mut st = self.lock();
+        if let Some(mark) = st
+            .pending
+            .front()
+            .and_then(|p| delivered_part(p, &st.acked))
+        {
+            st.acked = mark;
+        }
+        st.acked.clone()
     }
 
     pub fn acked_offset(&self) -> u64 {
@@ -134,6 +185,25 @@ impl FileProgress {
     }
 }
 
+/// The mark just past the delivered records of a pending batch, when some but not all are settled
+/// and that is further than `acked`.
+fn delivered_part(p: &Pending, acked: &Mark) -> Option<Mark> {
+    if p.done {
+        return None;
+    }
+    let t = p.ticket.upgrade()?;
+    if t.out_of_order.load(Ordering::Acquire) {
+        return None;
+    }
+    let settled = t.records - t.remaining.load(Ordering::Acquire);
+    let offset = *t.ends.get(settled.checked_sub(1)?)?;
+    if offset <= acked.offset {
+        return None;
+    }
+    let tail_hash = tail_hash(&t.file, offset).ok()?;
+    Some(Mark { offset, tail_hash })
+}
+
 /// Delivery bookkeeping shared by the records of one batch: the last one delivered completes the batch.
 #[derive(Debug)]
 pub struct Ticket {
@@ -142,17 +212,18 @@ pub struct Ticket {
     remaining: AtomicUsize,
     pub records: usize,
     pub bytes: u64,
+    /// File offset just past each record.
+    ends: Vec<u64>,
+    file: Arc<File>,
+    /// A record was settled out of enqueue order (refused at enqueue, or sent again after the others):
+    /// the settled count no longer says which records are delivered.
+    out_of_order: AtomicBool,
 }
 
 impl Ticket {
-    pub fn new(progress: Arc<FileProgress>, seq: u64, records: usize, bytes: u64) -> Arc<Ticket> {
-        Arc::new(Ticket {
-            progress,
-            seq,
-            remaining: AtomicUsize::new(records),
-            records,
-            bytes,
-        })
+    /// Marks that this batch's records may settle out of order from now on.
+    pub fn mark_out_of_order(&self) {
+        self.out_of_order.store(true, Ordering::Release);
     }
 
     /// One record of the batch is settled (delivered, or given up by policy). Returns true when it was the
@@ -203,16 +274,58 @@ mod tests {
         assert_eq!(p.acked_offset(), 10);
     }
 
+    fn file_of(content: &[u8]) -> Arc<File> {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(content).unwrap();
+        Arc::new(f)
+    }
+
     #[test]
     fn ticket_completes_its_batch_on_the_last_record() {
         let p = FileProgress::new(mark(0));
-        let seq = p.register(mark(100));
-        let t = Ticket::new(p.clone(), seq, 3, 100);
+        let t = p.issue(mark(100), vec![30, 60, 100], file_of(&[b'x'; 100]), 100);
         assert!(!t.record_settled());
         assert!(!t.record_settled());
-        assert_eq!(p.acked_offset(), 0);
         assert!(t.record_settled());
         assert_eq!(p.acked_offset(), 100);
+        assert_eq!(p.acked(), mark(100));
+    }
+
+    /// A batch cut short (a stop while the producer queue was full, or a flush deadline) whose first
+    /// records were delivered: the acknowledged position covers exactly those, so the next start does
+    /// not send them again.
+    #[test]
+    fn delivered_records_of_an_unfinished_batch_count() {
+        let content = b"aaaa\nbbbb\ncccc\n";
+        let file = file_of(content);
+        let p = FileProgress::new(Mark {
+            offset: 0,
+            tail_hash: tail_hash(&file, 0).unwrap(),
+        });
+        let t = p.issue(mark(15), vec![5, 10, 15], file.clone(), 12);
+        assert_eq!(p.acked().offset, 0, "nothing delivered yet");
+        t.record_settled();
+        t.record_settled();
+        let m = p.acked();
+        assert_eq!(m.offset, 10, "two of three records delivered");
+        assert_eq!(m.tail_hash, tail_hash(&file, 10).unwrap());
+        assert_eq!(p.in_flight(), 1, "the batch itself is still in flight");
+        t.record_settled();
+        assert_eq!(
+            p.acked(),
+            mark(15),
+            "completion moves on to the batch's mark"
+        );
+    }
+
+    #[test]
+    fn out_of_order_batches_do_not_count_partly() {
+        let p = FileProgress::new(mark(0));
+        let t = p.issue(mark(15), vec![5, 10, 15], file_of(&[b'x'; 15]), 12);
+        t.mark_out_of_order();
+        t.record_settled();
+        assert_eq!(p.acked().offset, 0);
     }
 
     #[test]

@@ -393,6 +393,57 @@ mod tests {
         assert_eq!(found.len(), 4, "{found:#?}");
     }
 
+    /// A producer limit below what the local line limit lets through would refuse such records
+    /// (and the agent would skip them): refused at start instead, naming both keys.
+    #[test]
+    fn message_max_bytes_must_fit_the_line_limit() {
+        let small = r#"
+            [kafka.options]
+            "message.max.bytes" = "20000"
+        "#;
+        let found = problems(&raw(small, &[]));
+        assert!(
+            has(
+                &found,
+                "kafka.options.\"message.max.bytes\": 20000 is below tail.max_line_bytes_limit + 65536"
+            ),
+            "{found:#?}"
+        );
+        let fits = r#"
+            [kafka.options]
+            "message.max.bytes" = "80000"
+            [tail]
+            max_line_bytes = 10240
+            max_line_bytes_limit = 10240
+        "#;
+        let settings = raw(fits, &[]).validate_with_hostname("h");
+        assert!(settings.is_ok(), "{settings:?}");
+        let over = r#"
+            [tail]
+            max_line_bytes = 4096
+            max_line_bytes_limit = 2048
+        "#;
+        assert!(has(
+            &problems(&raw(over, &[])),
+            "tail.max_line_bytes: 4096 is outside 1024..=2048"
+        ));
+    }
+
+    #[test]
+    fn the_producer_is_sized_for_the_line_limit() {
+        let toml = r#"
+            [tail]
+            max_line_bytes_limit = 33554432
+        "#;
+        let settings = raw(toml, &[]).validate_with_hostname("h").unwrap();
+        let props = settings.producer_properties();
+        let max = props
+            .iter()
+            .find(|(k, _)| k == "message.max.bytes")
+            .unwrap();
+        assert_eq!(max.1, (33_554_432 + 65_536).to_string());
+    }
+
     #[test]
     fn librdkafka_properties_lists_typed_then_options() {
         let toml = r#"

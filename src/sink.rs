@@ -4,14 +4,16 @@
 //! the same record, stops draining the channel, the channel fills, and tailers stop reading. Memory is
 //! therefore bounded by the channel capacity and librdkafka's queue limits, not by the outage length.
 //!
-//! Delivery reports complete batch tickets (see `progress`); only then may offsets advance. Records
-//! librdkafka gives back after a timeout or a transient error are sent again; records Kafka rejects for
-//! good (too large, not authorized, unknown topic) are logged with topic and file, counted and skipped.
+//! Delivery reports complete batch tickets (see `progress`); only then may offsets advance. What an
+//! error means for its record is decided in one place ([`classify`]): only a short list of per-record
+//! permanent errors may skip a record; a fatal producer error stops the sink (and the agent) with the
+//! record unsettled; every other error, unknown ones included, sends the record again.
 
+pub mod classify;
+pub mod health;
 mod native;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::progress::Ticket;
 use crate::telemetry::{Metrics, TopicCounters};
+use classify::{classify, Disposition};
+pub use health::KafkaHealth;
 
 /// Where and how the lines of one file are produced; shared by all of the file's batches.
 #[derive(Debug)]
@@ -85,7 +89,15 @@ pub enum SinkError {
 pub struct SinkContext {
     metrics: Arc<Metrics>,
     retry_tx: mpsc::UnboundedSender<Retry>,
-    reachable: Arc<AtomicBool>,
+    health: Arc<KafkaHealth>,
+}
+
+impl SinkContext {
+    fn fatal(&self, reason: String) {
+        if self.health.set_fatal(reason.clone()) {
+            self.metrics.producer_fatal(&reason);
+        }
+    }
 }
 
 impl ClientContext for SinkContext {
@@ -106,38 +118,16 @@ impl ClientContext for SinkContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::AllBrokersDown)
-        ) {
-            if self.reachable.swap(false, Ordering::Relaxed) {
-                error!("all Kafka brokers are down; records wait in the files until they return: {reason}");
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                if self.health.set_reachable(false) {
+                    error!("all Kafka brokers are down; records wait in the files until they return: {reason}");
+                }
             }
-        } else {
-            warn!("Kafka client error: {error}: {reason}");
+            Some(RDKafkaErrorCode::Fatal) => self.fatal(reason.to_owned()),
+            _ => warn!("Kafka client error: {error}: {reason}"),
         }
     }
-}
-
-/// Errors Kafka will not get over by retrying the same record.
-fn is_permanent(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode::*;
-    matches!(
-        code,
-        MessageSizeTooLarge
-            | InvalidMessageSize
-            | InvalidMessage
-            | InvalidRecord
-            | MessageBatchTooLarge
-            | TopicAuthorizationFailed
-            | ClusterAuthorizationFailed
-            | UnknownTopicOrPartition
-            | UnknownTopic
-            | UnknownPartition
-            | InvalidTopic
-            | InvalidRequiredAcks
-            | PolicyViolation
-    )
 }
 
 impl ProducerContext for SinkContext {
@@ -146,41 +136,50 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Arc<InFlight>) {
         match result {
             Ok(_) => {
-                // Read first: a store per record would bounce the cache line between threads.
-                if !self.reachable.load(Ordering::Relaxed) {
-                    self.reachable.store(true, Ordering::Relaxed);
-                }
+                self.health.set_reachable(true);
             }
             Err((err, msg)) => {
                 let code = err.rdkafka_error_code();
-                if matches!(
-                    code,
-                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
-                ) {
+                let disposition = classify(code);
+                if disposition == Disposition::Purged {
                     // Only dropping the producer at shutdown purges. The record's offset was never
                     // acknowledged, so it is read again at the next start: one warning per record
                     // (up to queue_max_messages of them) would say nothing more.
                     return;
                 }
-                let kind = code.map_or_else(|| "other".to_owned(), |c| format!("{c:?}"));
-                self.metrics.delivery_error(&kind);
-                if code.is_some_and(is_permanent) {
-                    self.metrics.record_skipped(
-                        &opaque.route.topic,
-                        &opaque.route.path,
-                        &err.to_string(),
-                    );
-                } else {
-                    // Transient (timed out, broker gone): send it again rather than lose it.
-                    warn!(topic = %opaque.route.topic, "delivery failed ({err}); sending the record again");
-                    let retry = Retry {
-                        payload: msg.payload().unwrap_or_default().to_vec(),
-                        partition: msg.partition(),
-                        opaque,
-                    };
-                    // The sink is gone only at shutdown: the record is then re-read at the next start.
-                    let _ = self.retry_tx.send(retry);
-                    return;
+                self.metrics.delivery_error(&classify::kind(code));
+                match disposition {
+                    Disposition::Skip => {
+                        opaque.ticket.mark_out_of_order();
+                        self.metrics.record_skipped(
+                            &opaque.route.topic,
+                            &opaque.route.path,
+                            &err.to_string(),
+                        );
+                    }
+                    Disposition::Fatal => {
+                        // Unsettled: the offset stays before this record.
+                        self.fatal(err.to_string());
+                        return;
+                    }
+                    Disposition::Retry | Disposition::Purged => {
+                        if self.health.fatal().is_some() {
+                            // Records failed by a fatal error carry their own code: not sent again,
+                            // never settled; the next start reads them again.
+                            return;
+                        }
+                        // Transient (timed out, broker gone): send it again rather than lose it.
+                        warn!(topic = %opaque.route.topic, "delivery failed ({err}); sending the record again");
+                        opaque.ticket.mark_out_of_order();
+                        let retry = Retry {
+                            payload: msg.payload().unwrap_or_default().to_vec(),
+                            partition: msg.partition(),
+                            opaque,
+                        };
+                        // The sink is gone only at shutdown: the record is then re-read at the next start.
+                        let _ = self.retry_tx.send(retry);
+                        return;
+                    }
                 }
             }
         }
@@ -202,13 +201,16 @@ pub struct Sink {
     partitions: HashMap<String, (i32, Instant)>,
     /// Topic handles for batch produce calls; `None` when librdkafka refused one (then `send` is used).
     topics: HashMap<String, Option<native::TopicHandle>>,
-    pub reachable: Arc<AtomicBool>,
+    pub health: Arc<KafkaHealth>,
 }
 
 const PARTITIONS_TTL: Duration = Duration::from_secs(60);
-const UNKNOWN_TOPIC_TTL: Duration = Duration::from_secs(5);
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
+/// Pause before enqueueing again after an enqueue error that is not final.
+const ENQUEUE_RETRY_WAIT: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest pause between metadata requests while the cluster is away or the topic unknown.
+const METADATA_MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Sink {
     pub fn new(properties: &[(String, String)], metrics: Arc<Metrics>) -> Result<Sink, SinkError> {
@@ -217,11 +219,11 @@ impl Sink {
             cfg.set(k, v);
         }
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
-        let reachable = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(KafkaHealth::default());
         let ctx = SinkContext {
             metrics: metrics.clone(),
             retry_tx,
-            reachable: reachable.clone(),
+            health: health.clone(),
         };
         let producer: KafkaProducer = cfg.create_with_context(ctx).map_err(SinkError::Create)?;
         Ok(Sink {
@@ -230,7 +232,7 @@ impl Sink {
             metrics,
             partitions: HashMap::new(),
             topics: HashMap::new(),
-            reachable,
+            health,
         })
     }
 
@@ -238,9 +240,20 @@ impl Sink {
         self.producer.clone()
     }
 
-    /// Produces batches until `stop` is cancelled or the channel closes. Batches still in the channel
-    /// then are dropped: their offsets were never acknowledged, so they are read again at the next start.
+    /// Produces batches until `stop` is cancelled, the producer hits a fatal error, or the channel
+    /// closes. Batches still in the channel then are dropped: their offsets were never acknowledged,
+    /// so they are read again at the next start.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Batch>, stop: CancellationToken) {
+        // One token for "stop producing": the caller's stop or a fatal producer error.
+        let halt = self.health.fatal_signal().child_token();
+        let stop = {
+            let (outer, h) = (stop, halt.clone());
+            tokio::spawn(async move {
+                outer.cancelled().await;
+                h.cancel();
+            });
+            halt
+        };
         loop {
             tokio::select! {
                 biased;
@@ -267,38 +280,60 @@ impl Sink {
         .unwrap_or(-1)
     }
 
-    /// The partition for an unkeyed route (keyed routes leave it to librdkafka's key hash).
-    /// `Err(())` when stopping while waiting for the cluster.
+    /// The partition for an unkeyed route (keyed routes leave it to librdkafka's key hash), once the
+    /// cluster knows the topic. A topic it does not know is waited for rather than produced to: the
+    /// partitioner would then spread one file's lines over partitions at random, and librdkafka would
+    /// fail the records after `topic.metadata.propagation.max.ms` anyway. `Err(())` when stopping.
     async fn partition_for(
         &mut self,
         route: &Route,
         stop: &CancellationToken,
     ) -> Result<Option<i32>, ()> {
-        if route.key.is_some() {
-            return Ok(None);
-        }
         let count = match self.partitions.get(&route.topic) {
-            Some((n, at))
-                if at.elapsed()
-                    < if *n > 0 {
-                        PARTITIONS_TTL
-                    } else {
-                        UNKNOWN_TOPIC_TTL
-                    } =>
-            {
-                *n
-            }
+            Some((n, at)) if at.elapsed() < PARTITIONS_TTL => *n,
             _ => {
-                let n = self.fetch_partitions(&route.topic, stop).await.ok_or(())?;
+                let n = self.wait_for_topic(&route.topic, stop).await.ok_or(())?;
                 self.partitions
                     .insert(route.topic.clone(), (n, Instant::now()));
                 n
             }
         };
-        // An unknown topic (0) gets no explicit partition: librdkafka then waits for the topic to
-        // appear (topic.metadata.propagation.max.ms) and reports UnknownTopic if it never does, which
-        // is skipped by policy. That blocks neither the other files nor the sink.
-        Ok((count > 0).then(|| (route.partition_seed % count as u64) as i32))
+        Ok(route
+            .key
+            .is_none()
+            .then(|| (route.partition_seed % count as u64) as i32))
+    }
+
+    /// The topic's partition count, waiting while the cluster is unreachable or does not know the
+    /// topic (the lines wait in their files meanwhile). `None` when stopping.
+    async fn wait_for_topic(&self, topic: &str, stop: &CancellationToken) -> Option<i32> {
+        let mut warned_unknown = false;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.fetch_partitions(topic, stop).await? {
+                n if n > 0 => {
+                    if warned_unknown {
+                        info!(
+                            topic,
+                            partitions = n,
+                            "Kafka knows the topic now; producing"
+                        );
+                    }
+                    return Some(n);
+                }
+                _ => {
+                    if !warned_unknown {
+                        self.metrics.topic_unknown(topic);
+                        warned_unknown = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(METADATA_MAX_WAIT);
+        }
     }
 
     /// The topic's partition count (0: the cluster answered and does not know the topic), waiting for
@@ -342,12 +377,7 @@ impl Sink {
                 Err(e) => Err(e.to_string()),
             };
             match res {
-                Ok(Ok(n)) => {
-                    if n == 0 {
-                        warn!(topic, "Kafka does not know this topic (auto-creation off?); its records will be skipped if it does not appear");
-                    }
-                    return Some(n);
-                }
+                Ok(Ok(n)) => return Some(n),
                 Ok(Err(e)) => {
                     if !warned {
                         warn!(
@@ -363,7 +393,7 @@ impl Sink {
                 _ = stop.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}
             }
-            wait = (wait * 2).min(Duration::from_secs(5));
+            wait = (wait * 2).min(METADATA_MAX_WAIT);
         }
     }
 
@@ -412,7 +442,8 @@ impl Sink {
         true
     }
 
-    /// Enqueues a batch with one librdkafka call, waiting while its queue is full. False when stopping.
+    /// Enqueues a batch with one librdkafka call, waiting while its queue is full. False when stopping
+    /// (or when the producer is unusable).
     async fn send_batch(
         &self,
         route: &Route,
@@ -428,8 +459,26 @@ impl Sink {
         loop {
             let outcome =
                 native::produce_batch(topic, partition, route.key.as_deref(), rest, opaque);
-            for (_, code) in &outcome.rejected {
-                self.reject(route, opaque, &KafkaError::MessageProduction(*code));
+            if !outcome.refused.is_empty() {
+                // Refused one by one while the records around them were enqueued: each gets its
+                // own verdict (skip, fatal, or sent again on its own, after the others).
+                let headers = route.kafka_headers();
+                for (i, _) in &outcome.refused {
+                    opaque.ticket.mark_out_of_order();
+                    if !self
+                        .send(
+                            route,
+                            opaque.clone(),
+                            &rest[*i],
+                            partition,
+                            headers.as_ref(),
+                            stop,
+                        )
+                        .await
+                    {
+                        return false;
+                    }
+                }
             }
             let Some(at) = outcome.queue_full_at else {
                 return true;
@@ -442,16 +491,15 @@ impl Sink {
         }
     }
 
-    /// A record Kafka will never take (rejected before it left): logged, counted, settled.
+    /// A record Kafka will never take (refused before it left): logged, counted, settled.
     fn reject(&self, route: &Route, opaque: &InFlight, err: &KafkaError) {
-        self.metrics.delivery_error(
-            &err.rdkafka_error_code()
-                .map_or_else(|| "other".to_owned(), |c| format!("{c:?}")),
-        );
+        self.metrics
+            .delivery_error(&classify::kind(err.rdkafka_error_code()));
         self.metrics
             .record_skipped(&route.topic, &route.path, &err.to_string());
         self.metrics.records_in_flight.dec();
         let ticket = &opaque.ticket;
+        ticket.mark_out_of_order();
         if ticket.record_settled() {
             route.counters.lines_acked.inc_by(ticket.records as u64);
             route.counters.bytes_acked.inc_by(ticket.bytes);
@@ -473,7 +521,8 @@ impl Sink {
         .await
     }
 
-    /// Hands one record to librdkafka, waiting while its queue is full. False when stopping.
+    /// Hands one record to librdkafka, waiting while its queue is full or while an error that is not
+    /// final lasts. False when stopping, or when the producer is unusable (the record stays unsettled).
     async fn send(
         &self,
         route: &Route,
@@ -493,21 +542,43 @@ impl Sink {
         if let Some(h) = headers {
             record = record.headers(h.clone());
         }
+        let mut warned = false;
         loop {
-            match self.producer.send(record) {
+            let (err, back) = match self.producer.send(record) {
                 Ok(()) => return true,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::select! {
-                        _ = stop.cancelled() => return false,
-                        _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
-                    }
-                }
-                Err((err, back)) => {
-                    // Rejected before it left (e.g. larger than message.max.bytes): permanent.
+                Err(e) => e,
+            };
+            let code = err.rdkafka_error_code();
+            let wait = match (code, classify(code)) {
+                (Some(RDKafkaErrorCode::QueueFull), _) => QUEUE_FULL_WAIT,
+                (_, Disposition::Skip) => {
                     self.reject(route, &back.delivery_opaque, &err);
                     return true;
                 }
+                (_, Disposition::Fatal | Disposition::Purged) => {
+                    let reason = self
+                        .producer
+                        .client()
+                        .fatal_error()
+                        .map_or_else(|| err.to_string(), |(c, r)| format!("{c:?}: {r}"));
+                    if self.health.set_fatal(reason.clone()) {
+                        self.metrics.producer_fatal(&reason);
+                    }
+                    return false;
+                }
+                (_, Disposition::Retry) => {
+                    if !warned {
+                        self.metrics.delivery_error(&classify::kind(code));
+                        warn!(topic = %route.topic, path = %route.path, "Kafka producer refused a record ({err}); trying again");
+                        warned = true;
+                    }
+                    ENQUEUE_RETRY_WAIT
+                }
+            };
+            record = back;
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

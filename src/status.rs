@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
@@ -299,7 +298,7 @@ impl Publisher {
             self.desired.borrow().as_ref(),
             &open,
             &self.handles.metrics.file_problems(),
-            self.handles.kafka_reachable.load(Ordering::Relaxed),
+            self.handles.kafka.is_reachable() && self.handles.kafka.fatal().is_none(),
             now_ms(),
         )
     }
@@ -441,7 +440,7 @@ mod tests {
     fn desired(json: &str) -> Desired {
         Desired {
             revision: 42,
-            entries: parse_entries("k", 42, json.as_bytes()).unwrap(),
+            entries: parse_entries("k", 42, json.as_bytes(), &Default::default()).unwrap(),
         }
     }
 

@@ -336,6 +336,18 @@ impl Metrics {
         );
     }
 
+    /// The producer hit a fatal error: nothing more can be delivered by this process.
+    pub fn producer_fatal(&self, reason: &str) {
+        self.delivery_error("Fatal");
+        error!("Kafka producer fatal error: {reason}; stopping reading, keeping the checkpoint at what Kafka acknowledged, and exiting non-zero so the service manager restarts the agent");
+    }
+
+    /// Kafka does not know a topic an entry sends to: its lines wait in their files until it exists.
+    pub fn topic_unknown(&self, topic: &str) {
+        self.delivery_error("UnknownTopic");
+        warn!(topic, "Kafka does not know this topic (auto-creation off?); its lines wait in their files until it exists, and shipping waits with them");
+    }
+
     pub fn delivery_error(&self, kind: &str) {
         self.delivery_errors
             .get_or_create(&KindLabel {

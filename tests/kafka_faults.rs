@@ -4,9 +4,11 @@
 //!   while 100k lines are written, then restarted: every line arrives, RSS stays under a bound;
 //! - a broker that never comes back: the agent keeps running with flat RSS, its checkpoint never
 //!   passes what was acknowledged, and SIGTERM exits within the shutdown deadline;
-//! - a record larger than the maximum message size is reported (topic and file) and skipped, the
-//!   rest flows: rejected by size before it leaves (tansu has no size limit of its own), and
-//!   rejected by a broker (librdkafka's mock cluster answering MSG_SIZE_TOO_LARGE);
+//! - a record a broker rejects as too large (librdkafka's mock cluster answering
+//!   MSG_SIZE_TOO_LARGE) is reported (topic and file) and skipped, the rest flows; a line an entry
+//!   allows is never refused by the producer itself;
+//! - a fatal producer error stops the agent (non-zero) with the checkpoint at what was acknowledged;
+//! - a clean stop under backpressure sends nothing twice; an unknown topic is waited for;
 //! - transient broker errors and leader moves (mock cluster): every line arrives, once, in order.
 
 mod support;
@@ -417,35 +419,158 @@ fn skip_report(agent: &Agent) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// An entry may ask for longer lines than the global `tail.max_line_bytes` (up to the local
+/// `tail.max_line_bytes_limit`): the producer is sized for the limit, so such a line is produced
+/// whole. (It used to be sized for the global value: the line was refused locally, "skipped", and
+/// its offset saved — lost.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn record_over_message_max_bytes_is_reported_and_skipped() -> anyhow::Result<()> {
+async fn a_line_an_entry_allows_is_produced_whole_never_skipped() -> anyhow::Result<()> {
     let kafka = Tansu::start(Storage::Memory).await?;
     kafka.create_topic("sized", 1).await?;
     let w = World::start(kafka.bootstrap(), "sized").await?;
-    // tansu accepts any size, so the limit is the producer's message.max.bytes, set to a broker's
-    // limit as an operator would; lines stay whole (max_line_bytes is 1 MiB).
-    let config = format!(
-        "{}\n[kafka.options]\n\"message.max.bytes\" = \"20000\"\n",
-        w.config()
-    );
-    let want: Vec<String> = short_lines("ok", 0..200);
-    append_lines(&w.log(), &want[..100])?;
-    append_lines(&w.log(), &["x".repeat(50_000)])?;
-    append_lines(&w.log(), &want[100..])?;
-    let mut agent = Agent::start(&bin(), &config)?;
-    agent
-        .wait_for_log("permanently rejected a record", WAIT)
-        .await?;
+    let value =
+        serde_json::json!([{"path": w.log(), "topic": "sized", "max_line_bytes": 2_000_000}]);
+    w.etcd.put(KEY, &value.to_string()).await?;
+    let big = "x".repeat(1_500_000);
+    let mut want: Vec<String> = short_lines("ok", 0..100);
+    want.push(big);
+    want.extend(short_lines("ok", 100..200));
+    append_lines(&w.log(), &want)?;
+    let mut agent = Agent::start(&bin(), &w.config())?;
     let got = w.texts(want.len(), WAIT).await?;
-    assert_eq!(
-        got, want,
-        "the lines around the rejected one, once each, in order"
-    );
-    let report = skip_report(&agent).context("skip report")?;
+    assert_eq!(got.len(), want.len());
     assert!(
-        report.contains("sized") && report.contains(&*w.log().to_string_lossy()),
-        "report should name the topic and the file: {report}"
+        got == want,
+        "lines differ (lengths {:?})",
+        got.iter().map(String::len).collect::<Vec<_>>()
     );
+    assert!(
+        skip_report(&agent).is_none(),
+        "a record was skipped: {:?}",
+        skip_report(&agent)
+    );
+    w.wait_all_acknowledged().await?;
+    agent.stop_cleanly(WAIT).await
+}
+
+/// A fatal error of the idempotent producer (here: the broker answers the head-of-line produce
+/// request with OUT_OF_ORDER_SEQUENCE_NUMBER, which librdkafka cannot recover from) stops reading,
+/// keeps the checkpoint at what Kafka acknowledged, and exits non-zero so systemd restarts the agent;
+/// the restarted agent ships every line. Before, the records were "skipped" and their offsets saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fatal_producer_error_keeps_the_checkpoint_and_exits_non_zero() -> anyhow::Result<()> {
+    let mock = MockCluster::new(1)?;
+    mock.create_topic("mock_fatal", 1, 1)?;
+    let w = World::start(mock.bootstrap_servers(), "mock_fatal").await?;
+    let want = short_lines("f", 0..600);
+    append_lines(&w.log(), &want[..300])?;
+    let mut agent = Agent::start(&bin(), &w.config())?;
+    w.texts(300, WAIT).await?;
+    let acked = w.wait_all_acknowledged().await?;
+
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    append_lines(&w.log(), &want[300..])?;
+    let status = agent.wait_exit(WAIT).await?;
+    assert!(
+        !status.success(),
+        "the agent must exit non-zero after a fatal producer error: {status}"
+    );
+    let log = agent.log_contents();
+    assert!(
+        log.contains("fatal error"),
+        "the fatal error is not reported; log tail:\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+    assert!(
+        skip_report(&agent).is_none(),
+        "records were skipped: {:?}",
+        skip_report(&agent)
+    );
+    assert_eq!(
+        checkpointed(&w.state_dir(), &w.log())?,
+        Some(acked),
+        "the checkpoint moved past what Kafka acknowledged"
+    );
+
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    agent.restart()?;
+    let got = w.texts(want.len(), WAIT).await?;
+    let dups = assert_all_arrived(&got, &want);
+    eprintln!(
+        "after the restart: {} records, {dups} extra copies",
+        got.len()
+    );
+    w.wait_all_acknowledged().await?;
+    agent.stop_cleanly(WAIT).await
+}
+
+/// A clean stop while the producer queue is full (slow broker) cuts a batch short: part of it is
+/// enqueued and delivered during the shutdown flush. Those records count in the final checkpoint,
+/// so the restarted agent sends nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_stop_under_backpressure_sends_nothing_twice() -> anyhow::Result<()> {
+    let mock = MockCluster::new(1)?;
+    mock.create_topic("mock_slow", 1, 1)?;
+    // Every request takes 400 ms: the producer queue (2,000 records) stays full.
+    mock.broker_round_trip_time(1, Duration::from_millis(400))?;
+    let w = World::start(mock.bootstrap_servers(), "mock_slow").await?;
+    let want = short_lines("bp", 0..150_000);
+    append_lines(&w.log(), &want)?;
+    let env = [
+        ("LOGAGENT_KAFKA__QUEUE_MAX_MESSAGES", "2000"),
+        ("LOGAGENT_KAFKA__BATCH_NUM_MESSAGES", "500"),
+    ];
+    let mut agent = Agent::start_with_env(&bin(), &w.config(), &env)?;
+    // Stop only once records are flowing, so the stop lands with the queue full mid-batch.
+    let state = w.state_dir();
+    let log = w.log();
+    wait_until("the first acknowledged records", WAIT, || {
+        let ok = checkpointed(&state, &log).is_ok_and(|o| o.is_some_and(|o| o > 0));
+        async move { ok }
+    })
+    .await?;
+    agent.stop_cleanly(WAIT).await?;
+    let stopped_at = checkpointed(&state, &log)?.unwrap_or(0);
+    let size = w.size()?;
+    assert!(
+        stopped_at < size,
+        "the stop must land before every line was shipped ({stopped_at} of {size})"
+    );
+    mock.broker_round_trip_time(1, Duration::ZERO)?;
+    agent.restart()?;
+    let got = w.texts(want.len(), WAIT).await?;
+    let dups = assert_all_arrived(&got, &want);
+    assert_eq!(dups, 0, "records sent twice after a clean stop");
+    assert_eq!(got, want, "order of the file's lines");
+    agent.stop_cleanly(WAIT).await
+}
+
+/// Lines for a topic Kafka does not know yet wait until it exists, then go to the file's one
+/// partition in order (before, librdkafka's partitioner spread the first batches at random).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_for_an_unknown_topic_wait_and_keep_one_partition() -> anyhow::Result<()> {
+    let kafka = Tansu::start(Storage::Memory).await?;
+    let w = World::start(kafka.bootstrap(), "late").await?;
+    let want = short_lines("late", 0..3000);
+    append_lines(&w.log(), &want[..1500])?;
+    let mut agent = Agent::start(&bin(), &w.config())?;
+    agent
+        .wait_for_log("Kafka does not know this topic", WAIT)
+        .await?;
+    append_lines(&w.log(), &want[1500..])?;
+    kafka.create_topic("late", 3).await?;
+    let got = consume(&kafka.bootstrap(), "late", want.len(), WAIT).await?;
+    let partitions: std::collections::BTreeSet<i32> = got.iter().map(|c| c.partition).collect();
+    assert_eq!(
+        partitions.len(),
+        1,
+        "one file's lines went to partitions {partitions:?}"
+    );
+    let texts: Vec<String> = got.iter().map(|c| c.text()).collect();
+    assert_eq!(texts, want, "every line, once, in order");
     agent.stop_cleanly(WAIT).await
 }
 

@@ -160,9 +160,29 @@ pub(super) const MANAGED_PROPERTIES: &[(&str, &str)] = &[
     ("ssl.key.location", "kafka.ssl_key_location"),
 ];
 
+/// What a record may carry beyond its line (key, headers, protocol framing): the producer's
+/// `message.max.bytes` is the line limit plus this.
+pub const RECORD_OVERHEAD_BYTES: usize = 65_536;
+
+/// librdkafka's ceiling for `message.max.bytes`.
+pub const MESSAGE_MAX_BYTES_CEILING: usize = 1_000_000_000;
+
 /// Delivery guarantees the agent relies on; no option may weaken them.
 pub(super) const FIXED_PROPERTIES: &[&str] =
     &["acks", "request.required.acks", "enable.idempotence"];
+
+impl Settings {
+    /// The producer's properties, with `message.max.bytes` sized for the longest line any entry may
+    /// ask for (unless set explicitly, which validation checked is large enough).
+    pub fn producer_properties(&self) -> Vec<(String, String)> {
+        let mut props = self.kafka.librdkafka_properties();
+        if !props.iter().any(|(k, _)| k.trim() == "message.max.bytes") {
+            let max = (self.tail.max_line_bytes_limit + RECORD_OVERHEAD_BYTES).max(1_000_000);
+            props.push(("message.max.bytes".into(), max.to_string()));
+        }
+        props
+    }
+}
 
 impl KafkaSettings {
     /// Every librdkafka producer property: typed ones first, then the passthrough options.
@@ -270,6 +290,8 @@ pub struct TailSettings {
     pub poll_interval: Duration,
     pub read_buffer_bytes: usize,
     pub max_line_bytes: usize,
+    /// The most an etcd entry's `max_line_bytes` may ask for; the producer is sized for it.
+    pub max_line_bytes_limit: usize,
     pub partial_line_timeout: Duration,
     /// How long a rotated-away file must sit idle at EOF, fully acknowledged, before its
     /// handle is released.

@@ -4,9 +4,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::runtime::{FIXED_PROPERTIES, MANAGED_PROPERTIES};
+use super::runtime::{
+    FIXED_PROPERTIES, MANAGED_PROPERTIES, MESSAGE_MAX_BYTES_CEILING, RECORD_OVERHEAD_BYTES,
+};
 use super::*;
-use crate::collect::MAX_LINE_BYTES_LIMIT;
 
 /// librdkafka stores these as C ints.
 const RDKAFKA_INT_MAX: u64 = i32::MAX as u64;
@@ -82,6 +83,7 @@ impl RawConfig {
             http: self.http.validate(&mut problems),
             agent,
         };
+        producer_fits_lines(&settings, &mut problems);
         if problems.0.is_empty() {
             Ok(settings)
         } else {
@@ -479,6 +481,30 @@ impl RawKafka {
     }
 }
 
+/// A line the local limit allows must be producible: an operator's `message.max.bytes` below it
+/// would make the producer refuse such records, and they would be lost.
+fn producer_fits_lines(settings: &Settings, problems: &mut Problems) {
+    let need = settings.tail.max_line_bytes_limit + RECORD_OVERHEAD_BYTES;
+    let set = settings
+        .kafka
+        .options
+        .iter()
+        .find(|(k, _)| k.trim() == "message.max.bytes");
+    if let Some((_, value)) = set {
+        match value.trim().parse::<u64>() {
+            Ok(n) if (n as usize) < need => problems.push(format!(
+                "kafka.options.\"message.max.bytes\": {n} is below tail.max_line_bytes_limit + {RECORD_OVERHEAD_BYTES} = {need}: \
+                 records of lines the limit allows would be refused by the producer and lost; \
+                 raise it or lower tail.max_line_bytes_limit (and tail.max_line_bytes)"
+            )),
+            Ok(_) => {}
+            Err(_) => problems.push(format!(
+                "kafka.options.\"message.max.bytes\": {value:?} is not a number"
+            )),
+        }
+    }
+}
+
 impl RawTail {
     fn validate(&self, problems: &mut Problems) -> TailSettings {
         TailSettings {
@@ -493,7 +519,13 @@ impl RawTail {
                 "tail.max_line_bytes",
                 self.max_line_bytes,
                 1_024,
-                MAX_LINE_BYTES_LIMIT as u64,
+                self.max_line_bytes_limit,
+            ),
+            max_line_bytes_limit: problems.range(
+                "tail.max_line_bytes_limit",
+                self.max_line_bytes_limit,
+                1_024,
+                (MESSAGE_MAX_BYTES_CEILING - RECORD_OVERHEAD_BYTES) as u64,
             ),
             partial_line_timeout: problems
                 .millis("tail.partial_line_timeout_ms", self.partial_line_timeout_ms),

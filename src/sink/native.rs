@@ -66,8 +66,9 @@ impl Drop for TopicHandle {
 pub struct Outcome {
     /// The producer queue filled up at this record: it and every later one were not enqueued.
     pub queue_full_at: Option<usize>,
-    /// Records refused for good (e.g. larger than message.max.bytes), by index.
-    pub rejected: Vec<(usize, RDKafkaErrorCode)>,
+    /// Records refused for another reason (each judged by the caller), by index, before
+    /// `queue_full_at`.
+    pub refused: Vec<(usize, RDKafkaErrorCode)>,
 }
 
 /// Enqueues `lines` (copied) for `partition`, or for the partitioner when `None`, each with a clone
@@ -122,7 +123,7 @@ pub fn produce_batch(
             // librdkafka fails every record after the first full-queue one, so order is kept.
             outcome.queue_full_at.get_or_insert(i);
         } else if outcome.queue_full_at.is_none() {
-            outcome.rejected.push((i, code));
+            outcome.refused.push((i, code));
         }
     }
     outcome

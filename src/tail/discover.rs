@@ -198,7 +198,7 @@ impl Discoverer {
         let tailer = Tailer {
             path: path.to_path_buf(),
             key,
-            file,
+            file: Arc::new(file),
             fingerprint: claim.fingerprint,
             progress: claim.progress,
             splitter: LineSplitter::new(claim.offset, o.read_buffer_bytes, max_line, skip_empty),

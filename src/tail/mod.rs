@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::progress::{FileProgress, Mark, Ticket};
+use crate::progress::{FileProgress, Mark};
 use crate::registry::Registry;
 use crate::sink::{Batch, Route};
 use crate::telemetry::Metrics;
@@ -48,7 +48,8 @@ pub struct TailOptions {
 pub struct Tailer {
     pub path: PathBuf,
     pub key: FileKey,
-    pub file: File,
+    /// Shared with the batches' tickets, which read it to mark where a batch cut short ends.
+    pub file: Arc<File>,
     pub fingerprint: Fingerprint,
     pub progress: Arc<FileProgress>,
     pub splitter: LineSplitter,
@@ -316,8 +317,9 @@ impl Tailer {
             },
         };
         let bytes: u64 = split.lines.iter().map(|l| l.len() as u64).sum();
-        let seq = self.progress.register(mark);
-        let ticket = Ticket::new(self.progress.clone(), seq, split.lines.len(), bytes);
+        let ticket = self
+            .progress
+            .issue(mark, split.ends, self.file.clone(), bytes);
         self.route
             .counters
             .lines_read
