@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
@@ -27,8 +27,8 @@ pub struct Mark {
 struct Pending {
     mark: Mark,
     done: bool,
-    /// The batch's ticket while it lives: tells how many of its records are delivered already.
-    ticket: Weak<Ticket>,
+    /// How many of the batch's records are settled (none for bytes consumed without records).
+    records: Option<Arc<Records>>,
 }
 
 #[derive(Debug, Default)]
@@ -82,7 +82,7 @@ impl FileProgress {
         st.pending.push_back(Pending {
             mark,
             done: false,
-            ticket: Weak::new(),
+            records: None,
         });
         seq
     }
@@ -97,24 +97,27 @@ impl FileProgress {
         file: Arc<File>,
         bytes: u64,
     ) -> Arc<Ticket> {
-        let mut st = self.lock();
-        let seq = st.first_seq + st.pending.len() as u64;
-        let ticket = Arc::new(Ticket {
-            progress: self.clone(),
-            seq,
+        let records = Arc::new(Records {
             remaining: AtomicUsize::new(ends.len()),
-            records: ends.len(),
-            bytes,
             ends,
             file,
             out_of_order: AtomicBool::new(false),
         });
+        let mut st = self.lock();
+        let seq = st.first_seq + st.pending.len() as u64;
         st.pending.push_back(Pending {
             mark,
             done: false,
-            ticket: Arc::downgrade(&ticket),
+            records: Some(records.clone()),
         });
-        ticket
+        drop(st);
+        Arc::new(Ticket {
+            progress: self.clone(),
+            seq,
+            records: records.ends.len(),
+            bytes,
+            state: records,
+        })
     }
 
     /// Marks batch `seq` delivered and advances the acknowledged prefix.
@@ -191,11 +194,11 @@ fn delivered_part(p: &Pending, acked: &Mark) -> Option<Mark> {
     if p.done {
         return None;
     }
-    let t = p.ticket.upgrade()?;
+    let t = p.records.as_ref()?;
     if t.out_of_order.load(Ordering::Acquire) {
         return None;
     }
-    let settled = t.records - t.remaining.load(Ordering::Acquire);
+    let settled = t.ends.len() - t.remaining.load(Ordering::Acquire);
     let offset = *t.ends.get(settled.checked_sub(1)?)?;
     if offset <= acked.offset {
         return None;
@@ -204,14 +207,12 @@ fn delivered_part(p: &Pending, acked: &Mark) -> Option<Mark> {
     Some(Mark { offset, tail_hash })
 }
 
-/// Delivery bookkeeping shared by the records of one batch: the last one delivered completes the batch.
+/// A batch's records, as both its ticket (settling them) and its pending entry (reading how many are
+/// settled) see them. Shared, not owned by the ticket: the ticket is gone once every record that was
+/// enqueued reported back, which is exactly when a batch cut short must still be counted.
 #[derive(Debug)]
-pub struct Ticket {
-    progress: Arc<FileProgress>,
-    seq: u64,
+struct Records {
     remaining: AtomicUsize,
-    pub records: usize,
-    pub bytes: u64,
     /// File offset just past each record.
     ends: Vec<u64>,
     file: Arc<File>,
@@ -220,16 +221,26 @@ pub struct Ticket {
     out_of_order: AtomicBool,
 }
 
+/// Delivery bookkeeping shared by the records of one batch: the last one delivered completes the batch.
+#[derive(Debug)]
+pub struct Ticket {
+    progress: Arc<FileProgress>,
+    seq: u64,
+    pub records: usize,
+    pub bytes: u64,
+    state: Arc<Records>,
+}
+
 impl Ticket {
     /// Marks that this batch's records may settle out of order from now on.
     pub fn mark_out_of_order(&self) {
-        self.out_of_order.store(true, Ordering::Release);
+        self.state.out_of_order.store(true, Ordering::Release);
     }
 
     /// One record of the batch is settled (delivered, or given up by policy). Returns true when it was the
     /// last one and the batch completed.
     pub fn record_settled(&self) -> bool {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.state.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.progress.complete(self.seq);
             true
         } else {
@@ -317,6 +328,19 @@ mod tests {
             mark(15),
             "completion moves on to the batch's mark"
         );
+    }
+
+    /// Once every enqueued record reported back, nothing holds the ticket any more: the count must
+    /// still be there for the final checkpoint.
+    #[test]
+    fn the_delivered_part_counts_after_the_ticket_is_gone() {
+        let content = b"aaaa\nbbbb\ncccc\n";
+        let file = file_of(content);
+        let p = FileProgress::new(mark(0));
+        let t = p.issue(mark(15), vec![5, 10, 15], file.clone(), 12);
+        t.record_settled();
+        drop(t);
+        assert_eq!(p.acked().offset, 5);
     }
 
     #[test]

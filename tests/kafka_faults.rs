@@ -543,6 +543,15 @@ async fn clean_stop_under_backpressure_sends_nothing_twice() -> anyhow::Result<(
     agent.restart()?;
     let got = w.texts(want.len(), WAIT).await?;
     let dups = assert_all_arrived(&got, &want);
+    if dups > 0 {
+        let mut seen = std::collections::HashSet::new();
+        let twice: Vec<&String> = got.iter().filter(|g| !seen.insert(g.as_str())).collect();
+        eprintln!(
+            "stopped at byte {stopped_at}; first and last lines sent twice: {:?} {:?}",
+            twice.first(),
+            twice.last()
+        );
+    }
     assert_eq!(dups, 0, "records sent twice after a clean stop");
     assert_eq!(got, want, "order of the file's lines");
     agent.stop_cleanly(WAIT).await
