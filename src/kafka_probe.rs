@@ -8,11 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::Producer;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::sink::{KafkaHealth, KafkaProducer};
+use crate::sink::{metadata, KafkaHealth, KafkaProducer};
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,13 +25,9 @@ pub async fn run(producer: Arc<KafkaProducer>, health: Arc<KafkaHealth>, stop: C
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}
         }
         if !health.is_reachable() {
-            let p = producer.clone();
-            let probe = tokio::task::spawn_blocking(move || {
-                p.client().fetch_metadata(None, PROBE_TIMEOUT).is_ok()
-            });
             let answered = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = probe => r.unwrap_or(false),
+                up = metadata::cluster_answers(producer.clone(), PROBE_TIMEOUT) => up,
             };
             if answered {
                 health.set_reachable(true);

@@ -11,6 +11,7 @@
 
 pub mod classify;
 pub mod health;
+pub mod metadata;
 mod native;
 
 use std::collections::HashMap;
@@ -342,43 +343,13 @@ impl Sink {
         let mut warned = false;
         let mut wait = Duration::from_millis(100);
         loop {
-            let producer = self.producer.clone();
-            let t = topic.to_owned();
-            // A thread of its own, not spawn_blocking: against an unreachable cluster the request
-            // blocks for METADATA_TIMEOUT, and the runtime waits for its blocking tasks before the
-            // process may exit, past the shutdown deadline. Stopping abandons the request instead.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let spawned = std::thread::Builder::new()
-                .name("kafka-metadata".into())
-                .spawn(move || {
-                    let _ = tx.send(
-                        producer
-                            .client()
-                            .fetch_metadata(Some(&t), METADATA_TIMEOUT)
-                            .map(|md| {
-                                md.topics()
-                                    .iter()
-                                    .find(|mt| mt.name() == t)
-                                    .map_or(0, |mt| {
-                                        if mt.error().is_some() {
-                                            0
-                                        } else {
-                                            mt.partitions().len() as i32
-                                        }
-                                    })
-                            }),
-                    );
-                });
-            let res = match spawned {
-                Ok(_) => tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    r = rx => r.map_err(|e| e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
+            let res = tokio::select! {
+                _ = stop.cancelled() => return None,
+                r = metadata::partition_count(self.producer.clone(), topic, METADATA_TIMEOUT) => r,
             };
             match res {
-                Ok(Ok(n)) => return Some(n),
-                Ok(Err(e)) => {
+                Ok(n) => return Some(n),
+                Err(e) => {
                     if !warned {
                         warn!(
                             topic,
@@ -386,7 +357,6 @@ impl Sink {
                         );
                     }
                 }
-                Err(e) => error!("metadata task failed: {e}"),
             }
             warned = true;
             tokio::select! {
