@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use logagent::fleet;
-use logagent::settings::{self, LogFormat, Settings};
+use logagent::settings::{self, Settings};
 
 mod reload;
 
@@ -65,7 +65,10 @@ fn init_logging(s: &Settings, cli: Option<CliLogFormat>) -> (reload::FilterHandl
     let json = match cli {
         Some(CliLogFormat::Json) => true,
         Some(CliLogFormat::Compact) => false,
-        None => matches!(s.log.format, LogFormat::Json),
+        None => s
+            .log
+            .format
+            .is_json(std::env::var_os("JOURNAL_STREAM").is_some()),
     };
     let layer = fmt::layer().with_writer(std::io::stderr);
     let layer = if json {

@@ -147,6 +147,14 @@ mod tests {
     }
 
     #[test]
+    fn auto_log_format_is_json_under_systemd_only() {
+        assert!(LogFormat::Auto.is_json(true));
+        assert!(!LogFormat::Auto.is_json(false));
+        assert!(LogFormat::Json.is_json(false));
+        assert!(!LogFormat::Compact.is_json(true));
+    }
+
+    #[test]
     fn empty_file_gives_defaults_that_validate() {
         assert_eq!(raw("", &[]), RawConfig::default());
         let settings = RawConfig::default()

@@ -28,10 +28,21 @@ pub struct AgentSettings {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
-    /// Compact on a terminal, JSON otherwise.
+    /// JSON under systemd (the journal stores each event's fields), compact otherwise.
     Auto,
     Compact,
     Json,
+}
+
+impl LogFormat {
+    /// Whether to log JSON; `under_journal`: stderr goes to the journal (`JOURNAL_STREAM` is set).
+    pub fn is_json(self, under_journal: bool) -> bool {
+        match self {
+            LogFormat::Auto => under_journal,
+            LogFormat::Compact => false,
+            LogFormat::Json => true,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
