@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::checkpoint::CheckpointStore;
 use crate::config_source::{ConfigSource, SourceStatus};
+pub use crate::handles::Handles;
 use crate::reconcile::{self, Supervisor};
 use crate::registry::{self, Registry};
 use crate::settings::Settings;
@@ -37,23 +38,9 @@ pub enum AppError {
     ProducerFatal(String),
 }
 
-/// Handles a running agent exposes (metrics endpoint, status publisher, tests).
-#[derive(Clone)]
-pub struct Handles {
-    pub metrics: Arc<Metrics>,
-    pub registry: Arc<Registry>,
-    pub source_status: watch::Receiver<SourceStatus>,
-    pub kafka: Arc<crate::sink::KafkaHealth>,
-    pub ip: String,
-    pub hostname: String,
-    /// The collect configuration key.
-    pub key: String,
-    pub started_unix_ms: u64,
-}
-
 /// Runs the agent until `shutdown` is cancelled, then shuts down in order.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
-    let started_unix_ms = registry::now_ms();
+    let started_unix_ms = crate::clock::now_ms();
     let (ip, why) = crate::host::agent_ip(settings.agent.ip);
     let key = crate::settings::EtcdSettings::render_key(
         &settings.etcd.key_template,

@@ -25,9 +25,11 @@
 pub mod app;
 pub mod atomic_file;
 pub mod checkpoint;
+pub mod clock;
 pub mod collect;
 pub mod config_source;
 pub mod fleet;
+pub mod handles;
 pub mod host;
 pub mod http;
 pub mod kafka_probe;

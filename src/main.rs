@@ -124,10 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 return Ok(ExitCode::from(1));
             }
-            print!(
-                "{}",
-                fleet::render_table(&rows, logagent::registry::now_ms())
-            );
+            print!("{}", fleet::render_table(&rows, logagent::clock::now_ms()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {

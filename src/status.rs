@@ -20,10 +20,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::app::Handles;
+use crate::clock::now_ms;
 use crate::collect::{CollectEntry, PathMatcher};
 use crate::config_source::{Desired, SourceStatus};
-use crate::registry::now_ms;
+use crate::handles::Handles;
 use crate::settings::EtcdSettings;
 use crate::telemetry::FileProblem;
 

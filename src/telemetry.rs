@@ -220,7 +220,7 @@ impl Metrics {
             m.start_time_seconds.clone(),
         );
         m.start_time_seconds
-            .set((crate::registry::now_ms() / 1000) as i64);
+            .set((crate::clock::now_ms() / 1000) as i64);
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -256,7 +256,7 @@ impl Metrics {
     fn note_file_problem(&self, path: &Path, error: &str) {
         let problem = FileProblem {
             error: error.to_owned(),
-            at_ms: crate::registry::now_ms(),
+            at_ms: crate::clock::now_ms(),
         };
         self.problems().insert(path.to_path_buf(), problem);
     }
