@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Deserialize;
 use support::{
-    agent_config, consume, consume_for, wait_until, Agent, Consumed, Etcd, Storage, Tansu,
+    agent_config, consume, consume_for, free_port, lines_read_and_acked, wait_for, wait_until,
+    with_http_listener, Agent, Consumed, Etcd, Storage, Tansu,
 };
 
 const IP: &str = "10.20.30.41";
@@ -34,7 +35,8 @@ const NAMES: [char; 3] = ['a', 'b', 'c'];
 /// Lines appended to each file per writer step, and the pause between steps: ~50k lines/s in all.
 const CHUNK: u64 = 250;
 const PACE: Duration = Duration::from_millis(15);
-/// Lines appended to each file just before a kill, so that it lands with lines unacknowledged.
+/// Lines appended to each file before a kill, so that it can land with lines Kafka acknowledged
+/// but the checkpoint does not cover yet (appended again until it does).
 const BURST: u64 = 1000;
 /// Upper bound for every wait on the agent; none of them is a speed assertion.
 const WAIT: Duration = Duration::from_secs(60);
@@ -213,6 +215,23 @@ impl Logs {
         Ok(())
     }
 
+    /// Whether every file the agent reads is checkpointed to its end: every live file has a
+    /// record at its size, and so has every other file with a record (a rotated copy being read).
+    fn all_checkpointed(&self, state_dir: &Path) -> anyhow::Result<bool> {
+        let ck = checkpoint(state_dir)?;
+        let live = self.live_paths();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let size = std::fs::metadata(&path)?.len();
+            match ck.get(&key_of(&path)?) {
+                Some(r) if r.offset != size => return Ok(false),
+                None if live.contains(&path) => return Ok(false),
+                _ => {}
+            }
+        }
+        Ok(true)
+    }
+
     /// The lines that may be sent twice after a kill -9 now, given the checkpoint on disk.
     ///
     /// A line is sent twice only if it was sent before the kill and is read again after the
@@ -253,6 +272,8 @@ struct World {
     etcd: Etcd,
     kafka: Tansu,
     dir: tempfile::TempDir,
+    /// The agent's `/metrics` port.
+    http_port: u16,
 }
 
 impl World {
@@ -263,6 +284,7 @@ impl World {
             etcd,
             kafka,
             dir: tempfile::tempdir()?,
+            http_port: free_port(),
         })
     }
 
@@ -275,12 +297,13 @@ impl World {
     }
 
     fn config(&self) -> String {
-        agent_config(
+        let base = agent_config(
             &self.state_dir(),
             &self.etcd.endpoint(),
             &self.kafka.bootstrap(),
             IP,
-        )
+        );
+        with_http_listener(&base, self.http_port)
     }
 
     /// The seed format: one `{"path","topic"}` per live file (exact paths, no glob).
@@ -380,19 +403,26 @@ async fn run_plan(
             match step {
                 Step::Rotate => rotate(w, logs, rotation, running).await?,
                 Step::Kill => {
-                    w.wait_recorded(&logs.live_paths()).await?;
-                    logs.append_all(BURST)?;
-                    // Long enough for the agent to read and send some of it, far shorter than a
-                    // checkpoint interval: the kill lands with records in flight.
-                    tokio::time::sleep(Duration::from_millis(30)).await;
-                    agent.sigkill();
+                    let unchecked = kill_with_acked_lines_unchecked(w, logs, agent).await?;
                     running = false;
                     let ck = checkpoint(&w.state_dir())?;
                     out.at_risk = logs.at_risk(&ck)?;
                     out.live_when_down = live_keys(logs)?;
                     eprintln!(
-                        "killed at {} lines per file; {} lines unacknowledged or unread",
+                        "killed at {} lines per file with {unchecked} lines acknowledged by Kafka \
+                         but not checkpointed; {} lines unacknowledged or unread",
                         logs.per_file(),
+                        out.at_risk.len()
+                    );
+                    // Otherwise the restart re-sends nothing and the duplicate bound is not tested.
+                    assert!(
+                        unchecked > 0,
+                        "the kill landed with no line acknowledged beyond the checkpoint"
+                    );
+                    assert!(
+                        out.at_risk.len() as u64 >= unchecked,
+                        "{unchecked} lines were acknowledged but not checkpointed at the kill, yet \
+                         only {} lines are beyond the checkpoint on disk",
                         out.at_risk.len()
                     );
                 }
@@ -426,6 +456,85 @@ async fn run_plan(
     }
     assert!(plan.is_empty(), "plan steps never reached: {plan:?}");
     Ok(out)
+}
+
+/// SIGKILLs the agent at a moment when Kafka has acknowledged lines its checkpoint on disk does
+/// not cover: the lines a restart sends again, which the duplicate bound is about. Returns how
+/// many such lines there were at least.
+///
+/// From a quiet start (every line acknowledged and checkpointed) the test appends a burst and
+/// watches the agent's acknowledged-lines counter; when it has counted more of the burst than the
+/// checkpoint covers, the agent is frozen (SIGSTOP), so that its checkpoint can no longer move,
+/// the checkpoint is read to confirm it, and the frozen agent is killed. If the checkpoint caught
+/// up meanwhile, the agent resumes and the test tries again, with another burst once the last one
+/// is all checkpointed.
+async fn kill_with_acked_lines_unchecked(
+    w: &World,
+    logs: &mut Logs,
+    agent: &mut Agent,
+) -> anyhow::Result<u64> {
+    let port = w.http_port;
+    w.wait_recorded(&logs.live_paths()).await?;
+    // Quiet: nothing left to read or acknowledge, so the counter moves with the bursts only.
+    let acked0 = wait_for(
+        "every line acknowledged and checkpointed before the kill's burst",
+        WAIT,
+        || {
+            let quiet = logs.all_checkpointed(&w.state_dir()).unwrap_or(false);
+            async move {
+                let (read, acked) = lines_read_and_acked(port, TOPIC).await?;
+                (quiet && read == acked).then_some(acked)
+            }
+        },
+    )
+    .await?;
+    let live: Vec<(Key, u64)> = logs
+        .live_paths()
+        .iter()
+        .map(|p| Ok((key_of(p)?, std::fs::metadata(p)?.len())))
+        .collect::<anyhow::Result<_>>()?;
+    let started = Instant::now();
+    let (mut bursts, mut tries) = (0u64, 0u64);
+    loop {
+        // Burst lines the checkpoint on disk covers (the live files keep their identity here).
+        let checkpointed = |ck: &HashMap<Key, Record>| -> u64 {
+            live.iter()
+                .map(|(k, size0)| ck.get(k).map_or(0, |r| r.offset.saturating_sub(*size0)))
+                .sum::<u64>()
+                / LINE_LEN
+        };
+        if bursts == 0
+            || checkpointed(&checkpoint(&w.state_dir())?) == bursts * BURST * NAMES.len() as u64
+        {
+            logs.append_all(BURST)?;
+            bursts += 1;
+        }
+        if let Some((_, acked)) = lines_read_and_acked(port, TOPIC).await {
+            agent.signal(libc::SIGSTOP)?;
+            tries += 1;
+            // Frozen: the checkpoint read now is the one the kill leaves.
+            let ck = checkpoint(&w.state_dir())?;
+            let unchecked = acked
+                .saturating_sub(acked0)
+                .saturating_sub(checkpointed(&ck));
+            if unchecked > 0 {
+                agent.sigkill();
+                eprintln!(
+                    "kill landed after {:?}, {bursts} burst(s) of {BURST} lines per file, {tries} \
+                     look(s)",
+                    started.elapsed()
+                );
+                return Ok(unchecked);
+            }
+            agent.signal(libc::SIGCONT)?;
+        }
+        anyhow::ensure!(
+            started.elapsed() < WAIT,
+            "in {WAIT:?} ({bursts} bursts of {BURST} lines per file, {tries} looks) the agent \
+             never held lines acknowledged by Kafka beyond its checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 fn live_keys(logs: &Logs) -> anyhow::Result<Vec<Key>> {

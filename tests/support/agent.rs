@@ -132,6 +132,11 @@ impl Agent {
         self.proc.signal(libc::SIGINT)
     }
 
+    /// Sends `sig` (e.g. SIGSTOP / SIGCONT to freeze the agent while the test inspects its state).
+    pub fn signal(&self, sig: libc::c_int) -> anyhow::Result<()> {
+        self.proc.signal(sig)
+    }
+
     /// SIGKILL and reap: the crash case, nothing flushed.
     pub fn sigkill(&mut self) {
         self.proc.kill();
