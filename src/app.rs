@@ -18,7 +18,9 @@ use crate::registry::{self, Registry};
 use crate::settings::Settings;
 use crate::sink::Sink;
 use crate::status::Publisher;
+use crate::tail::applied::AppliedEntries;
 use crate::tail::discover::Shared;
+use crate::tail::rotated::RotatedFiles;
 use crate::tail::watch::WatchHub;
 use crate::tail::TailOptions;
 use crate::telemetry::Metrics;
@@ -101,6 +103,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         glob_rescan: t.glob_rescan,
         hostname: settings.agent.hostname.clone(),
         max_open_files: t.max_open_files,
+        applied: Arc::new(AppliedEntries::load(&settings.agent.state_dir)),
+        rotated: RotatedFiles::new(t.max_rotated_files),
     });
 
     let (desired_tx, desired_rx) = watch::channel(None);
