@@ -774,4 +774,52 @@ mod tests {
             .expect("entry did not stop")
             .unwrap();
     }
+
+    /// Stopped right after the chunks of an over-long line were acknowledged, before its newline was
+    /// written: at the restart, that newline only ends the line already shipped and is no empty record.
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_at_a_long_line_chunk_boundary_gives_no_empty_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"abcdefgh").unwrap();
+        let chunked = {
+            let mut e = CollectEntry::new(path.to_string_lossy(), "t");
+            e.max_line_bytes = Some(4);
+            Arc::new(e)
+        };
+        let start = |registry: Arc<Registry>| {
+            let (tx, rx) = mpsc::channel(8);
+            let mut sh = shared(tx);
+            Arc::get_mut(&mut sh).unwrap().registry = registry;
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(run_entry(chunked.clone(), sh, cancel.clone()));
+            (rx, cancel, task)
+        };
+        let registry = Registry::new(Vec::new(), Metrics::new(false));
+        let (mut rx, cancel, task) = start(registry.clone());
+        assert_eq!(
+            records(&mut rx, 2, "the chunks").await,
+            vec!["abcd", "efgh"]
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+        let stored = registry.snapshot(Duration::from_secs(3600));
+        assert_eq!(stored[0].offset, 8, "the chunks were acknowledged");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"\nz\n")
+            .unwrap();
+        let (mut rx, cancel, task) = start(Registry::new(stored, Metrics::new(false)));
+        assert_eq!(records(&mut rx, 1, "after the restart").await, vec!["z"]);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
 }
