@@ -822,4 +822,77 @@ mod tests {
             .expect("entry did not stop")
             .unwrap();
     }
+
+    /// A file rewritten (copytruncate, then more written than before) between its claim at a stored
+    /// offset and the tailer's first read: the first read checks the bytes before the offset too.
+    #[tokio::test(start_paused = true)]
+    async fn a_file_rewritten_after_its_claim_is_read_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"line-one\nline-two\n").unwrap();
+        let metrics = Metrics::new(false);
+        let registry = Registry::new(Vec::new(), metrics.clone());
+        let file = File::open(&path).unwrap();
+        let key = key_of(&path);
+        let first = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        let seq = first.progress.register(Mark {
+            offset: 18,
+            tail_hash: tail_hash(&file, 18).unwrap(),
+        });
+        first.progress.complete(seq);
+        registry.release(key, false, false);
+        let claim = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.offset, 18, "resumed at the stored offset");
+        std::fs::write(&path, b"REWRITTEN-CONTENT-1\nX\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let tailer = Tailer {
+            path: path.clone(),
+            key,
+            file,
+            fingerprint: claim.fingerprint,
+            progress: claim.progress,
+            splitter: LineSplitter::new(claim.offset, 4096, 1024, false),
+            route: Arc::new(Route {
+                topic: "t".into(),
+                key: None,
+                headers: Vec::new(),
+                partition_seed: 0,
+                path: path.to_string_lossy().into_owned(),
+                counters: metrics.topic("t"),
+            }),
+            tx,
+            registry,
+            metrics,
+            wake: Arc::new(Notify::new()),
+            opts: shared_with(
+                mpsc::channel(1).0,
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            )
+            .opts
+            .clone(),
+            rotated: false,
+            forget_when_done: false,
+            multiline: None,
+            rotated_files: rotated::RotatedFiles::new(64),
+            state: TailerState::default(),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(tailer.run(cancel.clone()));
+        assert_eq!(
+            records(&mut rx, 2, "the rewritten content").await,
+            vec!["REWRITTEN-CONTENT-1", "X"]
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("tailer did not stop")
+            .unwrap();
+    }
 }
