@@ -4,8 +4,10 @@
 //! the bounded channel. At end of file it checks, in this order: truncation (size below the read
 //! offset), rotation (the path no longer names this file, or is gone), a partial line idle past its
 //! timeout. A rotated file is read to its end and released only once it has been idle for
-//! `rotated_idle_timeout` and every byte is acknowledged: applications keep writing into the renamed
-//! file until they reopen, and no timer may cut that tail off (fluent-bit#10414).
+//! `rotated_idle_timeout` (minutes; a deleted file: the partial-line timeout) and every byte is
+//! acknowledged: applications keep writing into the renamed file until they reopen, and no timer may
+//! cut that tail off (fluent-bit#10414). Past `max_rotated_files` held, the fully acknowledged one
+//! idle longest goes first ([`rotated`]).
 
 pub mod applied;
 pub mod discover;
