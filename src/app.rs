@@ -160,6 +160,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         settings.checkpoint.gone_retention,
         ck_stop.clone(),
     ));
+    // Reading stops it: nothing is released after that.
+    tokio::spawn(crate::tail::memory::run_trimmer(
+        crate::tail::memory::TRIM_INTERVAL,
+        reading.clone(),
+    ));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     // Dropped when `run` returns, so pings also cover the shutdown, which TimeoutStopSec bounds.
     let _watchdog = spawn_watchdog();

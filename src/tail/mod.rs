@@ -12,6 +12,7 @@
 pub mod applied;
 pub mod discover;
 pub mod identity;
+pub mod memory;
 pub mod multiline;
 pub mod reader;
 pub mod rotated;
@@ -166,9 +167,9 @@ impl Tailer {
             if self.rewritten_since_guard() {
                 continue;
             }
-            // glibc hands the freed buffers back by itself (measured in tests/idle_memory.rs: no
-            // malloc_trim needed).
-            self.splitter.release_if_caught_up();
+            if self.splitter.release_if_caught_up() {
+                memory::released();
+            }
             let off = self.splitter.read_offset();
             self.state.guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
             // Growth since the fstat raises a file event, which ends the nap at once; without events
