@@ -19,7 +19,9 @@ use crate::registry::{self, Registry};
 use crate::settings::Settings;
 use crate::sink::Sink;
 use crate::status::Publisher;
+use crate::tail::applied::AppliedEntries;
 use crate::tail::discover::Shared;
+use crate::tail::rotated::RotatedFiles;
 use crate::tail::watch::WatchHub;
 use crate::tail::TailOptions;
 use crate::telemetry::Metrics;
@@ -86,6 +88,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         glob_rescan: t.glob_rescan,
         hostname: settings.agent.hostname.clone(),
         max_open_files: t.max_open_files,
+        applied: Arc::new(AppliedEntries::load(&settings.agent.state_dir)),
+        rotated: RotatedFiles::new(t.max_rotated_files),
     });
 
     let (desired_tx, desired_rx) = watch::channel(None);
@@ -143,6 +147,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         settings.checkpoint.interval,
         settings.checkpoint.gone_retention,
         ck_stop.clone(),
+    ));
+    // Reading stops it: nothing is released after that.
+    tokio::spawn(crate::tail::memory::run_trimmer(
+        crate::tail::memory::TRIM_INTERVAL,
+        reading.clone(),
     ));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     // Dropped when `run` returns, so pings also cover the shutdown, which TimeoutStopSec bounds.

@@ -133,7 +133,11 @@ impl FileProgress {
         while st.pending.front().is_some_and(|p| p.done) {
             let p = st.pending.pop_front().expect("front exists");
             st.first_seq += 1;
-            st.acked = p.mark;
+            // Marks are registered in file order; should one ever come out of order, the recorded
+            // offset still never moves back over bytes already acknowledged.
+            if p.mark.offset >= st.acked.offset {
+                st.acked = p.mark;
+            }
             advanced = true;
         }
         let drained = st.pending.is_empty();
@@ -360,6 +364,16 @@ mod tests {
         assert_eq!(p.acked_offset(), 0);
         p.complete(a);
         assert_eq!(p.acked_offset(), 12);
+    }
+
+    #[test]
+    fn the_acknowledged_offset_never_moves_back() {
+        let p = FileProgress::new(mark(0));
+        let a = p.register(mark(18));
+        let b = p.register(mark(13));
+        p.complete(a);
+        p.complete(b);
+        assert_eq!(p.acked(), mark(18));
     }
 
     #[tokio::test]

@@ -675,4 +675,17 @@ mod tests {
         let settings = load_from_str("[http]\nlisten = \"\"", &[]).unwrap();
         assert_eq!(settings.http.listen, None);
     }
+
+    /// A renamed file is kept for minutes (applications reopen late), and the number of them held
+    /// open is bounded.
+    #[test]
+    fn rotated_files_are_kept_five_minutes_and_their_number_is_bounded() {
+        let settings = RawConfig::default()
+            .validate_with_hostname("web-1")
+            .expect("defaults are valid");
+        assert_eq!(settings.tail.rotated_idle_timeout, Duration::from_secs(300));
+        assert_eq!(settings.tail.max_rotated_files, 64);
+        let zero = raw("[tail]\nmax_rotated_files = 0\n", &[]);
+        assert!(has(&problems(&zero), "tail.max_rotated_files"));
+    }
 }

@@ -15,7 +15,9 @@ use logagent::checkpoint::CheckpointStore;
 use logagent::collect::CollectEntry;
 use logagent::registry::Registry;
 use logagent::sink::Batch;
+use logagent::tail::applied::AppliedEntries;
 use logagent::tail::discover::{run_entry, Shared};
+use logagent::tail::rotated::RotatedFiles;
 use logagent::tail::watch::WatchHub;
 use logagent::tail::TailOptions;
 use logagent::telemetry::Metrics;
@@ -109,6 +111,8 @@ impl Harness {
             glob_rescan: Duration::from_millis(20),
             hostname: "h".into(),
             max_open_files: 100,
+            applied: Arc::new(AppliedEntries::load(&self.state)),
+            rotated: RotatedFiles::new(64),
         });
         let cancel = CancellationToken::new();
         let entry_task = tokio::spawn(run_entry(Arc::new(self.entry()), shared, cancel.clone()));

@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the release agent: lines/s, MB/s, CPU-s per million lines, peak RSS.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|all] [--files K]
+//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|all] [--files K]
 //!     [--lines N] [--line-bytes B] [--broker mock|tansu]
 //! ```
 //!
@@ -36,6 +36,8 @@ enum Scenario {
     Idle1000,
     /// Restart with a backlog after part of the file was shipped.
     Backlog,
+    /// 400 files of ~600 KB: RSS once every file is shipped and the agent idles.
+    Wide,
     All,
 }
 
@@ -44,7 +46,7 @@ enum Scenario {
 struct Cli {
     #[arg(long, value_enum, default_value = "all")]
     scenario: Scenario,
-    /// Number of files (default per scenario: 1, 10, 1000, 1).
+    /// Number of files (default per scenario: 1, 10, 1000, 1, 400).
     #[arg(long)]
     files: Option<usize>,
     /// Lines in all for hot and ten (default 2,000,000).
@@ -105,6 +107,9 @@ fn print(f: &Figures) {
         "{:<9} {:<5} files={:<5} lines={:<8} {:>10.0} lines/s {:>7.1} MB/s {:>6.2} CPU-s/M lines {:>6.1} MiB peak RSS",
         f.scenario, f.broker, f.files, f.lines, f.lines_per_s, f.mb_per_s, f.cpu_s_per_m_lines, f.peak_rss_mib
     );
+    if let Some(rss) = f.rss_mib {
+        line.push_str(&format!("  RSS now {rss:.1} MiB"));
+    }
     if let Some(pct) = f.idle_cpu_pct {
         line.push_str(&format!("  idle CPU {pct:.2} % of a core"));
     }
@@ -162,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Ten,
             Scenario::Idle1000,
             Scenario::Backlog,
+            Scenario::Wide,
         ],
         s => vec![s],
     };
@@ -173,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Ten => scenario::throughput(&ctx, "ten", 10),
             Scenario::Idle1000 => scenario::idle(&ctx),
             Scenario::Backlog => scenario::backlog(&ctx),
+            Scenario::Wide => scenario::wide(&ctx),
             Scenario::All => unreachable!("expanded above"),
         };
         match r {

@@ -275,6 +275,17 @@ fn figures(
 pub fn throughput(ctx: &Ctx, name: &str, default_files: usize) -> anyhow::Result<Figures> {
     let files = ctx.files.unwrap_or(default_files).max(1);
     let lines = ctx.lines.unwrap_or(2_000_000);
+    throughput_then_idle(ctx, name, files, lines, None)
+}
+
+/// Ships every line; with `idle`, then waits that long and takes the agent's current RSS.
+fn throughput_then_idle(
+    ctx: &Ctx,
+    name: &str,
+    files: usize,
+    lines: u64,
+    idle: Option<Duration>,
+) -> anyhow::Result<Figures> {
     let mut stage = Stage::new(ctx, name)?;
     let mut gen = LineGen::new(42, ctx.line_bytes);
     let mut bytes = 0;
@@ -296,6 +307,10 @@ pub fn throughput(ctx: &Ctx, name: &str, default_files: usize) -> anyhow::Result
         .zip(broker_cpu0)
         .map(|(a, b)| a - b);
     f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
+    if let Some(idle) = idle {
+        std::thread::sleep(idle);
+        f.rss_mib = Some(status_mib(agent.pid(), "VmRSS:")?);
+    }
     let counts = tally.settled(0)?;
     f.records = counts;
     let at_end = stage.checkpoint_at_end(Duration::from_secs(5));
@@ -305,6 +320,15 @@ pub fn throughput(ctx: &Ctx, name: &str, default_files: usize) -> anyhow::Result
     }
     agent.stop(STOP_GRACE);
     Ok(f)
+}
+
+/// `wide`: a backlog across many files (400 × ~600 KB), then RSS while the agent idles: caught-up
+/// tailers must not keep their grown read buffers.
+pub fn wide(ctx: &Ctx) -> anyhow::Result<Figures> {
+    let files = ctx.files.unwrap_or(400).max(1);
+    // ~150-byte lines: about 600 KB per file.
+    let lines = ctx.lines.unwrap_or(files as u64 * 4_000);
+    throughput_then_idle(ctx, "wide", files, lines, Some(Duration::from_secs(5)))
 }
 
 /// `idle1000`: many files, each written one line per second; the agent's CPU share while trickling.

@@ -160,6 +160,7 @@ pub struct RawTail {
     pub channel_capacity: u64,
     pub batch_max_lines: u64,
     pub max_open_files: u64,
+    pub max_rotated_files: u64,
     pub skip_empty_lines: bool,
 }
 
@@ -171,11 +172,12 @@ impl Default for RawTail {
             max_line_bytes: 1_048_576,
             max_line_bytes_limit: 16_777_216,
             partial_line_timeout_ms: 5_000,
-            rotated_idle_timeout_ms: 5_000,
+            rotated_idle_timeout_ms: 300_000,
             glob_rescan_ms: 1_000,
             channel_capacity: 8,
             batch_max_lines: 4_096,
             max_open_files: 4_096,
+            max_rotated_files: 64,
             skip_empty_lines: false,
         }
     }

@@ -312,6 +312,9 @@ pub struct TailSettings {
     pub channel_capacity: usize,
     pub batch_max_lines: usize,
     pub max_open_files: usize,
+    /// Most rotated-away files held open at once: past it, the fully acknowledged ones idle longest
+    /// are released first.
+    pub max_rotated_files: usize,
     pub skip_empty_lines: bool,
 }
 

@@ -545,6 +545,12 @@ impl RawTail {
                 1 << 20,
             ),
             max_open_files: problems.range("tail.max_open_files", self.max_open_files, 1, 1 << 20),
+            max_rotated_files: problems.range(
+                "tail.max_rotated_files",
+                self.max_rotated_files,
+                1,
+                1 << 20,
+            ),
             skip_empty_lines: self.skip_empty_lines,
         }
     }

@@ -16,9 +16,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::applied::AppliedEntries;
 use super::identity::{FileKey, Fingerprint};
 use super::multiline::Multiline;
 use super::reader::LineSplitter;
+use super::rotated::RotatedFiles;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
 use crate::collect::{is_glob, CollectEntry, KeyMode, PathMatcher, StartFrom};
@@ -36,6 +38,9 @@ pub struct Shared {
     pub glob_rescan: std::time::Duration,
     pub hostname: String,
     pub max_open_files: usize,
+    /// Entries already applied on this host (where `"from": "end"` no longer applies).
+    pub applied: Arc<AppliedEntries>,
+    pub rotated: Arc<RotatedFiles>,
 }
 
 struct Discoverer {
@@ -63,7 +68,8 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
     if let Some(dir) = &dir {
         d.shared.hub.watch_dir(dir, dir_wake.clone());
     }
-    d.scan(d.entry.from == StartFrom::End);
+    let from_end = d.entry.from == StartFrom::End && d.first_application().await;
+    d.scan(from_end);
     d.finish_rotated_while_down();
     loop {
         tokio::select! {
@@ -89,6 +95,23 @@ fn watch_dir_of(path: &str) -> Option<PathBuf> {
 }
 
 impl Discoverer {
+    /// Whether the entry is applied for the first time on this host: only then does `"from": "end"`
+    /// apply, to the files existing now; later files (even those created while the agent was down)
+    /// start at 0. If the fact cannot be stored, this start still counts as the first.
+    async fn first_application(&self) -> bool {
+        let applied = self.shared.applied.clone();
+        let path = self.entry.path.clone();
+        let now = crate::registry::now_ms();
+        match tokio::task::spawn_blocking(move || applied.first_application(&path, now)).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(e)) => {
+                warn!("{e}; \"from\": \"end\" will apply again at the next start");
+                true
+            }
+            Err(_) => true,
+        }
+    }
+
     fn matches(&self) -> Vec<PathBuf> {
         let paths: Vec<PathBuf> = if is_glob(&self.entry.path) {
             match glob::glob(&self.entry.path) {
@@ -216,6 +239,8 @@ impl Discoverer {
                 .as_deref()
                 .and_then(|p| regex::bytes::Regex::new(p).ok())
                 .map(|re| Multiline::new(re, max_line)),
+            rotated_files: self.shared.rotated.clone(),
+            state: Default::default(),
         };
         let cancel = self.cancel.child_token();
         let hub = self.shared.hub.clone();

@@ -4,13 +4,18 @@
 //! the bounded channel. At end of file it checks, in this order: truncation (size below the read
 //! offset), rotation (the path no longer names this file, or is gone), a partial line idle past its
 //! timeout. A rotated file is read to its end and released only once it has been idle for
-//! `rotated_idle_timeout` and every byte is acknowledged: applications keep writing into the renamed
-//! file until they reopen, and no timer may cut that tail off (fluent-bit#10414).
+//! `rotated_idle_timeout` (minutes; a deleted file: the partial-line timeout) and every byte is
+//! acknowledged: applications keep writing into the renamed file until they reopen, and no timer may
+//! cut that tail off (fluent-bit#10414). Past `max_rotated_files` held, the fully acknowledged one
+//! idle longest goes first ([`rotated`]).
 
+pub mod applied;
 pub mod discover;
 pub mod identity;
+pub mod memory;
 pub mod multiline;
 pub mod reader;
+pub mod rotated;
 pub mod watch;
 
 use std::fs::File;
@@ -66,6 +71,21 @@ pub struct Tailer {
     pub forget_when_done: bool,
     /// Groups lines into multiline records when the entry has a start pattern.
     pub multiline: Option<Multiline>,
+    /// The bound on rotated files held open, shared by every tailer.
+    pub rotated_files: Arc<rotated::RotatedFiles>,
+    /// The tailer's own bookkeeping (start it at its default).
+    pub state: TailerState,
+}
+
+/// What a tailer tracks across rounds.
+#[derive(Default)]
+pub struct TailerState {
+    /// A read offset and the hash of the bytes before it, to compare once reading resumes after a
+    /// pause (idle at EOF, a wait for channel room, a start from a stored offset): a copytruncate
+    /// followed by writes past the offset leaves the size above it, and only these bytes tell.
+    guard: Option<(u64, String)>,
+    /// Raised by [`rotated::RotatedFiles`] when this rotated file should be let go; set once rotated.
+    evict: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
@@ -86,21 +106,19 @@ impl Tailer {
         let mut idle_polls = 0u32;
         // Whether the last wake-up came from a file event rather than the poll timer.
         let mut by_event = false;
-        // The read offset and the hash of the bytes before it, taken when we last idled at EOF.
-        let mut eof_guard: Option<(u64, String)> = None;
+        let start = self.progress.acked();
+        if start.offset > 0 {
+            // The file may have been rewritten between the claim and now.
+            self.state.guard = Some((start.offset, start.tail_hash));
+            let mid = reader::resumes_mid_line(&self.file, start.offset).unwrap_or(false);
+            self.splitter.resume_mid_line(mid);
+        }
         loop {
             if cancel.is_cancelled() {
                 break;
             }
-            if let Some(guard) = eof_guard.take() {
-                // Woken after idling at EOF: a copytruncate followed by writes past our offset leaves
-                // the size above the offset, so compare the bytes before it too (beats#45300).
-                let now = tail_hash(&self.file, guard.0).unwrap_or_default();
-                if now != guard.1 {
-                    let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-                    self.restart_at_zero(size);
-                    continue;
-                }
+            if self.rewritten_since_guard() {
+                continue;
             }
             // One fstat per round: it sizes the read and, at the end of the data, is the size checked
             // for truncation.
@@ -146,8 +164,15 @@ impl Tailer {
                 tokio::task::consume_budget().await;
                 continue;
             }
+            // A wait for channel room just ended: check before idling over a possibly rewritten file.
+            if self.rewritten_since_guard() {
+                continue;
+            }
+            if self.splitter.release_if_caught_up() {
+                memory::released();
+            }
             let off = self.splitter.read_offset();
-            eof_guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
+            self.state.guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
             // Growth since the fstat raises a file event, which ends the nap at once; without events
             // the nap is the plain poll interval after growth.
             match self.at_eof(size, last_growth, &cancel).await {
@@ -165,6 +190,9 @@ impl Tailer {
                 }
             };
         }
+        if self.state.evict.is_some() {
+            self.rotated_files.let_go(self.key);
+        }
         if self.registry.is_open(self.key) {
             // Stopped (shutdown or entry removed): what is in flight settles on its own and the record
             // keeps the acknowledged offset for the next claim.
@@ -173,6 +201,20 @@ impl Tailer {
             self.metrics
                 .file_released(&self.path, self.key, offset, "stopped");
         }
+    }
+
+    /// Whether the bytes before the guarded offset changed (the file was truncated and rewritten while
+    /// we were away); if so, reading restarts at 0 of the new content (beats#45300).
+    fn rewritten_since_guard(&mut self) -> bool {
+        let Some((offset, hash)) = self.state.guard.take() else {
+            return false;
+        };
+        if tail_hash(&self.file, offset).unwrap_or_default() == hash {
+            return false;
+        }
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.restart_at_zero(size);
+        true
     }
 
     /// How long to sleep at the end of the data: the poll interval, doubled per idle poll up to
@@ -219,36 +261,61 @@ impl Tailer {
             self.rotated = true;
             self.metrics.file_rotated(&self.path, self.key);
         }
+        if self.rotated && self.state.evict.is_none() {
+            self.state.evict = Some(self.rotated_files.hold(self.key, self.wake.clone()));
+        }
         let idle = last_growth.elapsed();
+        let rotated_due = if self.rotated && self.file.metadata()?.nlink() == 0 {
+            // Deleted: no one can reopen it, and only writers already holding it can still append.
+            self.opts
+                .rotated_idle_timeout
+                .min(self.opts.partial_line_timeout)
+        } else {
+            self.opts.rotated_idle_timeout
+        };
         let partial_due = if self.rotated {
-            idle >= self.opts.rotated_idle_timeout
+            idle >= rotated_due
         } else {
             idle >= self.opts.partial_line_timeout
         };
-        if self.splitter.pending_len() > 0 && partial_due {
+        let group_held = self.multiline.as_ref().is_some_and(Multiline::has_pending);
+        if partial_due && (self.splitter.pending_len() > 0 || group_held) {
             let bytes = self.splitter.pending_len();
-            self.metrics.partial_line_flushed(
-                &self.path,
-                bytes,
-                if self.rotated {
-                    "rotated file idle"
-                } else {
-                    "idle past partial_line_timeout"
-                },
-            );
+            if bytes > 0 {
+                self.metrics.partial_line_flushed(
+                    &self.path,
+                    bytes,
+                    if self.rotated {
+                        "rotated file idle"
+                    } else {
+                        "idle past partial_line_timeout"
+                    },
+                );
+            }
+            // Through the grouper: the partial line belongs after (or to) the held group, so records
+            // stay in file order and the registered offsets only grow.
             let split = self.splitter.flush_partial();
+            let split = match &mut self.multiline {
+                Some(m) => {
+                    let mut out = m.feed(split);
+                    out.append(m.flush());
+                    out
+                }
+                None => split,
+            };
             return Ok(self.ship(split, cancel).await);
         }
-        if partial_due && self.multiline.as_ref().is_some_and(Multiline::has_pending) {
-            let split = self
-                .multiline
-                .as_mut()
-                .map(Multiline::flush)
-                .unwrap_or_default();
-            return Ok(self.ship(split, cancel).await);
+        let settled =
+            self.progress.in_flight() == 0 && self.splitter.pending_len() == 0 && !group_held;
+        if self.rotated {
+            self.rotated_files.update(self.key, last_growth, settled);
         }
-        if self.rotated && idle >= self.opts.rotated_idle_timeout && self.progress.in_flight() == 0
-        {
+        let evicted = self
+            .state
+            .evict
+            .as_ref()
+            .is_some_and(|e| e.load(std::sync::atomic::Ordering::Relaxed));
+        if self.rotated && settled && (idle >= rotated_due || evicted) {
             // Rotated means its path no longer names it: nothing will claim it there again, so its
             // record may expire (else every rotation would add a record for good).
             return Ok(self.finish(true));
@@ -264,6 +331,10 @@ impl Tailer {
         self.progress = self.registry.new_generation(self.key, Mark::default());
         self.progress.set_size(size);
         self.splitter.reset(0);
+        // A held group came from the old content: its lines are not before the new content's.
+        if let Some(m) = &mut self.multiline {
+            m.clear();
+        }
         if let Ok(fp) = Fingerprint::of_file(&self.file, size) {
             self.fingerprint = fp;
             self.registry
@@ -279,6 +350,8 @@ impl Tailer {
     }
 
     fn finish(&mut self, gone: bool) -> Flow {
+        self.rotated_files.let_go(self.key);
+        self.state.evict = None;
         let offset = self.progress.acked_offset();
         self.registry.release(self.key, gone, self.forget_when_done);
         self.metrics.file_released(
@@ -309,12 +382,25 @@ impl Tailer {
             return Flow::Continue;
         }
         // Take a slot first, so a batch is registered only once it is sure to reach the sink.
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return Flow::Stop,
-            p = self.tx.reserve() => match p {
-                Ok(p) => p,
-                Err(_) => return Flow::Stop,
-            },
+        let permit = match self.tx.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Closed(())) => return Flow::Stop,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                // Blocked (Kafka down or slow), maybe for long: the file can be copytruncated and
+                // rewritten meanwhile, so the bytes before the read offset are checked when reading
+                // resumes. Only here, off the hot path: a send that finds room costs nothing more.
+                if self.state.guard.is_none() {
+                    let off = self.splitter.read_offset();
+                    self.state.guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Flow::Stop,
+                    p = self.tx.reserve() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Flow::Stop,
+                    },
+                }
+            }
         };
         let bytes: u64 = split.lines.iter().map(|l| l.len() as u64).sum();
         let ticket = self
@@ -339,6 +425,7 @@ mod tests {
     use super::discover::{run_entry, Shared};
     use super::*;
     use crate::collect::CollectEntry;
+    use std::io::Write;
 
     fn shared(tx: mpsc::Sender<Batch>) -> Arc<Shared> {
         shared_with(tx, Duration::from_secs(5), Duration::from_secs(5))
@@ -363,6 +450,8 @@ mod tests {
             glob_rescan: Duration::from_secs(1),
             hostname: "h".into(),
             max_open_files: 10,
+            applied: Arc::new(applied::AppliedEntries::in_memory()),
+            rotated: rotated::RotatedFiles::new(64),
         })
     }
 
@@ -471,6 +560,344 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("entry did not stop")
+            .unwrap();
+    }
+
+    /// Receives batches until `n` records came, settling each batch; fails naming `what` if they don't.
+    async fn records(rx: &mut mpsc::Receiver<Batch>, n: usize, what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let batch = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{what}: got only {out:?}"))
+                .expect("channel closed");
+            settle(&batch);
+            out.extend(
+                batch
+                    .lines
+                    .iter()
+                    .map(|l| String::from_utf8_lossy(l).into_owned()),
+            );
+        }
+        out
+    }
+
+    fn multiline_entry(path: &std::path::Path) -> Arc<CollectEntry> {
+        let mut e = CollectEntry::new(path.to_string_lossy(), "t");
+        e.multiline = Some("^S".into());
+        Arc::new(e)
+    }
+
+    fn key_of(path: &std::path::Path) -> FileKey {
+        FileKey::of(&std::fs::metadata(path).unwrap())
+    }
+
+    /// An unterminated last line while a multiline group is held: both go out through the grouper,
+    /// in file order, and the recorded offset ends past both (it never moves back).
+    #[tokio::test(start_paused = true)]
+    async fn partial_line_flush_goes_through_the_held_multiline_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"S1\n  a\nS2\n  b\npart").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let sh = shared(tx);
+        let registry = sh.registry.clone();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(multiline_entry(&path), sh, cancel.clone()));
+        let got = records(&mut rx, 2, "multiline group and partial line").await;
+        assert_eq!(got, vec!["S1\n  a", "S2\n  b\npart"]);
+        let key = key_of(&path);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let snap = registry.snapshot(Duration::from_secs(60));
+                if snap.iter().any(|c| c.ino == key.ino && c.offset == 18) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("recorded offset never reached the end of the partial line (18)");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
+
+    /// A truncation drops the group held from the old content: it is not glued to the new lines.
+    #[tokio::test(start_paused = true)]
+    async fn truncation_clears_the_held_multiline_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"S1\n  a\nS2\n  b\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(
+            multiline_entry(&path),
+            shared(tx),
+            cancel.clone(),
+        ));
+        assert_eq!(records(&mut rx, 1, "first group").await, vec!["S1\n  a"]);
+        std::fs::write(&path, b"  c\nS3\n").unwrap();
+        let got = records(&mut rx, 1, "first record after the truncation").await;
+        assert_eq!(
+            got,
+            vec!["  c"],
+            "the old held group leaked into the new content"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
+
+    /// copytruncate while the tailer waits for channel room (broker down): once it gets room, it
+    /// notices that the bytes before its offset changed and reads the new content from 0, instead of
+    /// resuming at the old offset inside it.
+    #[tokio::test(start_paused = true)]
+    async fn copytruncate_while_blocked_on_the_channel_restarts_at_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"old-1\nold-2\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let sh = {
+            let mut s = shared_with(tx, Duration::from_secs(5), Duration::from_secs(5));
+            Arc::get_mut(&mut s).unwrap().opts.batch_max_lines = 1;
+            s
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), sh, cancel.clone()));
+        // Virtual time only moves once every task waits: the tailer is then blocked on the full channel.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        std::fs::write(&path, b"NEW-first-line\nNEW-second\n").unwrap();
+        let got = records(&mut rx, 4, "old lines then the new content").await;
+        assert_eq!(got, vec!["old-1", "old-2", "NEW-first-line", "NEW-second"]);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
+
+    /// `"from": "end"` concerns the files there when the entry is first applied; a file created while
+    /// the agent was down (the new `app.log` of a rotation) is read from its start at the next start.
+    #[tokio::test(start_paused = true)]
+    async fn from_end_applies_only_at_the_first_application_of_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, b"before\n").unwrap();
+        let applied = Arc::new(applied::AppliedEntries::load(dir.path()));
+        let from_end = {
+            let mut e = CollectEntry::new(path.to_string_lossy(), "t");
+            e.from = crate::collect::StartFrom::End;
+            Arc::new(e)
+        };
+        let start = |registry: Arc<Registry>| {
+            let (tx, rx) = mpsc::channel(8);
+            let mut sh = shared(tx);
+            let s = Arc::get_mut(&mut sh).unwrap();
+            s.registry = registry;
+            s.applied = applied.clone();
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(run_entry(from_end.clone(), sh, cancel.clone()));
+            (rx, cancel, task)
+        };
+        let registry = Registry::new(Vec::new(), Metrics::new(false));
+        let (mut rx, cancel, task) = start(registry.clone());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"after\n")
+            .unwrap();
+        assert_eq!(records(&mut rx, 1, "first run").await, vec!["after"]);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+        // Down: the file is rotated and the application writes its new file.
+        let stored = registry.snapshot(Duration::from_secs(3600));
+        std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
+        std::fs::write(&path, b"fresh\n").unwrap();
+        let (mut rx, cancel, task) = start(Registry::new(stored, Metrics::new(false)));
+        assert_eq!(
+            records(&mut rx, 1, "the new file after the restart").await,
+            vec!["fresh"]
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
+
+    /// Past `max_rotated_files`, a fully acknowledged rotated file is released long before its idle
+    /// timeout, the one idle longest first; the newer one is kept.
+    #[tokio::test(start_paused = true)]
+    async fn rotated_files_past_the_bound_are_released_oldest_idle_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"one\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut sh = shared_with(tx, Duration::from_secs(5), Duration::from_secs(300));
+        Arc::get_mut(&mut sh).unwrap().rotated = rotated::RotatedFiles::new(1);
+        let registry = sh.registry.clone();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), sh, cancel.clone()));
+        assert_eq!(records(&mut rx, 1, "first file").await, vec!["one"]);
+        let first = key_of(&path);
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        std::fs::write(&path, b"two\n").unwrap();
+        assert_eq!(records(&mut rx, 1, "second file").await, vec!["two"]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            registry.is_open(first),
+            "released before the bound was passed"
+        );
+        let second = key_of(&path);
+        std::fs::rename(&path, dir.path().join("a.log.2")).unwrap();
+        std::fs::write(&path, b"three\n").unwrap();
+        assert_eq!(records(&mut rx, 1, "third file").await, vec!["three"]);
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while registry.is_open(first) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the oldest rotated file was kept past max_rotated_files");
+        assert!(
+            registry.is_open(second),
+            "the newer rotated file was released too"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
+
+    /// Stopped right after the chunks of an over-long line were acknowledged, before its newline was
+    /// written: at the restart, that newline only ends the line already shipped and is no empty record.
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_at_a_long_line_chunk_boundary_gives_no_empty_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"abcdefgh").unwrap();
+        let chunked = {
+            let mut e = CollectEntry::new(path.to_string_lossy(), "t");
+            e.max_line_bytes = Some(4);
+            Arc::new(e)
+        };
+        let start = |registry: Arc<Registry>| {
+            let (tx, rx) = mpsc::channel(8);
+            let mut sh = shared(tx);
+            Arc::get_mut(&mut sh).unwrap().registry = registry;
+            let cancel = CancellationToken::new();
+            let task = tokio::spawn(run_entry(chunked.clone(), sh, cancel.clone()));
+            (rx, cancel, task)
+        };
+        let registry = Registry::new(Vec::new(), Metrics::new(false));
+        let (mut rx, cancel, task) = start(registry.clone());
+        assert_eq!(
+            records(&mut rx, 2, "the chunks").await,
+            vec!["abcd", "efgh"]
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+        let stored = registry.snapshot(Duration::from_secs(3600));
+        assert_eq!(stored[0].offset, 8, "the chunks were acknowledged");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"\nz\n")
+            .unwrap();
+        let (mut rx, cancel, task) = start(Registry::new(stored, Metrics::new(false)));
+        assert_eq!(records(&mut rx, 1, "after the restart").await, vec!["z"]);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
+    }
+
+    /// A file rewritten (copytruncate, then more written than before) between its claim at a stored
+    /// offset and the tailer's first read: the first read checks the bytes before the offset too.
+    #[tokio::test(start_paused = true)]
+    async fn a_file_rewritten_after_its_claim_is_read_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"line-one\nline-two\n").unwrap();
+        let metrics = Metrics::new(false);
+        let registry = Registry::new(Vec::new(), metrics.clone());
+        let file = File::open(&path).unwrap();
+        let key = key_of(&path);
+        let first = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        let seq = first.progress.register(Mark {
+            offset: 18,
+            tail_hash: tail_hash(&file, 18).unwrap(),
+        });
+        first.progress.complete(seq);
+        registry.release(key, false, false);
+        let claim = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.offset, 18, "resumed at the stored offset");
+        std::fs::write(&path, b"REWRITTEN-CONTENT-1\nX\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let tailer = Tailer {
+            path: path.clone(),
+            key,
+            file,
+            fingerprint: claim.fingerprint,
+            progress: claim.progress,
+            splitter: LineSplitter::new(claim.offset, 4096, 1024, false),
+            route: Arc::new(Route {
+                topic: "t".into(),
+                key: None,
+                headers: Vec::new(),
+                partition_seed: 0,
+                path: path.to_string_lossy().into_owned(),
+                counters: metrics.topic("t"),
+            }),
+            tx,
+            registry,
+            metrics,
+            wake: Arc::new(Notify::new()),
+            opts: shared_with(
+                mpsc::channel(1).0,
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            )
+            .opts
+            .clone(),
+            rotated: false,
+            forget_when_done: false,
+            multiline: None,
+            rotated_files: rotated::RotatedFiles::new(64),
+            state: TailerState::default(),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(tailer.run(cancel.clone()));
+        assert_eq!(
+            records(&mut rx, 2, "the rewritten content").await,
+            vec!["REWRITTEN-CONTENT-1", "X"]
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("tailer did not stop")
             .unwrap();
     }
 }

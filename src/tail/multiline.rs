@@ -12,7 +12,9 @@ use super::reader::Split;
 pub struct Multiline {
     start: Regex,
     max_bytes: usize,
-    parts: Vec<Bytes>,
+    /// The group's lines, each with whether it continues the part before it (a later chunk of an
+    /// over-long line: joined without a separator).
+    parts: Vec<(Bytes, bool)>,
     size: usize,
     end: u64,
 }
@@ -37,11 +39,11 @@ impl Multiline {
             return;
         }
         let record = if self.parts.len() == 1 {
-            self.parts.pop().expect("one part")
+            self.parts.pop().expect("one part").0
         } else {
             let mut b = BytesMut::with_capacity(self.size);
-            for (i, p) in self.parts.drain(..).enumerate() {
-                if i > 0 {
+            for (i, (p, continues)) in self.parts.drain(..).enumerate() {
+                if i > 0 && !continues {
                     b.extend_from_slice(b"\n");
                 }
                 b.extend_from_slice(&p);
@@ -50,6 +52,7 @@ impl Multiline {
         };
         self.size = 0;
         out.lines.push(record);
+        out.continues.push(false);
         out.ends.push(self.end);
         out.end_offset = self.end;
     }
@@ -62,17 +65,27 @@ impl Multiline {
             empty_skipped: split.empty_skipped,
             ..Split::default()
         };
+        let mut continues = split.continues.into_iter();
         for (line, end) in split.lines.into_iter().zip(split.ends) {
-            let starts = self.start.is_match(&line);
-            let too_big = self.size + 1 + line.len() > self.max_bytes;
+            // A later piece of one line is never the start of a record, and adds no separator.
+            let cont = continues.next().unwrap_or(false) && !self.parts.is_empty();
+            let sep = usize::from(!cont && !self.parts.is_empty());
+            let starts = !cont && self.start.is_match(&line);
+            let too_big = self.size + sep + line.len() > self.max_bytes;
             if starts || too_big {
                 self.emit(&mut out);
             }
-            self.size += line.len() + usize::from(!self.parts.is_empty());
-            self.parts.push(line);
+            self.size += line.len() + usize::from(!cont && !self.parts.is_empty());
+            self.parts.push((line, cont));
             self.end = end;
         }
         out
+    }
+
+    /// Drops the held group: the content it came from was truncated or rewritten.
+    pub fn clear(&mut self) {
+        self.parts.clear();
+        self.size = 0;
     }
 
     /// Ships the held group (idle past the timeout, or the file is rotated away).
@@ -124,5 +137,16 @@ mod tests {
         let out = m.feed(split_of(b"cont\nS1\naaaa\nbbbb\nS2\n"));
         assert_eq!(texts(&out), vec!["cont", "S1\naaaa", "bbbb"]);
         assert_eq!(texts(&m.flush()), vec!["S2"]);
+    }
+
+    /// The chunks of one over-long line are one line: joined without a separator, and a chunk that
+    /// happens to match the start pattern does not start a record.
+    #[test]
+    fn chunks_of_a_long_line_are_joined_without_a_separator() {
+        let mut m = Multiline::new(Regex::new("^S").unwrap(), 100);
+        let mut s = LineSplitter::new(0, 1024, 4, false);
+        s.push(b"S1\n  abSxyzq\nS2\n");
+        let out = m.feed(s.take_lines(100));
+        assert_eq!(texts(&out), vec!["S1\n  abSxyzq"]);
     }
 }

@@ -27,6 +27,8 @@ pub struct Split {
     pub empty_skipped: u64,
     /// The batch hit its line limit: more complete lines may be buffered.
     pub limited: bool,
+    /// Per line: it continues the line before it (a later chunk of an over-long line).
+    pub continues: Vec<bool>,
     /// The last (up to) `TAIL_HASH_LEN` consumed bytes, when the consumed chunk holds that many: the
     /// tail hash is then taken from memory instead of being read back from the file.
     pub tail: Bytes,
@@ -35,6 +37,20 @@ pub struct Split {
 impl Split {
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
+    }
+
+    /// Adds the lines of `later`, which starts where this one ends.
+    pub fn append(&mut self, later: Split) {
+        if later.end_offset == 0 {
+            return;
+        }
+        self.lines.extend(later.lines);
+        self.ends.extend(later.ends);
+        self.continues.extend(later.continues);
+        self.end_offset = later.end_offset;
+        self.long_lines_split += later.long_lines_split;
+        self.empty_skipped += later.empty_skipped;
+        self.tail = later.tail;
     }
 }
 
@@ -45,8 +61,12 @@ pub struct LineSplitter {
     base: u64,
     /// How much of `buf` was already searched for a newline (avoids rescanning a long partial line).
     scanned: usize,
-    /// Set while the rest of an over-long line is being emitted as chunks: its first chunk is gone.
+    /// Set while the rest of a line whose start is already handed out (an over-long line's earlier
+    /// chunks, a flushed partial line, or the piece before a mid-line resume point) is being read.
     in_long_line: bool,
+    /// Whether `buf` may hold more memory than its content: set by reads, cleared by
+    /// [`LineSplitter::release_if_caught_up`].
+    grown: bool,
     max_line: usize,
     read_size: usize,
     skip_empty: bool,
@@ -60,6 +80,7 @@ impl LineSplitter {
             base: start_offset,
             scanned: 0,
             in_long_line: false,
+            grown: false,
             max_line: max_line.max(1),
             read_size: read_size.max(1),
             skip_empty,
@@ -101,6 +122,7 @@ impl LineSplitter {
             return Ok(0);
         }
         let old = self.buf.len();
+        self.grown = true;
         self.buf.resize(old + want, 0);
         let result = loop {
             match file.read_at(&mut self.buf[old..], self.base + old as u64) {
@@ -113,15 +135,48 @@ impl LineSplitter {
         result
     }
 
+    /// Reading resumes inside a line whose start was handed out before (see [`resumes_mid_line`]): the
+    /// newline that ends it must not become an empty record.
+    pub fn resume_mid_line(&mut self, mid: bool) {
+        self.in_long_line = mid;
+    }
+
+    /// Bytes allocated for the read buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Called when caught up with the file. The buffer shares its allocation with the lines last cut
+    /// from it (up to `read_size + max_line` bytes after a backlog); kept, it would pin that memory
+    /// for as long as the file stays idle — GiBs across thousands of files. An empty buffer is
+    /// dropped (the next read allocates only what it reads); a short partial line moves to a buffer
+    /// of its own size. Returns whether an allocation was let go.
+    pub fn release_if_caught_up(&mut self) -> bool {
+        if !std::mem::take(&mut self.grown) {
+            return false;
+        }
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        } else if self.buf.len() <= SMALL_PARTIAL {
+            self.buf = BytesMut::from(&self.buf[..]);
+        } else {
+            // A long partial line: copying it would cost as much as it saves.
+            return false;
+        }
+        true
+    }
+
     /// Appends bytes as if read from the file (tests and tools that do not read from a file).
     pub fn push(&mut self, bytes: &[u8]) {
+        self.grown = true;
         self.buf.extend_from_slice(bytes);
     }
 
     /// Cuts up to `max_lines` complete lines (and chunks of over-long lines) out of the buffer.
     pub fn take_lines(&mut self, max_lines: usize) -> Split {
         let mut split = Split::default();
-        let mut ranges: Vec<(usize, usize, usize)> = Vec::new(); // (start, end of content, end incl. eol)
+        // (start, end of content, end incl. eol, continues the line before)
+        let mut ranges: Vec<(usize, usize, usize, bool)> = Vec::new();
         let mut start = 0usize;
         let mut pos = self.scanned;
         loop {
@@ -144,7 +199,7 @@ impl LineSplitter {
                         }
                         self.consume_without_record(&mut ranges, start, nl + 1);
                     } else {
-                        ranges.push((start, content_end, nl + 1));
+                        ranges.push((start, content_end, nl + 1, was_long));
                     }
                     start = nl + 1;
                     pos = start;
@@ -153,7 +208,7 @@ impl LineSplitter {
                     // No newline within max_line bytes of the line start: cut a chunk if that much is here.
                     if self.buf.len() - start >= self.max_line {
                         let end = start + self.max_line;
-                        ranges.push((start, end, end));
+                        ranges.push((start, end, end, self.in_long_line));
                         if !self.in_long_line {
                             split.long_lines_split += 1;
                         }
@@ -178,10 +233,12 @@ impl LineSplitter {
         }
         split.lines.reserve_exact(ranges.len());
         split.ends.reserve_exact(ranges.len());
-        for (s, e, end) in ranges {
+        split.continues.reserve_exact(ranges.len());
+        for (s, e, end, continues) in ranges {
             if e != usize::MAX {
                 split.lines.push(chunk.slice(s..e));
                 split.ends.push(self.base + end as u64);
+                split.continues.push(continues);
             }
         }
         self.base += consumed as u64;
@@ -192,11 +249,11 @@ impl LineSplitter {
     /// Marks a skipped line so the consumed range still advances past it.
     fn consume_without_record(
         &self,
-        ranges: &mut Vec<(usize, usize, usize)>,
+        ranges: &mut Vec<(usize, usize, usize, bool)>,
         start: usize,
         end: usize,
     ) {
-        ranges.push((start, usize::MAX, end));
+        ranges.push((start, usize::MAX, end, false));
     }
 
     /// Hands out the buffered partial line as a line of its own (the file was rotated away, or the writer
@@ -212,12 +269,35 @@ impl LineSplitter {
         }
         self.base += chunk.len() as u64;
         self.scanned = 0;
-        self.in_long_line = false;
-        split.lines.push(chunk);
+        // The line's end is still to come: its newline (or its `\n` after a flushed `\r`) then ends a
+        // line already shipped, and is no empty record.
+        let continues = std::mem::replace(&mut self.in_long_line, true);
+        // A flushed CRLF line may end in its `\r`: not content. The offset still covers it.
+        let content = if chunk.ends_with(b"\r") {
+            chunk.slice(..chunk.len() - 1)
+        } else {
+            chunk
+        };
+        split.lines.push(content);
+        split.continues.push(continues);
         split.ends.push(self.base);
         split.end_offset = self.base;
         split
     }
+}
+
+/// A partial line at most this long is copied out of a grown read buffer when caught up.
+const SMALL_PARTIAL: usize = 16 * 1024;
+
+/// Whether reading at `offset` starts inside a line: the byte before it is not a newline (the stored
+/// offset ends a chunk of an over-long line or a flushed partial line). Nothing else needs storing.
+pub fn resumes_mid_line(file: &File, offset: u64) -> io::Result<bool> {
+    if offset == 0 {
+        return Ok(false);
+    }
+    let mut byte = [0u8; 1];
+    let n = file.read_at(&mut byte, offset - 1)?;
+    Ok(n == 1 && byte[0] != b'\n')
 }
 
 #[cfg(test)]
@@ -367,5 +447,98 @@ mod tests {
         assert_eq!(s.fill_from(&f, 0).unwrap(), 0);
         assert_eq!(s.fill_from(&f, u64::MAX).unwrap(), 64);
         assert_eq!(s.read_offset(), 74);
+    }
+
+    /// A CRLF line flushed before its `\n` arrived: the record has no `\r`, and the late `\n` is the end
+    /// of that line, not an empty record.
+    #[test]
+    fn crlf_partial_flush_strips_the_cr_and_its_late_lf_is_no_record() {
+        let mut s = LineSplitter::new(0, 64, 1024, false);
+        s.push(b"half\r");
+        assert!(s.take_lines(10).is_empty());
+        let flushed = s.flush_partial();
+        assert_eq!(lines(&flushed), vec![&b"half"[..]]);
+        assert_eq!(flushed.end_offset, 5, "the offset still covers the \\r");
+        s.push(b"\nnext\n");
+        let split = s.take_lines(10);
+        assert_eq!(lines(&split), vec![&b"next"[..]]);
+        assert_eq!(split.end_offset, 11);
+    }
+
+    /// Resuming mid-line (the last shipped piece was a chunk of a long line or a flushed partial): the
+    /// lone newline that ends it is not an empty record; a non-empty rest still is a record.
+    #[test]
+    fn resuming_mid_line_gives_no_empty_record_for_the_rest() {
+        let mut s = LineSplitter::new(4, 64, 4, false);
+        s.resume_mid_line(true);
+        s.push(b"\nz\n");
+        assert_eq!(lines(&s.take_lines(10)), vec![&b"z"[..]]);
+        let mut s = LineSplitter::new(4, 64, 4, false);
+        s.resume_mid_line(true);
+        s.push(b"ef\n\n");
+        assert_eq!(lines(&s.take_lines(10)), vec![&b"ef"[..], b""]);
+    }
+
+    #[test]
+    fn a_resume_point_is_mid_line_when_the_byte_before_it_is_not_a_newline() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"abcdefgh\nxy\n").unwrap();
+        assert!(!resumes_mid_line(&f, 0).unwrap());
+        assert!(resumes_mid_line(&f, 4).unwrap());
+        assert!(!resumes_mid_line(&f, 9).unwrap());
+    }
+
+    /// Each continued piece of a line is flagged, so multiline can join the pieces without a separator.
+    #[test]
+    fn chunks_after_the_first_are_marked_as_continuations() {
+        let mut s = LineSplitter::new(0, 4, 4, false);
+        s.push(b"abcdefghij\nxy\n");
+        let split = s.take_lines(100);
+        assert_eq!(lines(&split), vec![&b"abcd"[..], b"efgh", b"ij", b"xy"]);
+        assert_eq!(split.continues, vec![false, true, true, false]);
+    }
+
+    /// Caught up after a backlog: the grown read buffer is let go (a partial line moves to a buffer of
+    /// its own size), so an idle file pins none of it.
+    #[test]
+    fn the_read_buffer_is_let_go_when_caught_up() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        for _ in 0..2000 {
+            f.write_all(b"0123456789012345678901234567890123456789\n")
+                .unwrap();
+        }
+        f.write_all(b"partial").unwrap();
+        let mut s = LineSplitter::new(0, 64 * 1024, 1024, false);
+        let mut last = Split::default();
+        let size = f.metadata().unwrap().len();
+        // As the tailer reads: never past the size it saw.
+        while s.fill_from(&f, size - s.read_offset()).unwrap() > 0 {
+            let split = s.take_lines(usize::MAX);
+            if !split.is_empty() {
+                last = split;
+            }
+        }
+        let line = last.lines.last().unwrap().clone();
+        drop(last);
+        assert!(
+            !line.is_unique(),
+            "the buffer shares the last read's allocation"
+        );
+        s.release_if_caught_up();
+        assert!(
+            line.is_unique(),
+            "caught up, the splitter still pins the last read's allocation"
+        );
+        assert!(
+            s.capacity() < 64,
+            "a 7-byte partial line kept {} bytes",
+            s.capacity()
+        );
+        s.push(b"\n");
+        assert_eq!(lines(&s.take_lines(10)), vec![&b"partial"[..]]);
+        s.release_if_caught_up();
+        assert_eq!(s.capacity(), 0, "an empty buffer keeps its allocation");
     }
 }
