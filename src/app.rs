@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::checkpoint::CheckpointStore;
 use crate::config_source::{ConfigSource, SourceStatus};
+use crate::read_policy::ReadPolicy;
 use crate::reconcile::{self, Supervisor};
 use crate::registry::{self, Registry};
 use crate::settings::Settings;
@@ -31,6 +32,40 @@ pub enum AppError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error("cannot start the runtime for file I/O: {0}")]
+    FilesRuntime(std::io::Error),
+}
+
+/// How often the registry checks for records whose file or entry is gone.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The runtime discoverers and tailers run on ("logagent-files" threads): their file I/O is
+/// synchronous, so a hung mount blocks these threads, never the ones running the watchdog, HTTP and
+/// etcd tasks. Shut down in the background when dropped (a thread stuck in a read cannot be joined).
+struct FilesRuntime(Option<tokio::runtime::Runtime>);
+
+impl FilesRuntime {
+    fn new() -> std::io::Result<FilesRuntime> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("logagent-files")
+            .enable_all()
+            .build()?;
+        Ok(FilesRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("runtime present until drop").handle().clone()
+    }
+}
+
+impl Drop for FilesRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Handles a running agent exposes (metrics endpoint, status publisher, tests).
@@ -82,6 +117,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let producer = sink.producer();
     let kafka_reachable = sink.reachable.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
+    let files_rt = FilesRuntime::new().map_err(AppError::FilesRuntime)?;
+    let policy = Arc::new(ReadPolicy::from_settings(&settings));
 
     let t = &settings.tail;
     let shared = Arc::new(Shared {
@@ -101,6 +138,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         glob_rescan: t.glob_rescan,
         hostname: settings.agent.hostname.clone(),
         max_open_files: t.max_open_files,
+        files: files_rt.handle(),
+        policy,
     });
 
     let (desired_tx, desired_rx) = watch::channel(None);
@@ -129,6 +168,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let sink_stop = CancellationToken::new();
     let ck_stop = CancellationToken::new();
     let status_stop = CancellationToken::new();
+    let sweep_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
     let probe_task = tokio::spawn(crate::kafka_probe::run(
         producer.clone(),
@@ -146,9 +186,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));
     let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
-    let reconcile_task = tokio::spawn(reconcile::run(supervisor, desired_rx, reading.clone()));
+    let reconcile_task = tokio::spawn(reconcile::run(supervisor, desired_rx.clone(), reading.clone()));
     drop(shared);
     let sink_task = tokio::spawn(sink.run(rx, sink_stop.clone()));
+    let sweep_task = tokio::spawn(registry::run_sweeper(
+        registry.clone(),
+        desired_rx.clone(),
+        SWEEP_INTERVAL,
+        sweep_stop.clone(),
+    ));
     let ck_task = tokio::spawn(registry::run_checkpointer(
         registry.clone(),
         store.clone(),
@@ -172,6 +218,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     );
 
     reading.cancel();
+    sweep_stop.cancel();
     // Revokes the status lease while the rest shuts down; awaited before the final checkpoint.
     status_stop.cancel();
     let stopped = tokio::time::timeout(left(), async {
@@ -200,6 +247,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     {
         warn!("status publisher did not stop in time; its lease expires on its own");
     }
+    // Returns at once: a sweep stuck on a hung mount is left to its blocking thread.
+    let _ = sweep_task.await;
     ck_stop.cancel();
     let _ = ck_task.await;
     registry::write_checkpoint(&registry, &store, settings.checkpoint.gone_retention).await;
@@ -208,6 +257,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     if let Some(t) = http_task {
         let _ = tokio::time::timeout(left().max(Duration::from_millis(200)), t).await;
     }
+    // Every discoverer and tailer has returned (or the grace period is over): the file runtime goes.
+    drop(files_rt);
     info!("final checkpoint written; bye");
     Ok(())
 }

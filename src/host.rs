@@ -17,9 +17,19 @@ pub fn outbound_ip() -> Option<IpAddr> {
 
 /// The configured IP when there is one, else the discovered one, else loopback (with the reason).
 pub fn agent_ip(configured: Option<IpAddr>) -> (IpAddr, &'static str) {
+    let discovered = if configured.is_some() {
+        None
+    } else {
+        outbound_ip()
+    };
+    choose_ip(configured, discovered)
+}
+
+/// Pure: which IP names this host, from the configured one and the discovered one.
+pub fn choose_ip(configured: Option<IpAddr>, discovered: Option<IpAddr>) -> (IpAddr, &'static str) {
     match configured {
         Some(ip) => (ip, "from agent.ip"),
-        None => match outbound_ip() {
+        None => match discovered {
             Some(ip) => (ip, "discovered outbound address"),
             None => (
                 IpAddr::from([127, 0, 0, 1]),
@@ -40,8 +50,12 @@ mod tests {
     }
 
     #[test]
-    fn discovered_ip_is_never_unspecified() {
-        let (ip, _) = agent_ip(None);
-        assert!(!ip.is_unspecified());
+    fn no_route_is_never_guessed_as_loopback() {
+        let ten: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(choose_ip(None, Some(ten)).0, ten);
+        for discovered in [None, Some("127.0.0.1".parse().unwrap()), Some("::1".parse().unwrap())] {
+            let (ip, why) = choose_ip(None, discovered);
+            assert!(!ip.is_loopback(), "{discovered:?} gave {ip} ({why}): every such host would share one etcd key");
+        }
     }
 }

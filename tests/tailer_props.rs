@@ -109,6 +109,8 @@ impl Harness {
             glob_rescan: Duration::from_millis(20),
             hostname: "h".into(),
             max_open_files: 100,
+            files: tokio::runtime::Handle::current(),
+            policy: Arc::new(logagent::read_policy::ReadPolicy::allow_all()),
         });
         let cancel = CancellationToken::new();
         let entry_task = tokio::spawn(run_entry(Arc::new(self.entry()), shared, cancel.clone()));

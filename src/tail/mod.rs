@@ -361,6 +361,8 @@ mod tests {
             glob_rescan: Duration::from_secs(1),
             hostname: "h".into(),
             max_open_files: 10,
+            files: tokio::runtime::Handle::current(),
+            policy: Arc::new(crate::read_policy::ReadPolicy::allow_all()),
         })
     }
 
