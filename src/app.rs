@@ -32,6 +32,8 @@ pub enum AppError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
+    NoIp(#[from] crate::host::HostError),
     #[error("cannot start the runtime for file I/O: {0}")]
     FilesRuntime(std::io::Error),
 }
@@ -56,7 +58,11 @@ impl FilesRuntime {
     }
 
     fn handle(&self) -> tokio::runtime::Handle {
-        self.0.as_ref().expect("runtime present until drop").handle().clone()
+        self.0
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle()
+            .clone()
     }
 }
 
@@ -85,7 +91,7 @@ pub struct Handles {
 /// Runs the agent until `shutdown` is cancelled, then shuts down in order.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
     let started_unix_ms = registry::now_ms();
-    let (ip, why) = crate::host::agent_ip(settings.agent.ip);
+    let (ip, why) = crate::host::agent_ip(settings.agent.ip)?;
     let key = crate::settings::EtcdSettings::render_key(
         &settings.etcd.key_template,
         &ip.to_string(),
@@ -186,7 +192,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));
     let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
-    let reconcile_task = tokio::spawn(reconcile::run(supervisor, desired_rx.clone(), reading.clone()));
+    let reconcile_task = tokio::spawn(reconcile::run(
+        supervisor,
+        desired_rx.clone(),
+        reading.clone(),
+    ));
     drop(shared);
     let sink_task = tokio::spawn(sink.run(rx, sink_stop.clone()));
     let sweep_task = tokio::spawn(registry::run_sweeper(

@@ -93,24 +93,22 @@ impl ReadPolicy {
             s.agent.state_dir.clone(),
             "the agent's state directory (agent.state_dir)".into(),
         ));
-        if let Some(tls) = &s.etcd.tls {
-            for (p, key) in [
-                (&tls.ca_file, "etcd.ca_file"),
-                (&tls.cert_file, "etcd.cert_file"),
-                (&tls.key_file, "etcd.key_file"),
-            ] {
-                if let Some(p) = p {
-                    denied.push((p.clone(), format!("a TLS file of the config ({key})")));
-                }
-            }
-        }
         let k = &s.kafka;
-        for (p, key) in [
+        let mut tls_files = vec![
             (&k.ssl_ca_location, "kafka.ssl_ca_location"),
-            (&k.ssl_certificate_location, "kafka.ssl_certificate_location"),
+            (
+                &k.ssl_certificate_location,
+                "kafka.ssl_certificate_location",
+            ),
             (&k.ssl_key_location, "kafka.ssl_key_location"),
-        ] {
-            if let Some(p) = p {
+        ];
+        if let Some(tls) = &s.etcd.tls {
+            tls_files.push((&tls.ca_file, "etcd.ca_file"));
+            tls_files.push((&tls.cert_file, "etcd.cert_file"));
+            tls_files.push((&tls.key_file, "etcd.key_file"));
+        }
+        for (file, key) in tls_files {
+            if let Some(p) = file {
                 denied.push((p.clone(), format!("a TLS file of the config ({key})")));
             }
         }
@@ -178,13 +176,66 @@ mod tests {
 
     #[test]
     fn allowed_paths_limit_what_is_read() {
-        let p = ReadPolicy::new(&["/var/log/**".into(), "/srv/*/logs/*.log".into()], Vec::new());
+        let p = ReadPolicy::new(
+            &["/var/log/**".into(), "/srv/*/logs/*.log".into()],
+            Vec::new(),
+        );
         assert_eq!(p.check_resolved(Path::new("/var/log/app/x.log")), Ok(()));
         assert_eq!(p.check_resolved(Path::new("/srv/a/logs/x.log")), Ok(()));
         assert!(matches!(
             p.check_resolved(Path::new("/etc/shadow")),
             Err(Refusal::NotAllowed { .. })
         ));
+    }
+
+    #[test]
+    fn the_deny_list_holds_the_config_file_state_dir_and_every_tls_file_of_the_settings() {
+        let root = tempfile::tempdir().unwrap();
+        let config = root.path().join("agent.toml");
+        let state = root.path().join("state");
+        let toml = format!(
+            r#"
+            [agent]
+            state_dir = "{state}"
+            allowed_paths = ["/**"]
+            [etcd]
+            endpoints = ["https://e:2379"]
+            ca_file = "/etc/etcd/ca.pem"
+            cert_file = "/etc/etcd/client.pem"
+            key_file = "/etc/etcd/client-key.pem"
+            [kafka]
+            security_protocol = "ssl"
+            ssl_ca_location = "/etc/kafka/ca.pem"
+            ssl_certificate_location = "/etc/kafka/client.pem"
+            ssl_key_location = "/etc/kafka/client.key"
+            [kafka.options]
+            "ssl.keystore.location" = "/etc/kafka/keystore.p12"
+            "#,
+            state = state.display()
+        );
+        std::fs::write(&config, toml).unwrap();
+        let settings = crate::settings::load(&config).unwrap();
+        let p = ReadPolicy::from_settings(&settings);
+        let denied = [
+            config.clone(),
+            state.join("checkpoints.json"),
+            state.join("last_config.json"),
+            "/etc/etcd/ca.pem".into(),
+            "/etc/etcd/client.pem".into(),
+            "/etc/etcd/client-key.pem".into(),
+            "/etc/kafka/ca.pem".into(),
+            "/etc/kafka/client.pem".into(),
+            "/etc/kafka/client.key".into(),
+            "/etc/kafka/keystore.p12".into(),
+        ];
+        for target in denied {
+            assert!(
+                matches!(p.check_resolved(&target), Err(Refusal::Denied { .. })),
+                "{} not denied",
+                target.display()
+            );
+        }
+        assert_eq!(p.check_resolved(&root.path().join("app.log")), Ok(()));
     }
 
     #[test]

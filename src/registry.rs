@@ -373,9 +373,7 @@ fn moved_device(
     let mut candidates: Vec<(&FileKey, &Record)> = inner
         .files
         .iter()
-        .filter(|(k, r)| {
-            k.dev != key.dev && r.cp.path == path && !r.open && r.progress.is_none()
-        })
+        .filter(|(k, r)| k.dev != key.dev && r.cp.path == path && !r.open && r.progress.is_none())
         .collect();
     candidates.sort_by_key(|(k, _)| (k.ino != key.ino, **k));
     for (k, r) in candidates {
@@ -463,10 +461,13 @@ pub async fn run_sweeper(
             _ = tick.tick() => {}
             changed = desired.changed() => if changed.is_err() { stop.cancelled().await; return; },
         }
-        let matchers: Option<Vec<crate::collect::PathMatcher>> = desired
-            .borrow_and_update()
-            .as_ref()
-            .map(|d| d.entries.iter().map(crate::collect::PathMatcher::new).collect());
+        let matchers: Option<Vec<crate::collect::PathMatcher>> =
+            desired.borrow_and_update().as_ref().map(|d| {
+                d.entries
+                    .iter()
+                    .map(crate::collect::PathMatcher::new)
+                    .collect()
+            });
         let r = registry.clone();
         let job = tokio::task::spawn_blocking(move || {
             let owns = |p: &Path| matchers.iter().flatten().any(|m| m.owns(p));
@@ -693,7 +694,11 @@ mod tests {
         let (stored, _) = stored_after_reading(&path, b"one\ntwo\n");
         std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
         let r = Registry::new(stored.clone(), Metrics::new(false));
-        assert_eq!(sweep(&r, None), 0, "rotated while down: still to be finished");
+        assert_eq!(
+            sweep(&r, None),
+            0,
+            "rotated while down: still to be finished"
+        );
         // Same inode, other content (the inode was reused): the stored file is gone.
         std::fs::write(dir.path().join("app.log.1"), b"something else\n").unwrap();
         assert_eq!(sweep(&r, None), 1);
@@ -708,7 +713,11 @@ mod tests {
         stored.extend(stored_after_reading(&dropped, b"dropped\n").0);
         let r = Registry::new(stored, Metrics::new(false));
         let owns = |p: &Path| p == kept;
-        assert_eq!(sweep(&r, Some(&owns)), 1, "the entry of dropped.log was removed");
+        assert_eq!(
+            sweep(&r, Some(&owns)),
+            1,
+            "the entry of dropped.log was removed"
+        );
         let snap = r.sync(Duration::ZERO).unwrap();
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].path, kept);
@@ -725,7 +734,11 @@ mod tests {
         let c = r.claim(key, &path, "t", &f, 4, false).unwrap().unwrap();
         assert_eq!((c.start, c.offset), (Start::Resume, 4));
         assert_eq!(gone_since(&r), vec![None]);
-        assert_eq!(sweep(&r, Some(&|_: &Path| false)), 0, "open records are never swept");
+        assert_eq!(
+            sweep(&r, Some(&|_: &Path| false)),
+            0,
+            "open records are never swept"
+        );
     }
 
     #[test]
@@ -744,7 +757,11 @@ mod tests {
             "not read again from 0"
         );
         let snap = r.snapshot(Duration::from_secs(3600));
-        assert_eq!(snap.len(), 1, "the old-device record was taken over: {snap:?}");
+        assert_eq!(
+            snap.len(),
+            1,
+            "the old-device record was taken over: {snap:?}"
+        );
         assert_eq!((snap[0].dev, snap[0].ino), (key.dev, key.ino));
 
         // The tail hash still applies: same head, but bytes before the offset differ: read from 0.
@@ -758,7 +775,10 @@ mod tests {
         std::fs::write(&long, &content).unwrap();
         let lf = File::open(&long).unwrap();
         let r = Registry::new(long_stored, Metrics::new(false));
-        let c = r.claim(long_key, &long, "t", &lf, 1105, false).unwrap().unwrap();
+        let c = r
+            .claim(long_key, &long, "t", &lf, 1105, false)
+            .unwrap()
+            .unwrap();
         assert_eq!((c.start, c.offset), (Start::Replaced, 0));
 
         // Another head at that path is another file: new, and the old record stays for its own expiry.

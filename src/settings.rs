@@ -48,7 +48,8 @@ pub fn load(path: &Path) -> Result<Settings, SettingsError> {
     let env = process_env()?;
     let mut settings = parse_raw(&text, path, &env)?.validate()?;
     // Absolute, so the read policy's deny list holds whatever the working directory.
-    settings.agent.config_file = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    settings.agent.config_file =
+        Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
     Ok(settings)
 }
 

@@ -104,7 +104,8 @@ async fn fifos_in_the_collected_paths_do_not_stop_healthz_the_status_lease_or_ot
         || {
             let (etcd, key, log) = (&etcd, &status_key, &log);
             async move {
-                let v: serde_json::Value = serde_json::from_str(&etcd.get(key).await.ok()??).ok()?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&etcd.get(key).await.ok()??).ok()?;
                 let entries = v["entries"].as_array()?;
                 let app = entries
                     .iter()
@@ -117,8 +118,7 @@ async fn fifos_in_the_collected_paths_do_not_stop_healthz_the_status_lease_or_ot
                             .is_some_and(|s| s.contains("not a regular file"))
                     })
                     .count();
-                (app["files"][0]["acked_offset"] == size && fifo_errors == fifos.len())
-                    .then_some(v)
+                (app["files"][0]["acked_offset"] == size && fifo_errors == fifos.len()).then_some(v)
             }
         },
     )

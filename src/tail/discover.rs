@@ -488,16 +488,28 @@ mod tests {
         assert_eq!(shared.metrics.files_refused.get(), 2, "each refused once");
         let problems = shared.metrics.file_problems();
         for link in ["config.log", "checkpoint.log"] {
-            let p = problems.get(&logs.join(link)).expect("refusal shown in status");
-            assert!(p.error.contains("refused by the local read policy"), "{}", p.error);
+            let p = problems
+                .get(&logs.join(link))
+                .expect("refusal shown in status");
+            assert!(
+                p.error.contains("refused by the local read policy"),
+                "{}",
+                p.error
+            );
         }
         // Nothing else arrives: the refused files were never read.
         d.cancel.cancel();
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(10), d.tailers.join_next()).await {}
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_secs(10), d.tailers.join_next()).await
+        {}
         drop(d);
         drop(shared);
         while let Ok(Some(b)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            assert_eq!(b.route.path, logs.join("app.log").to_string_lossy(), "read a refused file");
+            assert_eq!(
+                b.route.path,
+                logs.join("app.log").to_string_lossy(),
+                "read a refused file"
+            );
         }
     }
 }
