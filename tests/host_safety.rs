@@ -72,6 +72,7 @@ async fn fifos_in_the_collected_paths_do_not_stop_healthz_the_status_lease_or_ot
     let log = dir.path().join("app.log");
     append_lines(&log, &["a regular line"; 20])?;
     let size = std::fs::metadata(&log)?.len();
+    let fifo_count = fifos.len();
     let mut entries: Vec<serde_json::Value> = fifos
         .iter()
         .map(|f| serde_json::json!({"path": f, "topic": TOPIC}))
@@ -118,7 +119,7 @@ async fn fifos_in_the_collected_paths_do_not_stop_healthz_the_status_lease_or_ot
                             .is_some_and(|s| s.contains("not a regular file"))
                     })
                     .count();
-                (app["files"][0]["acked_offset"] == size && fifo_errors == fifos.len()).then_some(v)
+                (app["files"][0]["acked_offset"] == size && fifo_errors == fifo_count).then_some(v)
             }
         },
     )
