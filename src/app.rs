@@ -47,10 +47,14 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 struct FilesRuntime(Option<tokio::runtime::Runtime>);
 
 impl FilesRuntime {
+    /// One worker per core, at least 2 and at most 8.
+    fn threads() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+    }
+
     fn new() -> std::io::Result<FilesRuntime> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(Self::threads())
             .thread_name("logagent-files")
             .enable_all()
             .build()?;
@@ -295,4 +299,68 @@ fn spawn_watchdog() -> Option<tokio_util::sync::DropGuard> {
         }
     });
     Some(stop.drop_guard())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::Duration;
+
+    fn mkfifo(path: &std::path::Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    /// What the file runtime is for: tasks stuck in a blocking open/read (here FIFOs without a writer,
+    /// more of them than the file runtime has threads) leave the main runtime, which runs the
+    /// watchdog, HTTP and etcd tasks, free to run.
+    #[test]
+    fn file_io_stuck_on_the_files_runtime_leaves_the_main_runtime_running() {
+        let main = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let files = FilesRuntime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fifos: Vec<_> = (0..FilesRuntime::threads() + 2)
+            .map(|i| dir.path().join(format!("pipe-{i}")))
+            .collect();
+        for f in &fifos {
+            mkfifo(f);
+            let f = f.clone();
+            // As discovery did before it stat-ed first: open() blocks until a writer appears.
+            files.handle().spawn(async move {
+                let _ = std::fs::File::open(&f);
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..4 {
+            let tx = tx.clone();
+            main.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let _ = tx.send(i);
+            });
+        }
+        let ran = (0..4)
+            .filter(|_| rx.recv_timeout(Duration::from_secs(5)).is_ok())
+            .count();
+        // Unblock the readers (a writer's open does not block while readers wait), then shut down.
+        for f in &fifos {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(f);
+        }
+        drop(files);
+        main.shutdown_timeout(Duration::from_secs(1));
+        assert_eq!(
+            ran, 4,
+            "tasks on the main runtime did not run within 5 s: its workers were stuck in file I/O"
+        );
+    }
 }
