@@ -20,10 +20,28 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "install-deps: apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
-  # etcd-server's postinst tries to start a system etcd; we never use it, so keep it from starting.
+  # etcd-server's postinst would start a system etcd; we never use it. A policy-rc.d that answers
+  # 101 ("action forbidden") keeps invoke-rc.d / deb-systemd-invoke from starting any service during
+  # this install. It is created only when the host has none, and removed right after. Nothing is
+  # stopped or killed: an etcd that was running before keeps running.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# install-deps.sh (logagent): no service starts during this apt-get install\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=1
+    trap '[ "$own_policy" -eq 1 ] && $SUDO rm -f "$policy"; true' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
-  pkill -x etcd >/dev/null 2>&1 || true
+  if [ "$own_policy" -eq 1 ]; then
+    $SUDO rm -f "$policy"
+    own_policy=0
+  fi
+  # The etcd unit we just installed (etcd-server was not there before) must not start at boot either.
+  # Only disabled, never stopped: with the policy above it was never started.
+  if [[ " ${need_apt[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable etcd >/dev/null 2>&1 || true
+  fi
 fi
 
 TANSU_VERSION=0.6.0

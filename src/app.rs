@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::checkpoint::CheckpointStore;
 use crate::config_source::{ConfigSource, SourceStatus};
 pub use crate::handles::Handles;
+use crate::read_policy::ReadPolicy;
 use crate::reconcile::{self, Supervisor};
 use crate::registry::{self, Registry};
 use crate::settings::Settings;
@@ -38,12 +39,56 @@ pub enum AppError {
     /// the idempotent producer cannot be recovered in place.
     #[error("the Kafka producer hit a fatal error ({0}); stopped with the checkpoint at what Kafka acknowledged")]
     ProducerFatal(String),
+    #[error(transparent)]
+    NoIp(#[from] crate::host::HostError),
+    #[error("cannot start the runtime for file I/O: {0}")]
+    FilesRuntime(std::io::Error),
+}
+
+/// How often the registry checks for records whose file or entry is gone.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The runtime discoverers and tailers run on ("logagent-files" threads): their file I/O is
+/// synchronous, so a hung mount blocks these threads, never the ones running the watchdog, HTTP and
+/// etcd tasks. Shut down in the background when dropped (a thread stuck in a read cannot be joined).
+struct FilesRuntime(Option<tokio::runtime::Runtime>);
+
+impl FilesRuntime {
+    /// One worker per core, at least 2 and at most 8.
+    fn threads() -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+    }
+
+    fn new() -> std::io::Result<FilesRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(Self::threads())
+            .thread_name("logagent-files")
+            .enable_all()
+            .build()?;
+        Ok(FilesRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for FilesRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` is cancelled, then shuts down in order.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
     let started_unix_ms = crate::clock::now_ms();
-    let (ip, why) = crate::host::agent_ip(settings.agent.ip);
+    let (ip, why) = crate::host::agent_ip(settings.agent.ip)?;
     let key = crate::settings::EtcdSettings::render_key(
         &settings.etcd.key_template,
         &ip.to_string(),
@@ -69,6 +114,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let producer = sink.producer();
     let kafka = sink.health.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
+    let files_rt = FilesRuntime::new().map_err(AppError::FilesRuntime)?;
+    let policy = Arc::new(ReadPolicy::from_settings(&settings));
 
     let t = &settings.tail;
     let shared = Arc::new(Shared {
@@ -90,6 +137,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         max_open_files: t.max_open_files,
         applied: Arc::new(AppliedEntries::load(&settings.agent.state_dir)),
         rotated: RotatedFiles::new(t.max_rotated_files),
+        files: files_rt.handle(),
+        policy,
     });
 
     let (desired_tx, desired_rx) = watch::channel(None);
@@ -121,6 +170,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let sink_stop = CancellationToken::new();
     let ck_stop = CancellationToken::new();
     let status_stop = CancellationToken::new();
+    let sweep_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
     let probe_task = tokio::spawn(crate::kafka_probe::run(
         producer.clone(),
@@ -138,9 +188,19 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));
     let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
-    let reconcile_task = tokio::spawn(reconcile::run(supervisor, desired_rx, reading.clone()));
+    let reconcile_task = tokio::spawn(reconcile::run(
+        supervisor,
+        desired_rx.clone(),
+        reading.clone(),
+    ));
     drop(shared);
     let sink_task = tokio::spawn(sink.run(rx, sink_stop.clone()));
+    let sweep_task = tokio::spawn(registry::run_sweeper(
+        registry.clone(),
+        desired_rx.clone(),
+        SWEEP_INTERVAL,
+        sweep_stop.clone(),
+    ));
     let ck_task = tokio::spawn(registry::run_checkpointer(
         registry.clone(),
         store.clone(),
@@ -173,6 +233,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     );
 
     reading.cancel();
+    sweep_stop.cancel();
     // Revokes the status lease while the rest shuts down; awaited before the final checkpoint.
     status_stop.cancel();
     let stopped = tokio::time::timeout(left(), async {
@@ -207,6 +268,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     {
         warn!("status publisher did not stop in time; its lease expires on its own");
     }
+    // Returns at once: a sweep stuck on a hung mount is left to its blocking thread.
+    let _ = sweep_task.await;
     ck_stop.cancel();
     let _ = ck_task.await;
     registry::write_checkpoint(&registry, &store, settings.checkpoint.gone_retention).await;
@@ -215,6 +278,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     if let Some(t) = http_task {
         let _ = tokio::time::timeout(left().max(Duration::from_millis(200)), t).await;
     }
+    // Every discoverer and tailer has returned (or the grace period is over): the file runtime goes.
+    drop(files_rt);
     if let Some(reason) = kafka.fatal() {
         return Err(AppError::ProducerFatal(reason.to_owned()));
     }
@@ -244,4 +309,68 @@ fn spawn_watchdog() -> Option<tokio_util::sync::DropGuard> {
         }
     });
     Some(stop.drop_guard())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::Duration;
+
+    fn mkfifo(path: &std::path::Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    /// What the file runtime is for: tasks stuck in a blocking open/read (here FIFOs without a writer,
+    /// more of them than the file runtime has threads) leave the main runtime, which runs the
+    /// watchdog, HTTP and etcd tasks, free to run.
+    #[test]
+    fn file_io_stuck_on_the_files_runtime_leaves_the_main_runtime_running() {
+        let main = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let files = FilesRuntime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fifos: Vec<_> = (0..FilesRuntime::threads() + 2)
+            .map(|i| dir.path().join(format!("pipe-{i}")))
+            .collect();
+        for f in &fifos {
+            mkfifo(f);
+            let f = f.clone();
+            // As discovery did before it stat-ed first: open() blocks until a writer appears.
+            files.handle().spawn(async move {
+                let _ = std::fs::File::open(&f);
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..4 {
+            let tx = tx.clone();
+            main.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let _ = tx.send(i);
+            });
+        }
+        let ran = (0..4)
+            .filter(|_| rx.recv_timeout(Duration::from_secs(5)).is_ok())
+            .count();
+        // Unblock the readers (a writer's open does not block while readers wait), then shut down.
+        for f in &fifos {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(f);
+        }
+        drop(files);
+        main.shutdown_timeout(Duration::from_secs(1));
+        assert_eq!(
+            ran, 4,
+            "tasks on the main runtime did not run within 5 s: its workers were stuck in file I/O"
+        );
+    }
 }

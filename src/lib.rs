@@ -34,6 +34,7 @@ pub mod host;
 pub mod http;
 pub mod kafka_probe;
 pub mod progress;
+pub mod read_policy;
 pub mod reconcile;
 pub mod registry;
 pub mod settings;

@@ -116,7 +116,8 @@ impl Supervisor {
 
     fn start_entry(&mut self, entry: CollectEntry) {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_entry(
+        // On the file runtime: the entry's discovery and its tailers do blocking file I/O.
+        let task = self.shared.files.spawn(run_entry(
             Arc::new(entry.clone()),
             self.shared.clone(),
             cancel.clone(),

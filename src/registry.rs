@@ -126,7 +126,14 @@ impl Registry {
         {
             return Ok(None);
         }
-        let (start, offset) = match inner.files.get_mut(&key) {
+        // No record of this device + inode: the same file may be known under another device number
+        // (device numbers of LVM, overlay and NFS mounts can change across a reboot).
+        let stored = if inner.files.contains_key(&key) {
+            Some(key)
+        } else {
+            moved_device(&inner, key, path, file, size)?
+        };
+        let (start, offset) = match stored.and_then(|k| inner.files.get_mut(&k)) {
             Some(rec) => {
                 if let Some(p) = &rec.progress {
                     let m = p.acked();
@@ -151,6 +158,11 @@ impl Registry {
             None if from_end => (Start::New, last_line_end(file, size)?),
             None => (Start::New, 0),
         };
+        if let Some(old) = stored.filter(|k| *k != key) {
+            inner.files.remove(&old);
+            tracing::info!(path = %path.display(), old = %old, new = %key, offset,
+                           "file known under another device number (changed across a reboot?): resuming its record");
+        }
         let fingerprint = Fingerprint::of_file(file, size)?;
         let mark = Mark {
             offset,
@@ -256,6 +268,33 @@ impl Registry {
             .sum()
     }
 
+    /// Records no tailer holds, with no batch in flight, not yet marked gone: what [`sweep`] checks.
+    pub fn idle_records(&self) -> Vec<FileCheckpoint> {
+        self.lock()
+            .files
+            .values()
+            .filter(|r| !r.open && r.progress.is_none() && r.cp.gone_since_ms.is_none())
+            .map(|r| r.cp.clone())
+            .collect()
+    }
+
+    /// Starts the retention clock (`checkpoint.gone_retention`) of these records, unless they were
+    /// claimed since.
+    pub fn mark_gone(&self, keys: &[FileKey]) {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let mut changed = false;
+        for key in keys {
+            if let Some(rec) = inner.files.get_mut(key) {
+                if !rec.open && rec.progress.is_none() && rec.cp.gone_since_ms.is_none() {
+                    rec.cp.gone_since_ms = Some(now);
+                    changed = true;
+                }
+            }
+        }
+        inner.dirty |= changed;
+    }
+
     pub fn is_open(&self, key: FileKey) -> bool {
         self.lock().files.get(&key).is_some_and(|r| r.open)
     }
@@ -319,6 +358,128 @@ impl Registry {
                 (r.cp.path.clone(), r.cp.topic.clone(), acked, lag)
             })
             .collect()
+    }
+}
+
+/// The record of the file at `path` kept under another device number: same path, a different device,
+/// no tailer, and its fingerprint matches the file's head. The same inode is preferred.
+fn moved_device(
+    inner: &Inner,
+    key: FileKey,
+    path: &Path,
+    file: &File,
+    size: u64,
+) -> io::Result<Option<FileKey>> {
+    let mut candidates: Vec<(&FileKey, &Record)> = inner
+        .files
+        .iter()
+        .filter(|(k, r)| k.dev != key.dev && r.cp.path == path && !r.open && r.progress.is_none())
+        .collect();
+    candidates.sort_by_key(|(k, _)| (k.ino != key.ino, **k));
+    for (k, r) in candidates {
+        let fp = Fingerprint {
+            hex: r.cp.fingerprint.clone(),
+            len: r.cp.fingerprint_len,
+        };
+        if fp.matches(file, size)? {
+            return Ok(Some(*k));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the file of a record still exists: at its path or, renamed, in the same directory, with
+/// the same device + inode and the stored fingerprint.
+fn still_exists(cp: &FileCheckpoint) -> bool {
+    let key = FileKey {
+        dev: cp.dev,
+        ino: cp.ino,
+    };
+    let same = |m: &std::fs::Metadata| m.is_file() && FileKey::of(m) == key;
+    let at_path = std::fs::metadata(&cp.path)
+        .ok()
+        .filter(same)
+        .map(|_| cp.path.clone());
+    let found = at_path.or_else(|| {
+        std::fs::read_dir(cp.path.parent()?)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|e| e.metadata().is_ok_and(|m| same(&m)))
+            .map(|e| e.path())
+    });
+    let Some(found) = found else { return false };
+    // O_NONBLOCK | O_NOFOLLOW: a path swapped for a FIFO or a symlink since the stat is not followed.
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&found)
+    else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let fp = Fingerprint {
+        hex: cp.fingerprint.clone(),
+        len: cp.fingerprint_len,
+    };
+    same(&meta) && fp.matches(&file, meta.len()).unwrap_or(false)
+}
+
+/// Starts the retention clock of every idle record whose file no longer exists (deleted, compressed,
+/// moved away while the agent was down), and, when `owned` is given (the collect configuration in
+/// effect), of every idle record whose path no entry owns anymore. Does file I/O: run it off the
+/// async workers. Returns how many records it marked.
+pub fn sweep(registry: &Registry, owned: Option<&dyn Fn(&Path) -> bool>) -> usize {
+    let gone: Vec<FileKey> = registry
+        .idle_records()
+        .iter()
+        .filter(|cp| owned.is_some_and(|owns| !owns(&cp.path)) || !still_exists(cp))
+        .map(|cp| FileKey {
+            dev: cp.dev,
+            ino: cp.ino,
+        })
+        .collect();
+    registry.mark_gone(&gone);
+    gone.len()
+}
+
+/// Sweeps (see [`sweep`]) every `interval` and whenever the collect configuration changes, on a
+/// blocking thread, until `stop`. A sweep stuck on a hung mount delays the next one, nothing else.
+pub async fn run_sweeper(
+    registry: Arc<Registry>,
+    mut desired: tokio::sync::watch::Receiver<Option<crate::config_source::Desired>>,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            changed = desired.changed() => if changed.is_err() { stop.cancelled().await; return; },
+        }
+        let matchers: Option<Vec<crate::collect::PathMatcher>> =
+            desired.borrow_and_update().as_ref().map(|d| {
+                d.entries
+                    .iter()
+                    .map(crate::collect::PathMatcher::new)
+                    .collect()
+            });
+        let r = registry.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let owns = |p: &Path| matchers.iter().flatten().any(|m| m.owns(p));
+            let owned: Option<&dyn Fn(&Path) -> bool> = matchers.is_some().then_some(&owns);
+            sweep(&r, owned)
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = job => if let Ok(n @ 1..) = n {
+                registry.metrics.records_expiring(n);
+            },
+        }
     }
 }
 
@@ -481,6 +642,158 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(c.offset, 4);
+    }
+
+    /// A checkpoint holding `content` fully acknowledged at `path`, as a fresh agent would load it.
+    fn stored_after_reading(path: &Path, content: &[u8]) -> (Vec<FileCheckpoint>, FileKey) {
+        std::fs::write(path, content).unwrap();
+        let f = File::open(path).unwrap();
+        let m = f.metadata().unwrap();
+        let key = FileKey::of(&m);
+        let r = registry();
+        let c = r
+            .claim(key, path, "t", &f, m.len(), false)
+            .unwrap()
+            .unwrap();
+        ack_all(&c, m.len(), &f);
+        r.release(key, false, false);
+        (r.snapshot(Duration::from_secs(3600)), key)
+    }
+
+    fn gone_since(r: &Registry) -> Vec<Option<u64>> {
+        r.snapshot(Duration::from_secs(3600))
+            .iter()
+            .map(|cp| cp.gone_since_ms)
+            .collect()
+    }
+
+    #[test]
+    fn records_of_deleted_files_expire_after_a_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let (stored, _) = stored_after_reading(&path, b"one\ntwo\n");
+        let r = Registry::new(stored.clone(), Metrics::new(false));
+        // The file is still there: the record stays, without a retention clock.
+        assert_eq!(sweep(&r, None), 0);
+        assert_eq!(gone_since(&r), vec![None]);
+        // Deleted while the agent was down: no tailer will ever release it.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(sweep(&r, None), 1);
+        assert!(gone_since(&r)[0].is_some(), "retention clock started");
+        assert_eq!(
+            r.sync(Duration::ZERO).map(|s| s.len()),
+            Some(0),
+            "expired after gone_retention"
+        );
+    }
+
+    #[test]
+    fn a_renamed_file_in_the_same_directory_still_exists_but_a_reused_inode_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let (stored, _) = stored_after_reading(&path, b"one\ntwo\n");
+        std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
+        let r = Registry::new(stored.clone(), Metrics::new(false));
+        assert_eq!(
+            sweep(&r, None),
+            0,
+            "rotated while down: still to be finished"
+        );
+        // Same inode, other content (the inode was reused): the stored file is gone.
+        std::fs::write(dir.path().join("app.log.1"), b"something else\n").unwrap();
+        assert_eq!(sweep(&r, None), 1);
+    }
+
+    #[test]
+    fn records_no_entry_owns_expire_after_a_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("kept.log");
+        let dropped = dir.path().join("dropped.log");
+        let (mut stored, _) = stored_after_reading(&kept, b"kept\n");
+        stored.extend(stored_after_reading(&dropped, b"dropped\n").0);
+        let r = Registry::new(stored, Metrics::new(false));
+        let owns = |p: &Path| p == kept;
+        assert_eq!(
+            sweep(&r, Some(&owns)),
+            1,
+            "the entry of dropped.log was removed"
+        );
+        let snap = r.sync(Duration::ZERO).unwrap();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].path, kept);
+    }
+
+    #[test]
+    fn a_gone_record_claimed_again_loses_its_retention_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let (stored, key) = stored_after_reading(&path, b"one\n");
+        let r = Registry::new(stored, Metrics::new(false));
+        assert_eq!(sweep(&r, Some(&|_: &Path| false)), 1);
+        let f = File::open(&path).unwrap();
+        let c = r.claim(key, &path, "t", &f, 4, false).unwrap().unwrap();
+        assert_eq!((c.start, c.offset), (Start::Resume, 4));
+        assert_eq!(gone_since(&r), vec![None]);
+        assert_eq!(
+            sweep(&r, Some(&|_: &Path| false)),
+            0,
+            "open records are never swept"
+        );
+    }
+
+    #[test]
+    fn a_device_number_changed_across_a_reboot_resumes_by_path_and_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let (mut stored, key) = stored_after_reading(&path, b"one\ntwo\n");
+        // As stored before the reboot: the same file on a device numbered differently.
+        stored[0].dev = key.dev + 1;
+        let f = File::open(&path).unwrap();
+        let r = Registry::new(stored.clone(), Metrics::new(false));
+        let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        assert_eq!(
+            (c.start, c.offset),
+            (Start::Resume, 8),
+            "not read again from 0"
+        );
+        let snap = r.snapshot(Duration::from_secs(3600));
+        assert_eq!(
+            snap.len(),
+            1,
+            "the old-device record was taken over: {snap:?}"
+        );
+        assert_eq!((snap[0].dev, snap[0].ino), (key.dev, key.ino));
+
+        // The tail hash still applies: same head, but bytes before the offset differ: read from 0.
+        let long = dir.path().join("long.log");
+        let mut content = vec![b'a'; 1100];
+        content[1099] = b'\n';
+        let (mut long_stored, long_key) = stored_after_reading(&long, &content);
+        long_stored[0].dev = long_key.dev + 1;
+        content[1090] = b'B';
+        content.extend_from_slice(b"more\n");
+        std::fs::write(&long, &content).unwrap();
+        let lf = File::open(&long).unwrap();
+        let r = Registry::new(long_stored, Metrics::new(false));
+        let c = r
+            .claim(long_key, &long, "t", &lf, 1105, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.start, c.offset), (Start::Replaced, 0));
+
+        // Another head at that path is another file: new, and the old record stays for its own expiry.
+        std::fs::write(&path, b"different head\n").unwrap();
+        let r = Registry::new(stored.clone(), Metrics::new(false));
+        let c = r.claim(key, &path, "t", &f, 15, false).unwrap().unwrap();
+        assert_eq!((c.start, c.offset), (Start::New, 0));
+        assert_eq!(r.snapshot(Duration::from_secs(3600)).len(), 2);
+
+        // Another path with the same head is not taken over either.
+        std::fs::write(&path, b"one\ntwo\n").unwrap();
+        stored[0].path = dir.path().join("other.log");
+        let r = Registry::new(stored, Metrics::new(false));
+        let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        assert_eq!(c.start, Start::New);
     }
 
     #[test]

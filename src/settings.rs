@@ -46,7 +46,11 @@ pub fn load(path: &Path) -> Result<Settings, SettingsError> {
         source,
     })?;
     let env = process_env()?;
-    parse_raw(&text, path, &env)?.validate()
+    let mut settings = parse_raw(&text, path, &env)?.validate()?;
+    // Absolute, so the read policy's deny list holds whatever the working directory.
+    settings.agent.config_file =
+        Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
+    Ok(settings)
 }
 
 /// Like [`load`], but from a string and with the environment given explicitly.

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub config_revision: Gauge,
     pub config_rejected: Counter,
     pub file_open_errors: Counter,
+    pub files_refused: Counter,
+    pub checkpoint_records_gone: Counter,
     file_lag_bytes: Family<PathLabel, Gauge>,
     pub kafka_reachable: Gauge,
     pub status_publishes: Counter,
@@ -98,6 +100,8 @@ impl Metrics {
             config_revision: Gauge::default(),
             config_rejected: Counter::default(),
             file_open_errors: Counter::default(),
+            files_refused: Counter::default(),
+            checkpoint_records_gone: Counter::default(),
             file_lag_bytes: Family::default(),
             kafka_reachable: Gauge::default(),
             status_publishes: Counter::default(),
@@ -195,6 +199,16 @@ impl Metrics {
             m.file_open_errors.clone(),
         );
         r.register(
+            "files_refused",
+            "Matched paths the local read policy refused (agent.allowed_paths, built-in deny list)",
+            m.files_refused.clone(),
+        );
+        r.register(
+            "checkpoint_records_gone",
+            "Checkpoint records found without their file or without an entry owning their path (they expire after checkpoint.gone_retention_ms)",
+            m.checkpoint_records_gone.clone(),
+        );
+        r.register(
             "file_lag_bytes",
             "Per file: size minus acknowledged offset",
             m.file_lag_bytes.clone(),
@@ -270,6 +284,11 @@ impl Metrics {
         self.problems().clone()
     }
 
+    /// Forgets the problem of a path no entry matches anymore.
+    pub fn clear_file_problem(&self, path: &Path) {
+        self.problems().remove(path);
+    }
+
     pub fn clear_file_lag(&self, path: &Path) {
         if self.per_file {
             self.file_lag_bytes.remove(&PathLabel {
@@ -307,6 +326,12 @@ impl Metrics {
         self.file_open_errors.inc();
         self.note_file_problem(path, cause);
         warn!(path = %path.display(), "cannot read matched file: {cause}; will retry");
+    }
+
+    pub fn file_refused(&self, path: &Path, cause: &str) {
+        self.files_refused.inc();
+        self.note_file_problem(path, cause);
+        warn!(path = %path.display(), "not reading matched path: {cause}");
     }
 
     pub fn long_line_split(&self, path: &Path, count: u64, max: usize) {
@@ -354,6 +379,11 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    pub fn records_expiring(&self, count: usize) {
+        self.checkpoint_records_gone.inc_by(count as u64);
+        info!(count, "checkpoint records whose file is gone or that no entry owns anymore: they expire after checkpoint.gone_retention_ms");
     }
 
     pub fn checkpoint_written(&self) {

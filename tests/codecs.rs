@@ -29,7 +29,12 @@ async fn every_codec_round_trips_through_the_broker() -> anyhow::Result<()> {
         let log = logs.join(format!("{codec}.log"));
         // Repetitive lines, so every codec really compresses something.
         let want: Vec<String> = (0..2000)
-            .map(|i| format!("{codec} {i:06} GET /index.html HTTP/1.1 200 {}", "x".repeat(i % 97)))
+            .map(|i| {
+                format!(
+                    "{codec} {i:06} GET /index.html HTTP/1.1 200 {}",
+                    "x".repeat(i % 97)
+                )
+            })
             .collect();
         append_lines(&log, &want)?;
         let value = serde_json::json!([{"path": log, "topic": topic}]);
@@ -40,11 +45,8 @@ async fn every_codec_round_trips_through_the_broker() -> anyhow::Result<()> {
             &kafka.bootstrap(),
             IP,
         );
-        let mut agent = Agent::start_with_env(
-            &bin(),
-            &config,
-            &[("LOGAGENT_KAFKA__COMPRESSION", codec)],
-        )?;
+        let mut agent =
+            Agent::start_with_env(&bin(), &config, &[("LOGAGENT_KAFKA__COMPRESSION", codec)])?;
         let got: Vec<String> = consume(&kafka.bootstrap(), &topic, want.len(), WAIT)
             .await?
             .iter()

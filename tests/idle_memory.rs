@@ -76,6 +76,8 @@ async fn rss_falls_back_after_a_backlog_across_many_files() {
         max_open_files: 4_096,
         applied: Arc::new(AppliedEntries::in_memory()),
         rotated: RotatedFiles::new(64),
+        files: tokio::runtime::Handle::current(),
+        policy: Arc::new(logagent::read_policy::ReadPolicy::allow_all()),
     });
     let received = Arc::new(AtomicU64::new(0));
     let sink = tokio::spawn({

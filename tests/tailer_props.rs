@@ -113,6 +113,8 @@ impl Harness {
             max_open_files: 100,
             applied: Arc::new(AppliedEntries::load(&self.state)),
             rotated: RotatedFiles::new(64),
+            files: tokio::runtime::Handle::current(),
+            policy: Arc::new(logagent::read_policy::ReadPolicy::allow_all()),
         });
         let cancel = CancellationToken::new();
         let entry_task = tokio::spawn(run_entry(Arc::new(self.entry()), shared, cancel.clone()));

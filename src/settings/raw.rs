@@ -25,6 +25,9 @@ pub struct RawAgent {
     pub ip: String,
     pub state_dir: String,
     pub hostname: String,
+    /// Globs (absolute) a collected file's resolved path must match; the built-in deny list wins.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_paths: Vec<String>,
 }
 
 impl Default for RawAgent {
@@ -33,6 +36,7 @@ impl Default for RawAgent {
             ip: String::new(),
             state_dir: "/var/lib/logagent".into(),
             hostname: String::new(),
+            allowed_paths: vec!["/**".into()],
         }
     }
 }

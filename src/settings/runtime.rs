@@ -24,6 +24,11 @@ pub struct AgentSettings {
     pub ip: Option<IpAddr>,
     pub state_dir: PathBuf,
     pub hostname: String,
+    /// Globs a collected file's resolved path must match (validated: absolute, parse).
+    pub allowed_paths: Vec<String>,
+    /// The config file the settings were loaded from (`None` when loaded from a string): never read
+    /// as a log file.
+    pub config_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -133,10 +133,28 @@ impl RawAgent {
                 "agent.hostname: {origin} {hostname:?} contains '/', whitespace or control characters"
             ));
         }
+        if self.allowed_paths.is_empty() {
+            problems.push(
+                "agent.allowed_paths: empty allows no file at all; use [\"/**\"] to allow every path the built-in deny list does not cover".into(),
+            );
+        }
+        for pattern in &self.allowed_paths {
+            if !pattern.starts_with('/') {
+                problems.push(format!(
+                    "agent.allowed_paths: {pattern:?} is not an absolute path or glob"
+                ));
+            } else if let Err(e) = glob::Pattern::new(pattern) {
+                problems.push(format!(
+                    "agent.allowed_paths: {pattern:?} is not a valid glob: {e}"
+                ));
+            }
+        }
         AgentSettings {
             ip,
             state_dir: PathBuf::from(&self.state_dir),
             hostname: hostname.to_owned(),
+            allowed_paths: self.allowed_paths.clone(),
+            config_file: None,
         }
     }
 }

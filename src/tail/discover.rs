@@ -4,9 +4,9 @@
 //! Discovery is identity-based: a file is started when its device + inode is not claimed, whatever its
 //! name. So after `app.log` → `app.log.1` the renamed file keeps its tailer and the new `app.log` gets one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ use super::rotated::RotatedFiles;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
 use crate::collect::{is_glob, CollectEntry, KeyMode, PathMatcher, StartFrom};
+use crate::read_policy::{PolicyError, ReadPolicy};
 use crate::registry::Registry;
 use crate::sink::{Batch, Route};
 use crate::telemetry::Metrics;
@@ -41,6 +42,22 @@ pub struct Shared {
     /// Entries already applied on this host (where `"from": "end"` no longer applies).
     pub applied: Arc<AppliedEntries>,
     pub rotated: Arc<RotatedFiles>,
+    /// The runtime that runs discoverers and tailers: their file I/O is synchronous, so it must not
+    /// share worker threads with the watchdog, HTTP and etcd tasks (a hung NFS read would starve them).
+    pub files: tokio::runtime::Handle,
+    /// What may be read, whatever etcd says.
+    pub policy: Arc<ReadPolicy>,
+}
+
+/// How a problem with a matched path is reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Problem {
+    /// Expected for a while (a file not there yet): logged only.
+    Info,
+    /// Cannot be opened or read: counted as an open error, retried.
+    Unreadable,
+    /// The read policy forbids it: counted as refused, never read.
+    Refused,
 }
 
 struct Discoverer {
@@ -86,6 +103,10 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
         d.shared.hub.unwatch_dir(dir, &dir_wake);
     }
     while d.tailers.join_next().await.is_some() {}
+    // The entry is gone: so are its paths' problems.
+    for path in d.problems.keys() {
+        d.shared.metrics.clear_file_problem(path);
+    }
 }
 
 /// The directory whose events concern the entry: the parent of the path, when it has no wildcard.
@@ -132,22 +153,40 @@ impl Discoverer {
             .collect()
     }
 
-    fn note_problem(&mut self, path: &Path, problem: String, unreadable: bool) {
+    fn note_problem(&mut self, path: &Path, problem: String, kind: Problem) {
         if self.problems.get(path) != Some(&problem) {
-            if unreadable {
-                self.shared.metrics.file_unreadable(path, &problem);
-            } else {
-                info!(path = %path.display(), "{problem}");
+            match kind {
+                Problem::Info => info!(path = %path.display(), "{problem}"),
+                Problem::Unreadable => self.shared.metrics.file_unreadable(path, &problem),
+                Problem::Refused => self.shared.metrics.file_refused(path, &problem),
             }
             self.problems.insert(path.to_path_buf(), problem);
         }
     }
 
+    /// Forgets the problems of paths this entry no longer matches (deleted, renamed, excluded), so
+    /// neither this map nor the status's per-file problems grow with every file ever seen.
+    fn forget_unmatched_problems(&mut self, matched: &[PathBuf]) {
+        let entry_path = Path::new(&self.entry.path);
+        let keep: HashSet<&Path> = matched.iter().map(PathBuf::as_path).collect();
+        let stale: Vec<PathBuf> = self
+            .problems
+            .keys()
+            .filter(|p| !keep.contains(p.as_path()) && p.as_path() != entry_path)
+            .cloned()
+            .collect();
+        for p in stale {
+            self.problems.remove(&p);
+            self.shared.metrics.clear_file_problem(&p);
+        }
+    }
+
     fn scan(&mut self, from_end: bool) {
         let paths = self.matches();
+        self.forget_unmatched_problems(&paths);
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
-            self.note_problem(&p, "waiting for the file to appear".into(), false);
+            self.note_problem(&p, "waiting for the file to appear".into(), Problem::Info);
         }
         for path in paths {
             self.try_start(&path, from_end, false);
@@ -161,20 +200,45 @@ impl Discoverer {
         if std::fs::metadata(path).is_ok_and(|m| self.shared.registry.is_open(FileKey::of(&m))) {
             return;
         }
-        let file = match File::open(path) {
+        // The policy judges where the path leads (symlinks followed); that target is what is opened.
+        let target = match self.shared.policy.resolve(path) {
+            Ok(t) => t,
+            Err(PolicyError::Refused(r)) => {
+                return self.note_problem(path, r.to_string(), Problem::Refused)
+            }
+            Err(PolicyError::Resolve(e)) => {
+                return self.note_problem(path, format!("cannot open: {e}"), Problem::Unreadable)
+            }
+        };
+        // Stat before open: opening a FIFO without a writer would block until one appears.
+        let not_regular = || "not a regular file (directory, FIFO or device): skipped".to_owned();
+        match std::fs::metadata(&target) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return self.note_problem(path, not_regular(), Problem::Unreadable),
+            Err(e) => {
+                return self.note_problem(path, format!("cannot stat: {e}"), Problem::Unreadable)
+            }
+        }
+        // O_NONBLOCK: should the path become a FIFO between the stat and the open, the open returns
+        // at once (no effect on a regular file). O_NOFOLLOW: the target has no symlink left to follow.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&target)
+        {
             Ok(f) => f,
-            Err(e) => return self.note_problem(path, format!("cannot open: {e}"), true),
+            Err(e) => {
+                return self.note_problem(path, format!("cannot open: {e}"), Problem::Unreadable)
+            }
         };
         let meta = match file.metadata() {
             Ok(m) => m,
-            Err(e) => return self.note_problem(path, format!("cannot stat: {e}"), true),
+            Err(e) => {
+                return self.note_problem(path, format!("cannot stat: {e}"), Problem::Unreadable)
+            }
         };
         if !meta.is_file() {
-            return self.note_problem(
-                path,
-                "not a regular file (directory, FIFO or device): skipped".into(),
-                true,
-            );
+            return self.note_problem(path, not_regular(), Problem::Unreadable);
         }
         let key = FileKey::of(&meta);
         if self.shared.registry.is_open(key) {
@@ -187,7 +251,7 @@ impl Discoverer {
                     "max_open_files ({}) reached: not opened yet",
                     self.shared.max_open_files
                 ),
-                true,
+                Problem::Unreadable,
             );
         }
         let claim = match self.shared.registry.claim(
@@ -200,7 +264,9 @@ impl Discoverer {
         ) {
             Ok(Some(c)) => c,
             Ok(None) => return,
-            Err(e) => return self.note_problem(path, format!("cannot read: {e}"), true),
+            Err(e) => {
+                return self.note_problem(path, format!("cannot read: {e}"), Problem::Unreadable)
+            }
         };
         self.problems.remove(path);
         self.shared.metrics.file_opened(
@@ -296,6 +362,11 @@ impl Discoverer {
                 let Some(found) = find_by_identity(&dir, key) else {
                     continue;
                 };
+                // Not even the fingerprint is read of a file the policy refuses (try_start reports it).
+                if self.shared.policy.resolve(&found).is_err() {
+                    self.try_start(&found, false, true);
+                    continue;
+                }
                 let Ok(file) = File::open(&found) else {
                     continue;
                 };
@@ -325,4 +396,147 @@ fn find_by_identity(dir: &Path, key: FileKey) -> Option<PathBuf> {
             let m = e.metadata().ok()?;
             (m.dev() == key.dev && m.ino() == key.ino && m.is_file()).then(|| e.path())
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::TailOptions;
+    use std::os::unix::fs::symlink;
+    use std::time::Duration;
+
+    fn shared(policy: ReadPolicy) -> (Arc<Shared>, mpsc::Receiver<Batch>) {
+        let metrics = Metrics::new(false);
+        let (tx, rx) = mpsc::channel(16);
+        let shared = Arc::new(Shared {
+            registry: Registry::new(Vec::new(), metrics.clone()),
+            hub: WatchHub::new(),
+            metrics,
+            tx,
+            opts: TailOptions {
+                poll_interval: Duration::from_millis(20),
+                read_buffer_bytes: 4096,
+                max_line_bytes: 1024,
+                partial_line_timeout: Duration::from_secs(5),
+                rotated_idle_timeout: Duration::from_secs(5),
+                batch_max_lines: 100,
+                skip_empty_lines: false,
+            },
+            glob_rescan: Duration::from_secs(60),
+            hostname: "h".into(),
+            max_open_files: 100,
+            applied: Arc::new(crate::tail::applied::AppliedEntries::in_memory()),
+            rotated: crate::tail::rotated::RotatedFiles::new(64),
+            files: tokio::runtime::Handle::current(),
+            policy: Arc::new(policy),
+        });
+        (shared, rx)
+    }
+
+    fn discoverer(pattern: &Path, shared: Arc<Shared>) -> Discoverer {
+        let entry = Arc::new(CollectEntry::new(pattern.to_string_lossy(), "t"));
+        Discoverer {
+            paths: PathMatcher::new(&entry),
+            entry,
+            shared,
+            problems: HashMap::new(),
+            tailers: JoinSet::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn problems_of_paths_no_longer_matched_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        // Directories match the glob but cannot be tailed: each is a problem.
+        for name in ["a.log", "b.log"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        let (shared, _rx) = shared(ReadPolicy::allow_all());
+        let mut d = discoverer(&dir.path().join("*.log"), shared.clone());
+        d.scan(false);
+        assert_eq!(d.problems.len(), 2);
+        assert_eq!(shared.metrics.file_problems().len(), 2);
+
+        std::fs::remove_dir(dir.path().join("a.log")).unwrap();
+        d.scan(false);
+        assert_eq!(
+            d.problems.keys().cloned().collect::<Vec<_>>(),
+            vec![dir.path().join("b.log")],
+            "the problem of the deleted path is dropped"
+        );
+        let in_status: Vec<PathBuf> = shared.metrics.file_problems().into_keys().collect();
+        assert_eq!(in_status, vec![dir.path().join("b.log")]);
+        assert_eq!(
+            shared.metrics.file_open_errors.get(),
+            2,
+            "b.log reported once, not at every scan"
+        );
+    }
+
+    #[tokio::test]
+    async fn symlinks_to_the_config_and_the_checkpoint_are_refused_and_never_read() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let checkpoint = state.join("checkpoints.json");
+        std::fs::write(&checkpoint, b"{\"version\": 1}\n").unwrap();
+        let config = root.path().join("logagent.toml");
+        std::fs::write(&config, b"[kafka]\nsasl_password = \"hunter2\"\n").unwrap();
+        let logs = root.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("app.log"), b"hello\n").unwrap();
+        symlink(&config, logs.join("config.log")).unwrap();
+        symlink(&checkpoint, logs.join("checkpoint.log")).unwrap();
+        let policy = ReadPolicy::new(
+            &["/**".to_owned()],
+            vec![
+                (config.clone(), "the agent's config file".into()),
+                (state.clone(), "the agent's state directory".into()),
+            ],
+        );
+        let (shared, mut rx) = shared(policy);
+        let mut d = discoverer(&logs.join("*.log"), shared.clone());
+        d.scan(false);
+        d.scan(false);
+
+        let open: Vec<PathBuf> = shared
+            .registry
+            .open_files()
+            .into_iter()
+            .map(|(p, ..)| p)
+            .collect();
+        assert_eq!(open, vec![logs.join("app.log")], "only app.log is claimed");
+        let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("app.log's batch did not arrive within 10 s")
+            .expect("channel open");
+        assert_eq!(batch.route.path, logs.join("app.log").to_string_lossy());
+        assert_eq!(shared.metrics.files_refused.get(), 2, "each refused once");
+        let problems = shared.metrics.file_problems();
+        for link in ["config.log", "checkpoint.log"] {
+            let p = problems
+                .get(&logs.join(link))
+                .expect("refusal shown in status");
+            assert!(
+                p.error.contains("refused by the local read policy"),
+                "{}",
+                p.error
+            );
+        }
+        // Nothing else arrives: the refused files were never read.
+        d.cancel.cancel();
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_secs(10), d.tailers.join_next()).await
+        {}
+        drop(d);
+        drop(shared);
+        while let Ok(Some(b)) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            assert_eq!(
+                b.route.path,
+                logs.join("app.log").to_string_lossy(),
+                "read a refused file"
+            );
+        }
+    }
 }

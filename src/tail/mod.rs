@@ -452,6 +452,8 @@ mod tests {
             max_open_files: 10,
             applied: Arc::new(applied::AppliedEntries::in_memory()),
             rotated: rotated::RotatedFiles::new(64),
+            files: tokio::runtime::Handle::current(),
+            policy: Arc::new(crate::read_policy::ReadPolicy::allow_all()),
         })
     }
 
@@ -859,7 +861,7 @@ mod tests {
         let tailer = Tailer {
             path: path.clone(),
             key,
-            file,
+            file: Arc::new(file),
             fingerprint: claim.fingerprint,
             progress: claim.progress,
             splitter: LineSplitter::new(claim.offset, 4096, 1024, false),

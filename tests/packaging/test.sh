@@ -6,8 +6,11 @@
 # requirements); runs `systemd-analyze verify` on the unit; plays systemd's side of sd_notify
 # against the built binary (tests/packaging/notify_check.py).
 #
-# Needs root (dpkg -i). Idempotent: a logagent package left by an interrupted run is purged first,
-# and a logagent user that did not exist before the run is deleted at the end.
+# Needs root (dpkg -i). Refuses to run where a logagent package (or its leftover configuration) is
+# present that this test did not install: purging it would delete /etc/logagent and the saved offsets
+# in /var/lib/logagent. Each install by the test is recorded in $MARKER first, so a package left by an
+# interrupted run of the test is recognised and purged. A logagent user that did not exist before the
+# run is deleted at the end.
 # Ends with "package-test: N passed, M failed"; exits non-zero when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,10 +41,26 @@ summary() {
 enables_nothing() { ! grep -v '^[[:space:]]*#' <<<"$1" | grep -Eq 'systemctl[[:space:]]+(--[a-z-]+[[:space:]]+)*(enable|start|preset|reenable)'; }
 installed() { dpkg-query -W -f='${Status}' logagent 2>/dev/null | grep -q "install ok installed"; }
 
+# Present while a logagent package installed by this test may be on the machine.
+MARKER=${LOGAGENT_PACKAGE_TEST_MARKER:-/var/lib/logagent-package-test.installed}
+# Known to dpkg in any state (installed, or removed with its conffiles left): `dpkg -s` answers.
+known_to_dpkg() { dpkg -s logagent >/dev/null 2>&1; }
+if known_to_dpkg && [ ! -e "$MARKER" ]; then
+  echo "package-test: refusing to run: a logagent package is present on this machine and was not installed by this test:" >&2
+  dpkg -s logagent 2>/dev/null | grep -E '^(Status|Version):' | sed 's/^/  /' >&2
+  echo "  The test installs and purges logagent; purging deletes /etc/logagent and the offsets in /var/lib/logagent." >&2
+  echo "  Run it on a build or CI machine, or remove the package yourself first (dpkg --purge logagent)." >&2
+  exit 3
+fi
+
 user_existed=0
 getent passwd logagent >/dev/null && user_existed=1
 cleanup() {
-  if dpkg-query -W logagent >/dev/null 2>&1; then $SUDO dpkg --purge logagent >/dev/null 2>&1 || true; fi
+  # Only what this test installed (the marker says so) is purged.
+  if [ -e "$MARKER" ]; then
+    if known_to_dpkg; then $SUDO dpkg --purge logagent >/dev/null 2>&1 || true; fi
+    known_to_dpkg || $SUDO rm -f "$MARKER"
+  fi
   if [ "$user_existed" -eq 0 ] && getent passwd logagent >/dev/null; then
     $SUDO userdel logagent >/dev/null 2>&1 || true
   fi
@@ -59,10 +78,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if dpkg-query -W logagent >/dev/null 2>&1; then
-  echo "package-test: purging a logagent package left by an earlier run"
+if known_to_dpkg; then
+  echo "package-test: purging the logagent package an interrupted run of this test left ($MARKER)"
   $SUDO dpkg --purge logagent >/dev/null
 fi
+$SUDO rm -f "$MARKER"
 
 version=$(cargo metadata --no-deps --format-version 1 | sed -n 's/.*"name":"logagent","version":"\([^"]*\)".*/\1/p')
 [ -n "$version" ] || { echo "package-test: cannot read the crate version"; exit 1; }
@@ -88,6 +108,8 @@ failed=$((failed + $(grep -c '^  FAIL ' <<<"$contract")))
 [ $rc -eq 0 ] || grep -q '^  FAIL ' <<<"$contract" || fail "notify_check.py exited $rc"
 
 echo "== .deb: install"
+# Written before dpkg -i, so an interruption anywhere after leaves the package recognisable as ours.
+echo "installed by tests/packaging/test.sh (pid $$) at $(date -u +%FT%TZ)" | $SUDO tee "$MARKER" >/dev/null
 check "dpkg -i" $SUDO dpkg -i "$deb"
 check "package installed" installed
 equals "deb version" "$version" "$(dpkg-query -W -f='${Version}' logagent | sed 's/-[^-]*$//')"
@@ -145,6 +167,11 @@ for f in /usr/bin/logagent /etc/logagent /lib/systemd/system/logagent.service /u
   check "$f removed" test ! -e "$f"
 done
 check "user logagent kept (Debian keeps system users)" getent passwd logagent
+known_to_dpkg || $SUDO rm -f "$MARKER"
+
+echo "== host safety of the scripts"
+# Scripts end only what they started, by PID: nothing kills by process name.
+check "no script kills by name (pkill/killall)" sh -c '! grep -nwE "pkill|killall" scripts/*.sh packaging/build.sh packaging/deb/* packaging/rpm/* tests/packaging/verify-unit.sh'
 
 echo "== .rpm"
 files=$(rpm -qlp "$rpm" 2>/dev/null)
