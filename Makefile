@@ -7,12 +7,13 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 BENCH_ARGS ?=
 
-.PHONY: all help deps build lint fmt test demo bench
+.PHONY: all help deps deps-build build lint fmt test demo bench
 
 all: build
 
 help:
 	@echo "make deps   install protoc, etcd 3.4, rpm and the tansu broker (skips what is there)"
+	@echo "make deps-build  install only what compiling needs (protoc, OpenSSL headers, pkg-config)"
 	@echo "make build  cargo build --release"
 	@echo "make lint   rustfmt check + clippy with warnings as errors"
 	@echo "make test   deps, lint, every test (integration tests start etcd and tansu), package-test"
@@ -25,17 +26,21 @@ help:
 deps:
 	scripts/install-deps.sh
 
-build: deps
+# Compiling needs no service: etcd, tansu and rpm are installed only by the targets that run them.
+deps-build:
+	scripts/install-deps.sh --build
+
+build: deps-build
 	$(CARGO) build --release
 
 fmt:
 	$(CARGO) fmt --all
 
-lint: deps
+lint: deps-build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: lint
+test: deps lint
 	$(CARGO) test --all-targets
 	$(MAKE) package-test
 

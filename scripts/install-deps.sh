@@ -2,19 +2,25 @@
 # Installs what building, testing and the demo need on a fresh Debian machine with only Rust:
 # protoc and its well-known .proto files (etcd-client's build), Debian's etcd 3.4 (server + etcdctl), rpm (to inspect .rpm files),
 # and the tansu Kafka-protocol broker pinned at 0.6.0. Every step is skipped when already done.
+# `--build`: only what compiling needs (protoc, OpenSSL headers, pkg-config) — no services.
 set -euo pipefail
+
+build_only=0
+[ "${1:-}" = "--build" ] && build_only=1
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 # etcd-client's build also needs protoc's well-known types (descriptor.proto), which Debian ships
 # in libprotobuf-dev, a mere Recommends of protobuf-compiler.
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
-command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
-command -v rpm >/dev/null 2>&1 || need_apt+=(rpm)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+if [ "$build_only" -eq 0 ]; then
+  command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+  command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+  command -v rpm >/dev/null 2>&1 || need_apt+=(rpm)
+  command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -42,6 +48,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [[ " ${need_apt[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable etcd >/dev/null 2>&1 || true
   fi
+fi
+
+if [ "$build_only" -eq 1 ]; then
+  echo "install-deps: ok for building (protoc, OpenSSL headers, pkg-config)"
+  exit 0
 fi
 
 TANSU_VERSION=0.6.0

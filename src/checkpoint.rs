@@ -8,7 +8,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -348,7 +348,7 @@ impl CheckpointStore {
 
     fn set_aside(&self) -> Result<PathBuf, CheckpointError> {
         // Bump the suffix rather than overwrite an earlier set-aside file: each one is evidence.
-        let mut ms = unix_ms_now();
+        let mut ms = crate::clock::now_ms();
         let moved_to = loop {
             let mut name = self.path.clone().into_os_string();
             name.push(format!(".corrupt-{ms}"));
@@ -396,12 +396,6 @@ fn read_candidate(path: &Path) -> Result<Option<Candidate>, CheckpointError> {
         decoded: decode(&bytes),
         modified,
     }))
-}
-
-fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

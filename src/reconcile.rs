@@ -143,17 +143,18 @@ impl Supervisor {
     }
 
     async fn wait_drained(&self, path: &str, paths: &PathMatcher) {
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        loop {
-            let pending = self.shared.registry.in_flight_where(|p| paths.owns(p));
-            if pending == 0 {
-                return;
+        let files = self.shared.registry.in_flight_where(|p| paths.owns(p));
+        let drained = async {
+            for p in &files {
+                p.drained().await;
             }
-            if tokio::time::Instant::now() >= deadline {
-                warn!(path, pending, "in-flight records not acknowledged in time; restarting anyway (they may be sent twice)");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if tokio::time::timeout(self.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            let pending: usize = files.iter().map(|p| p.in_flight()).sum();
+            warn!(path, pending, "in-flight records not acknowledged in time; restarting anyway (they may be sent twice)");
         }
     }
 

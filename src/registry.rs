@@ -11,9 +11,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::checkpoint::{self, FileCheckpoint};
+use crate::clock::now_ms;
 use crate::progress::{FileProgress, Mark};
 use crate::tail::identity::{tail_hash, FileKey, Fingerprint};
 use crate::telemetry::Metrics;
@@ -65,12 +66,6 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Registry {
@@ -257,15 +252,15 @@ impl Registry {
             .collect()
     }
 
-    /// Batches in flight for files whose recorded path satisfies `pred`.
-    pub fn in_flight_where(&self, pred: impl Fn(&Path) -> bool) -> usize {
+    /// The progress of files whose recorded path satisfies `pred` and that have batches in flight.
+    pub fn in_flight_where(&self, pred: impl Fn(&Path) -> bool) -> Vec<Arc<FileProgress>> {
         self.lock()
             .files
             .values()
             .filter(|r| pred(&r.cp.path))
-            .filter_map(|r| r.progress.as_ref())
-            .map(|p| p.in_flight())
-            .sum()
+            .filter_map(|r| r.progress.clone())
+            .filter(|p| p.in_flight() > 0)
+            .collect()
     }
 
     /// Records no tailer holds, with no batch in flight, not yet marked gone: what [`sweep`] checks.

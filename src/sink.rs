@@ -281,8 +281,8 @@ impl Sink {
         .unwrap_or(-1)
     }
 
-    /// The partition for an unkeyed route (keyed routes leave it to librdkafka's key hash), once the
-    /// cluster knows the topic. A topic it does not know is waited for rather than produced to: the
+    /// The partition for an unkeyed route, once the cluster knows the topic (keyed routes leave it to
+    /// librdkafka's key hash). A topic it does not know is waited for rather than produced to: the
     /// partitioner would then spread one file's lines over partitions at random, and librdkafka would
     /// fail the records after `topic.metadata.propagation.max.ms` anyway. `Err(())` when stopping.
     async fn partition_for(
@@ -290,6 +290,11 @@ impl Sink {
         route: &Route,
         stop: &CancellationToken,
     ) -> Result<Option<i32>, ()> {
+        if route.key.is_some() {
+            // The key's hash picks the partition, whatever the moment: no lookup, and records wait
+            // in librdkafka's queue (bounded) while the cluster is away.
+            return Ok(None);
+        }
         let count = match self.partitions.get(&route.topic) {
             Some((n, at)) if at.elapsed() < PARTITIONS_TTL => *n,
             _ => {
@@ -299,10 +304,7 @@ impl Sink {
                 n
             }
         };
-        Ok(route
-            .key
-            .is_none()
-            .then(|| (route.partition_seed % count as u64) as i32))
+        Ok(Some((route.partition_seed % count as u64) as i32))
     }
 
     /// The topic's partition count, waiting while the cluster is unreachable or does not know the

@@ -122,7 +122,7 @@ impl Discoverer {
     async fn first_application(&self) -> bool {
         let applied = self.shared.applied.clone();
         let path = self.entry.path.clone();
-        let now = crate::registry::now_ms();
+        let now = crate::clock::now_ms();
         match tokio::task::spawn_blocking(move || applied.first_application(&path, now)).await {
             Ok(Ok(first)) => first,
             Ok(Err(e)) => {
