@@ -98,12 +98,14 @@ build_deb() {
   size=$(du -sk --apparent-size --exclude=DEBIAN "$stage" | cut -f1)
   depends=$(shlibs_depends)
   [ -n "$depends" ] || { echo "packaging: no shared-library dependencies found for $bin" >&2; exit 1; }
+  description=$(sed 's/[\\|&]/\\&/g' <<<"$description") # literal in the sed replacement below
   sed -e "s|@NAME@|$name|" -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" \
     -e "s|@INSTALLED_SIZE@|$size|" -e "s|@SHLIBS@|$depends|" -e "s|@DESCRIPTION@|$description|" \
     packaging/deb/control.in >"$stage/DEBIAN/control"
   chmod 0644 "$stage/DEBIAN/control" "$stage/DEBIAN/conffiles" "$stage/DEBIAN/md5sums"
 
   rm -f "$deb"
+  # xz: dpkg-deb's default and what cargo-deb used; every dpkg can read it. About 13 s here.
   dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >&2
   echo "$deb"
 }
@@ -117,6 +119,7 @@ build_rpm() {
   out="$target_dir/generate-rpm"
   rm -rf "$top" && mkdir -p "$top" "$out"
   # --buildroot: the %install tree; _rpmdir + _build_name_fmt: the .rpm lands in $out directly.
+  # zstd level 9 (rpm >= 4.14: RHEL 8, Fedora 28): under 1 s; level 19 takes 15 s for 11% less.
   rpmbuild -bb --quiet \
     --define "_topdir $top" \
     --buildroot "$top/BUILDROOT" \
