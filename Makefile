@@ -1,7 +1,7 @@
 # The two commands that matter: `make demo` (the agent end to end on this machine) and `make test`
 # (everything CI checks). Both install what is missing first (scripts/install-deps.sh).
 SHELL := /bin/bash
-# cargo-installed tools (tansu, cargo-deb, cargo-generate-rpm) live here; a fresh login shell may
+# cargo-installed tools (tansu) live here; a fresh login shell may
 # not have it on PATH yet.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
@@ -19,8 +19,8 @@ help:
 	@echo "make test   deps, lint, every test (integration tests start etcd and tansu), package-test"
 	@echo "make demo   run the agent end to end against local etcd and tansu"
 	@echo "make bench  throughput benchmark (BENCH_ARGS=... passes arguments)"
-	@echo "make deb    Debian package (cargo deb)"
-	@echo "make rpm    RPM package (cargo generate-rpm)"
+	@echo "make deb    Debian package (dpkg-deb)"
+	@echo "make rpm    RPM package (rpmbuild)"
 	@echo "make package-test  build both packages, install and purge the .deb here, inspect the .rpm"
 
 deps:
