@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::{agent_config, append_lines, free_port, wait_for, Agent, Etcd, Storage, Tansu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOPIC: &str = "safety_log";
 const WAIT: Duration = Duration::from_secs(60);
@@ -17,25 +16,9 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
 }
 
-/// `GET path` over plain HTTP/1.1: (status code, body); `None` when it does not answer within 2 s.
+/// `GET path` from the agent's endpoint; `None` when it does not answer within 2 s.
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(2), io)
-        .await
-        .ok()
-        .flatten()
+    support::http_get(port, path, Duration::from_secs(2)).await
 }
 
 fn mkfifo(path: &Path) {

@@ -15,10 +15,7 @@ use std::time::Duration;
 use logagent::collect::CollectEntry;
 use logagent::registry::Registry;
 use logagent::sink::Batch;
-use logagent::tail::applied::AppliedEntries;
 use logagent::tail::discover::{run_entry, Shared};
-use logagent::tail::rotated::RotatedFiles;
-use logagent::tail::watch::WatchHub;
 use logagent::tail::TailOptions;
 use logagent::telemetry::Metrics;
 use tokio::sync::mpsc;
@@ -57,12 +54,11 @@ async fn rss_falls_back_after_a_backlog_across_many_files() {
     let before = rss_mib();
     let metrics = Metrics::new(false);
     let (tx, mut rx) = mpsc::channel::<Batch>(8);
-    let shared = Arc::new(Shared {
-        registry: Registry::new(Vec::new(), metrics.clone()),
-        hub: WatchHub::new(),
+    let shared = Arc::new(Shared::standalone(
+        Registry::new(Vec::new(), metrics.clone()),
         metrics,
         tx,
-        opts: TailOptions {
+        TailOptions {
             poll_interval: Duration::from_millis(250),
             read_buffer_bytes: 262_144,
             max_line_bytes: 1_048_576,
@@ -71,14 +67,7 @@ async fn rss_falls_back_after_a_backlog_across_many_files() {
             batch_max_lines: 4_096,
             skip_empty_lines: false,
         },
-        glob_rescan: Duration::from_secs(1),
-        hostname: "h".into(),
-        max_open_files: 4_096,
-        applied: Arc::new(AppliedEntries::in_memory()),
-        rotated: RotatedFiles::new(64),
-        files: tokio::runtime::Handle::current(),
-        policy: Arc::new(logagent::read_policy::ReadPolicy::allow_all()),
-    });
+    ));
     let received = Arc::new(AtomicU64::new(0));
     let sink = tokio::spawn({
         let received = received.clone();

@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::{
-    agent_config, append_lines, consume, free_port, wait_for, wait_until, Agent, Etcd, Storage,
-    Tansu,
+    agent_config, append_lines, consume, free_port, scrape, wait_for, wait_until, Agent, Etcd,
+    Storage, Tansu,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOPIC: &str = "obs_log";
 const WAIT: Duration = Duration::from_secs(60);
@@ -42,43 +41,9 @@ fn config_with_http(
     base.replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""))
 }
 
-/// `GET path` over plain HTTP/1.1: (status code, body). `None` while the endpoint does not answer.
+/// `GET path` from the agent's endpoint; `None` while it does not answer (within 5 s).
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(5), io)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Samples of an OpenMetrics text page, keyed by `name{labels}` as printed.
-fn samples(page: &str) -> HashMap<String, f64> {
-    page.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-async fn scrape(port: u16) -> Option<HashMap<String, f64>> {
-    match get(port, "/metrics").await {
-        Some((200, body)) => Some(samples(&body)),
-        _ => None,
-    }
+    support::http_get(port, path, Duration::from_secs(5)).await
 }
 
 fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {

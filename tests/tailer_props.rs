@@ -17,8 +17,6 @@ use logagent::registry::Registry;
 use logagent::sink::Batch;
 use logagent::tail::applied::AppliedEntries;
 use logagent::tail::discover::{run_entry, Shared};
-use logagent::tail::rotated::RotatedFiles;
-use logagent::tail::watch::WatchHub;
 use logagent::tail::TailOptions;
 use logagent::telemetry::Metrics;
 use proptest::prelude::*;
@@ -95,26 +93,24 @@ impl Harness {
         let registry = Registry::new(loaded.files, metrics.clone());
         let (tx, mut rx) = mpsc::channel::<Batch>(4);
         let shared = Arc::new(Shared {
-            registry: registry.clone(),
-            hub: WatchHub::new(),
-            metrics,
-            tx,
-            opts: TailOptions {
-                poll_interval: Duration::from_millis(10),
-                read_buffer_bytes: 4096,
-                max_line_bytes: 1 << 20,
-                partial_line_timeout: Duration::from_secs(5),
-                rotated_idle_timeout: Duration::from_millis(100),
-                batch_max_lines: 7,
-                skip_empty_lines: false,
-            },
             glob_rescan: Duration::from_millis(20),
             hostname: "h".into(),
             max_open_files: 100,
             applied: Arc::new(AppliedEntries::load(&self.state)),
-            rotated: RotatedFiles::new(64),
-            files: tokio::runtime::Handle::current(),
-            policy: Arc::new(logagent::read_policy::ReadPolicy::allow_all()),
+            ..Shared::standalone(
+                registry.clone(),
+                metrics,
+                tx,
+                TailOptions {
+                    poll_interval: Duration::from_millis(10),
+                    read_buffer_bytes: 4096,
+                    max_line_bytes: 1 << 20,
+                    partial_line_timeout: Duration::from_secs(5),
+                    rotated_idle_timeout: Duration::from_millis(100),
+                    batch_max_lines: 7,
+                    skip_empty_lines: false,
+                },
+            )
         });
         let cancel = CancellationToken::new();
         let entry_task = tokio::spawn(run_entry(Arc::new(self.entry()), shared, cancel.clone()));

@@ -49,6 +49,33 @@ pub struct Shared {
     pub policy: Arc<ReadPolicy>,
 }
 
+impl Shared {
+    /// Reading with `opts` and nothing else of an agent around it: no state on disk (entries applied
+    /// are remembered in memory), the current runtime, every path allowed, up to 4,096 open files.
+    /// The agent sets these from its settings; tests and tools start from here.
+    pub fn standalone(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        tx: mpsc::Sender<Batch>,
+        opts: TailOptions,
+    ) -> Shared {
+        Shared {
+            registry,
+            hub: WatchHub::new(),
+            metrics,
+            tx,
+            opts,
+            glob_rescan: std::time::Duration::from_secs(1),
+            hostname: "localhost".into(),
+            max_open_files: 4096,
+            applied: Arc::new(AppliedEntries::in_memory()),
+            rotated: RotatedFiles::new(64),
+            files: tokio::runtime::Handle::current(),
+            policy: Arc::new(ReadPolicy::allow_all()),
+        }
+    }
+}
+
 /// How a problem with a matched path is reported.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Problem {
@@ -409,26 +436,24 @@ mod tests {
         let metrics = Metrics::new(false);
         let (tx, rx) = mpsc::channel(16);
         let shared = Arc::new(Shared {
-            registry: Registry::new(Vec::new(), metrics.clone()),
-            hub: WatchHub::new(),
-            metrics,
-            tx,
-            opts: TailOptions {
-                poll_interval: Duration::from_millis(20),
-                read_buffer_bytes: 4096,
-                max_line_bytes: 1024,
-                partial_line_timeout: Duration::from_secs(5),
-                rotated_idle_timeout: Duration::from_secs(5),
-                batch_max_lines: 100,
-                skip_empty_lines: false,
-            },
             glob_rescan: Duration::from_secs(60),
             hostname: "h".into(),
             max_open_files: 100,
-            applied: Arc::new(crate::tail::applied::AppliedEntries::in_memory()),
-            rotated: crate::tail::rotated::RotatedFiles::new(64),
-            files: tokio::runtime::Handle::current(),
             policy: Arc::new(policy),
+            ..Shared::standalone(
+                Registry::new(Vec::new(), metrics.clone()),
+                metrics,
+                tx,
+                TailOptions {
+                    poll_interval: Duration::from_millis(20),
+                    read_buffer_bytes: 4096,
+                    max_line_bytes: 1024,
+                    partial_line_timeout: Duration::from_secs(5),
+                    rotated_idle_timeout: Duration::from_secs(5),
+                    batch_max_lines: 100,
+                    skip_empty_lines: false,
+                },
+            )
         });
         (shared, rx)
     }

@@ -434,26 +434,23 @@ mod tests {
     fn shared_with(tx: mpsc::Sender<Batch>, partial: Duration, rotated: Duration) -> Arc<Shared> {
         let metrics = Metrics::new(false);
         Arc::new(Shared {
-            registry: Registry::new(Vec::new(), metrics.clone()),
-            hub: watch::WatchHub::new(),
-            metrics,
-            tx,
-            opts: TailOptions {
-                poll_interval: Duration::from_millis(250),
-                read_buffer_bytes: 4096,
-                max_line_bytes: 1024,
-                partial_line_timeout: partial,
-                rotated_idle_timeout: rotated,
-                batch_max_lines: 100,
-                skip_empty_lines: false,
-            },
             glob_rescan: Duration::from_secs(1),
             hostname: "h".into(),
             max_open_files: 10,
-            applied: Arc::new(applied::AppliedEntries::in_memory()),
-            rotated: rotated::RotatedFiles::new(64),
-            files: tokio::runtime::Handle::current(),
-            policy: Arc::new(crate::read_policy::ReadPolicy::allow_all()),
+            ..Shared::standalone(
+                Registry::new(Vec::new(), metrics.clone()),
+                metrics,
+                tx,
+                TailOptions {
+                    poll_interval: Duration::from_millis(250),
+                    read_buffer_bytes: 4096,
+                    max_line_bytes: 1024,
+                    partial_line_timeout: partial,
+                    rotated_idle_timeout: rotated,
+                    batch_max_lines: 100,
+                    skip_empty_lines: false,
+                },
+            )
         })
     }
 
@@ -491,6 +488,11 @@ mod tests {
             waited < Duration::from_secs(6),
             "flushed after {waited:?}, long after the timeout"
         );
+        stop(cancel, task).await;
+    }
+
+    /// Cancels an entry and waits for it to let go of its files.
+    async fn stop(cancel: CancellationToken, task: tokio::task::JoinHandle<()>) {
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
@@ -558,11 +560,7 @@ mod tests {
         })
         .await
         .expect("rotated file never released after every byte was acknowledged");
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
     }
 
     /// Receives batches until `n` records came, settling each batch; fails naming `what` if they don't.
@@ -620,11 +618,7 @@ mod tests {
         })
         .await
         .expect("recorded offset never reached the end of the partial line (18)");
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
     }
 
     /// A truncation drops the group held from the old content: it is not glued to the new lines.
@@ -648,11 +642,7 @@ mod tests {
             vec!["  c"],
             "the old held group leaked into the new content"
         );
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
     }
 
     /// copytruncate while the tailer waits for channel room (broker down): once it gets room, it
@@ -676,11 +666,7 @@ mod tests {
         std::fs::write(&path, b"NEW-first-line\nNEW-second\n").unwrap();
         let got = records(&mut rx, 4, "old lines then the new content").await;
         assert_eq!(got, vec!["old-1", "old-2", "NEW-first-line", "NEW-second"]);
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
     }
 
     /// `"from": "end"` concerns the files there when the entry is first applied; a file created while
@@ -716,11 +702,7 @@ mod tests {
             .write_all(b"after\n")
             .unwrap();
         assert_eq!(records(&mut rx, 1, "first run").await, vec!["after"]);
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
         // Down: the file is rotated and the application writes its new file.
         let stored = registry.snapshot(Duration::from_secs(3600));
         std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
@@ -730,11 +712,7 @@ mod tests {
             records(&mut rx, 1, "the new file after the restart").await,
             vec!["fresh"]
         );
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
     }
 
     /// Past `max_rotated_files`, a fully acknowledged rotated file is released long before its idle
@@ -775,11 +753,7 @@ mod tests {
             registry.is_open(second),
             "the newer rotated file was released too"
         );
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
     }
 
     /// Stopped right after the chunks of an over-long line were acknowledged, before its newline was
@@ -808,11 +782,7 @@ mod tests {
             records(&mut rx, 2, "the chunks").await,
             vec!["abcd", "efgh"]
         );
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
         let stored = registry.snapshot(Duration::from_secs(3600));
         assert_eq!(stored[0].offset, 8, "the chunks were acknowledged");
         std::fs::OpenOptions::new()
@@ -823,11 +793,7 @@ mod tests {
             .unwrap();
         let (mut rx, cancel, task) = start(Registry::new(stored, Metrics::new(false)));
         assert_eq!(records(&mut rx, 1, "after the restart").await, vec!["z"]);
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("entry did not stop")
-            .unwrap();
+        stop(cancel, task).await;
     }
 
     /// A file rewritten (copytruncate, then more written than before) between its claim at a stored

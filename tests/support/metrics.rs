@@ -15,34 +15,43 @@ pub fn with_http_listener(config_toml: &str, port: u16) -> String {
     config_toml.replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\""))
 }
 
-/// The samples of the agent's `/metrics`, keyed by `name{labels}` as printed; `None` while the
-/// endpoint does not answer (within 5 s) or answers with an error.
-pub async fn scrape(port: u16) -> Option<HashMap<String, f64>> {
+/// `GET path` over plain HTTP/1.1 from the agent's endpoint: (status code, body); `None` when it
+/// does not answer within `timeout`.
+pub async fn http_get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
     let io = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()?;
-        let req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n")?;
-        (head.split_whitespace().nth(1)? == "200").then(|| body.to_owned())
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_owned()))
     };
-    let body = tokio::time::timeout(Duration::from_secs(5), io)
-        .await
-        .ok()
-        .flatten()?;
-    Some(
-        body.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect(),
-    )
+    tokio::time::timeout(timeout, io).await.ok().flatten()
+}
+
+/// Samples of an OpenMetrics text page, keyed by `name{labels}` as printed.
+pub fn samples(page: &str) -> HashMap<String, f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The samples of the agent's `/metrics`; `None` while the endpoint does not answer (within 5 s)
+/// or answers with an error.
+pub async fn scrape(port: u16) -> Option<HashMap<String, f64>> {
+    match http_get(port, "/metrics", Duration::from_secs(5)).await {
+        Some((200, body)) => Some(samples(&body)),
+        _ => None,
+    }
 }
 
 /// Lines read and lines acknowledged by Kafka for `topic`, as the agent counts them (since it

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 pub use agent::{agent_config, Agent};
 pub use consume::{consume, consume_for, Consumed};
 pub use etcd::Etcd;
-pub use metrics::{lines_read_and_acked, scrape, with_http_listener};
+pub use metrics::{http_get, lines_read_and_acked, samples, scrape, with_http_listener};
 pub use process::strip_ansi;
 pub use tansu::{Storage, Tansu};
 
