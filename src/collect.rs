@@ -74,15 +74,29 @@ impl PathMatcher {
     }
 
     pub fn is_excluded(&self, path: &std::path::Path) -> bool {
-        self.excludes.iter().any(|e| e.matches_path(path))
+        self.excludes
+            .iter()
+            .any(|e| e.matches_path_with(path, GLOB_OPTIONS))
     }
 
     pub fn owns(&self, path: &std::path::Path) -> bool {
-        let matched =
-            path == self.path || self.pattern.as_ref().is_some_and(|p| p.matches_path(path));
+        let matched = path == self.path
+            || self
+                .pattern
+                .as_ref()
+                .is_some_and(|p| p.matches_path_with(path, GLOB_OPTIONS));
         matched && !self.is_excluded(path)
     }
 }
+
+/// The semantics discovery's directory walk (`glob::glob`) gives a pattern: `*`, `?` and `[...]`
+/// never match `/` (only `**` spans directories). Status, the restart drain and excludes match
+/// with the same rule, so they count exactly the files discovery opens.
+pub const GLOB_OPTIONS: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
 
 impl CollectEntry {
     /// An entry in the seed fleets' form: a path and a topic, every option at its default.
@@ -533,6 +547,21 @@ mod tests {
             &format!(r#"[{{"path":"/a","topic":"t","fields":{{"k":"{big}"}}}}]"#),
             "more than 16384",
         );
+    }
+
+    /// Discovery walks directories, so `/logs/*.log` never opens `/logs/sub/a.log`: the matcher that
+    /// status, the restart drain and excludes use must say the same (it let `*` match `/`).
+    #[test]
+    fn a_star_never_spans_directories_as_in_discovery() {
+        let mut e = CollectEntry::new("/logs/*.log", "t");
+        e.exclude = vec!["/logs/*.old.log".into()];
+        let m = PathMatcher::new(&e);
+        assert!(m.owns(Path::new("/logs/a.log")));
+        assert!(!m.owns(Path::new("/logs/sub/a.log")));
+        assert!(!m.owns(Path::new("/logs/a.old.log")));
+        assert!(!m.is_excluded(Path::new("/logs/sub/a.old.log")));
+        let deep = PathMatcher::new(&CollectEntry::new("/logs/**/*.log", "t"));
+        assert!(deep.owns(Path::new("/logs/sub/deeper/a.log")));
     }
 
     #[test]

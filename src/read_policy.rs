@@ -139,7 +139,11 @@ impl ReadPolicy {
                 why: d.why.clone(),
             });
         }
-        if !self.allowed.iter().any(|p| p.matches_path(target)) {
+        if !self
+            .allowed
+            .iter()
+            .any(|p| p.matches_path_with(target, crate::collect::GLOB_OPTIONS))
+        {
             return Err(Refusal::NotAllowed {
                 target: target.to_path_buf(),
             });
