@@ -488,8 +488,8 @@ fn last_line_end(file: &File, size: u64) -> io::Result<u64> {
     Ok(memchr::memrchr(b'\n', &buf).map_or(size - window, |i| size - window + i as u64 + 1))
 }
 
-/// Writes the checkpoint at every `interval` when something changed; returns at `stop` after one last
-/// write. Write failures (full disk, read-only state dir) are counted and retried at the next tick:
+/// Writes the checkpoint at every `interval` when something changed; returns at `stop` (the final
+/// write is the shutdown's, in `app`, after the deliveries were flushed). Write failures (full disk, read-only state dir) are counted and retried at the next tick:
 /// offsets stay in memory meanwhile and nothing else stops.
 pub async fn run_checkpointer(
     registry: Arc<Registry>,

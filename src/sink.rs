@@ -46,6 +46,36 @@ pub struct Route {
 }
 
 impl Route {
+    /// How the lines of the file at `path`, collected by `entry`, are produced: the key the entry
+    /// asks for, its fields as headers, and a partition seed from the path (one file, one partition).
+    pub fn for_file(
+        entry: &crate::collect::CollectEntry,
+        path: &std::path::Path,
+        hostname: &str,
+        metrics: &Metrics,
+    ) -> Route {
+        use crate::collect::KeyMode;
+        let path_str = path.to_string_lossy().into_owned();
+        let key = match &entry.key {
+            KeyMode::None => None,
+            KeyMode::Path => Some(Bytes::from(path_str.clone())),
+            KeyMode::Host => Some(Bytes::from(hostname.to_owned())),
+            KeyMode::Fixed(s) => Some(Bytes::from(s.clone())),
+        };
+        Route {
+            topic: entry.topic.clone(),
+            key,
+            headers: entry
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            partition_seed: xxhash_rust::xxh3::xxh3_64(path_str.as_bytes()),
+            counters: metrics.topic(&entry.topic),
+            path: path_str,
+        }
+    }
+
     /// The entry's `fields` as Kafka headers, built once per batch.
     fn kafka_headers(&self) -> Option<OwnedHeaders> {
         (!self.headers.is_empty()).then(|| {

@@ -16,7 +16,13 @@ use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::IntoOpaque;
 
-use super::{InFlight, KafkaProducer};
+use rdkafka::producer::ProducerContext;
+
+use super::{KafkaProducer, SinkContext};
+
+/// What each record carries for its delivery report: the producer context's own opaque type, so the
+/// pointer handed to librdkafka here is the one `ProducerContext::delivery` receives back.
+type Opaque = <SinkContext as ProducerContext>::DeliveryOpaque;
 
 /// librdkafka's "let the partitioner choose" partition.
 const PARTITION_UA: i32 = -1;
@@ -78,7 +84,7 @@ pub fn produce_batch(
     partition: Option<i32>,
     key: Option<&[u8]>,
     lines: &[Bytes],
-    opaque: &Arc<InFlight>,
+    opaque: &Opaque,
 ) -> Outcome {
     let (key_ptr, key_len) = key.map_or((ptr::null_mut(), 0), |k| {
         (k.as_ptr() as *mut c_void, k.len())
@@ -117,7 +123,7 @@ pub fn produce_batch(
             continue;
         }
         // SAFETY: librdkafka did not take this record, so its opaque reference is still ours.
-        drop(unsafe { Arc::<InFlight>::from_ptr(m._private) });
+        drop(unsafe { Opaque::from_ptr(m._private) });
         let code = RDKafkaErrorCode::from(m.err);
         if code == RDKafkaErrorCode::QueueFull {
             // librdkafka fails every record after the first full-queue one, so order is kept.

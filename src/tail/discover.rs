@@ -10,7 +10,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,7 @@ use super::reader::LineSplitter;
 use super::rotated::RotatedFiles;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
-use crate::collect::{is_glob, CollectEntry, KeyMode, PathMatcher, StartFrom};
+use crate::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
 use crate::read_policy::{PolicyError, ReadPolicy};
 use crate::registry::Registry;
 use crate::sink::{Batch, Route};
@@ -309,7 +308,12 @@ impl Discoverer {
         let o = &self.shared.opts;
         let max_line = self.entry.max_line_bytes.unwrap_or(o.max_line_bytes);
         let skip_empty = self.entry.skip_empty_lines.unwrap_or(o.skip_empty_lines);
-        let route = Arc::new(self.route_for(path));
+        let route = Arc::new(Route::for_file(
+            &self.entry,
+            path,
+            &self.shared.hostname,
+            &self.shared.metrics,
+        ));
         let wake = self.shared.hub.file_waker(path);
         let tailer = Tailer {
             path: path.to_path_buf(),
@@ -342,29 +346,6 @@ impl Discoverer {
             tailer.run(cancel).await;
             hub.drop_file_waker(&p, &wake);
         });
-    }
-
-    fn route_for(&self, path: &Path) -> Route {
-        let path_str = path.to_string_lossy().into_owned();
-        let key = match &self.entry.key {
-            KeyMode::None => None,
-            KeyMode::Path => Some(Bytes::from(path_str.clone())),
-            KeyMode::Host => Some(Bytes::from(self.shared.hostname.clone())),
-            KeyMode::Fixed(s) => Some(Bytes::from(s.clone())),
-        };
-        Route {
-            topic: self.entry.topic.clone(),
-            key,
-            headers: self
-                .entry
-                .fields
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            partition_seed: xxhash_rust::xxh3::xxh3_64(path_str.as_bytes()),
-            counters: self.shared.metrics.topic(&self.entry.topic),
-            path: path_str,
-        }
     }
 
     /// A file the checkpoint knows under a path of this entry, whose identity is no longer at that path
