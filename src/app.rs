@@ -109,6 +109,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let store = Arc::new(store);
     let metrics = Metrics::new(settings.http.per_file_metrics);
     let registry = Registry::new(loaded.files, metrics.clone());
+    registry.set_max_open(settings.tail.max_open_files);
 
     let sink = Sink::new(&settings.producer_properties(), metrics.clone())?;
     let producer = sink.producer();
@@ -134,7 +135,6 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         },
         glob_rescan: t.glob_rescan,
         hostname: settings.agent.hostname.clone(),
-        max_open_files: t.max_open_files,
         applied: Arc::new(AppliedEntries::load(&settings.agent.state_dir)),
         rotated: RotatedFiles::new(t.max_rotated_files),
         files: files_rt.handle(),

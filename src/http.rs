@@ -142,6 +142,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     // Read at scrape time so the gauge and /readyz never disagree.
     let reachable = s.handles.kafka.is_reachable();
     s.handles.metrics.kafka_reachable.set(i64::from(reachable));
+    // The registry owns the open-file count (it enforces the cap with it); the gauge shows it.
+    s.handles
+        .metrics
+        .files_open
+        .set(s.handles.registry.open_count() as i64);
     (
         [(header::CONTENT_TYPE, OPENMETRICS)],
         s.handles.metrics.encode(),

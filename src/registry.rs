@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,6 +67,8 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
+    /// `tail.max_open_files`: checked under the lock in `claim`, so two discoverers cannot both pass.
+    max_open: AtomicUsize,
 }
 
 impl Registry {
@@ -93,14 +96,35 @@ impl Registry {
                 dirty: false,
             }),
             metrics,
+            max_open: AtomicUsize::new(usize::MAX),
         })
+    }
+
+    /// Caps how many files may be open at once (`tail.max_open_files`).
+    pub fn set_max_open(&self, n: usize) {
+        self.max_open.store(n, Ordering::Relaxed);
+    }
+
+    pub fn max_open(&self) -> usize {
+        self.max_open.load(Ordering::Relaxed)
+    }
+
+    /// Files claimed and not released: the one count of open files (the gauge reads it).
+    pub fn open_count(&self) -> usize {
+        self.lock().files.values().filter(|r| r.open).count()
+    }
+
+    /// Whether the open-file cap is reached (why a `claim` may have said no).
+    pub fn at_capacity(&self) -> bool {
+        self.open_count() >= self.max_open()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Claims `file` (open, `size` bytes) for reading. `None` when another tailer holds it.
+    /// Claims `file` (open, `size` bytes) for reading. `None` when another tailer holds it, or when
+    /// `max_open` files are open already (see [`Registry::at_capacity`]).
     /// `from_end`: a file never seen before starts at the end of its last complete line.
     pub fn claim(
         &self,
@@ -112,6 +136,9 @@ impl Registry {
         from_end: bool,
     ) -> io::Result<Option<Claim>> {
         let mut inner = self.lock();
+        if inner.files.values().filter(|r| r.open).count() >= self.max_open() {
+            return Ok(None);
+        }
         // A released generation with batches still in flight must settle first: a new one would start
         // at the acknowledged offset, send those batches again, and lose their acknowledgements.
         if inner
@@ -559,6 +586,32 @@ mod tests {
             tail_hash: tail_hash(file, offset).unwrap(),
         });
         claim.progress.complete(seq);
+    }
+
+    /// The cap is checked under the registry's lock: a second claim past it is refused whoever
+    /// asks (it used to be checked against a gauge before claiming, so two discoverers could both
+    /// pass), and a release makes room again.
+    #[test]
+    fn claims_past_max_open_are_refused_until_one_is_released() {
+        let (_d, path, f, key) = setup(b"one\n");
+        let dir2 = tempfile::tempdir().unwrap();
+        let path2 = dir2.path().join("b.log");
+        std::fs::write(&path2, b"two\n").unwrap();
+        let f2 = File::open(&path2).unwrap();
+        let m2 = f2.metadata().unwrap();
+        let key2 = FileKey {
+            dev: m2.dev(),
+            ino: m2.ino(),
+        };
+        let r = registry();
+        r.set_max_open(1);
+        assert!(r.claim(key, &path, "t", &f, 4, false).unwrap().is_some());
+        assert!(r.claim(key2, &path2, "t", &f2, 4, false).unwrap().is_none());
+        assert!(r.at_capacity());
+        assert_eq!(r.open_count(), 1);
+        r.release(key, false, false);
+        assert!(!r.at_capacity());
+        assert!(r.claim(key2, &path2, "t", &f2, 4, false).unwrap().is_some());
     }
 
     #[test]

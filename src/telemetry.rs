@@ -300,13 +300,11 @@ impl Metrics {
     // ---- events: each logs once and counts ----
 
     pub fn file_opened(&self, path: &Path, key: impl std::fmt::Display, offset: u64, why: &str) {
-        self.files_open.inc();
         self.problems().remove(path);
         info!(path = %path.display(), file = %key, offset, "tailing file ({why})");
     }
 
     pub fn file_released(&self, path: &Path, key: impl std::fmt::Display, offset: u64, why: &str) {
-        self.files_open.dec();
         self.clear_file_lag(path);
         self.problems().remove(path);
         info!(path = %path.display(), file = %key, offset, "released file ({why})");

@@ -95,7 +95,6 @@ impl Harness {
         let shared = Arc::new(Shared {
             glob_rescan: Duration::from_millis(20),
             hostname: "h".into(),
-            max_open_files: 100,
             applied: Arc::new(AppliedEntries::load(&self.state)),
             ..Shared::standalone(
                 registry.clone(),

@@ -37,7 +37,6 @@ pub struct Shared {
     pub opts: TailOptions,
     pub glob_rescan: std::time::Duration,
     pub hostname: String,
-    pub max_open_files: usize,
     /// Entries already applied on this host (where `"from": "end"` no longer applies).
     pub applied: Arc<AppliedEntries>,
     pub rotated: Arc<RotatedFiles>,
@@ -66,7 +65,6 @@ impl Shared {
             opts,
             glob_rescan: std::time::Duration::from_secs(1),
             hostname: "localhost".into(),
-            max_open_files: 4096,
             applied: Arc::new(AppliedEntries::in_memory()),
             rotated: RotatedFiles::new(64),
             files: tokio::runtime::Handle::current(),
@@ -270,25 +268,18 @@ impl Discoverer {
         if self.shared.registry.is_open(key) {
             return;
         }
-        if self.shared.metrics.files_open.get() as usize >= self.shared.max_open_files {
-            return self.note_problem(
-                path,
-                format!(
-                    "max_open_files ({}) reached: not opened yet",
-                    self.shared.max_open_files
-                ),
-                Problem::Unreadable,
-            );
-        }
-        let claim = match self.shared.registry.claim(
-            key,
-            path,
-            &self.entry.topic,
-            &file,
-            meta.len(),
-            from_end,
-        ) {
+        let registry = &self.shared.registry;
+        let claim = match registry.claim(key, path, &self.entry.topic, &file, meta.len(), from_end)
+        {
             Ok(Some(c)) => c,
+            Ok(None) if registry.at_capacity() => {
+                let max = registry.max_open();
+                return self.note_problem(
+                    path,
+                    format!("max_open_files ({max}) reached: not opened yet"),
+                    Problem::Unreadable,
+                );
+            }
             Ok(None) => return,
             Err(e) => {
                 return self.note_problem(path, format!("cannot read: {e}"), Problem::Unreadable)
@@ -419,7 +410,6 @@ mod tests {
         let shared = Arc::new(Shared {
             glob_rescan: Duration::from_secs(60),
             hostname: "h".into(),
-            max_open_files: 100,
             policy: Arc::new(policy),
             ..Shared::standalone(
                 Registry::new(Vec::new(), metrics.clone()),

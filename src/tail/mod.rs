@@ -436,7 +436,6 @@ mod tests {
         Arc::new(Shared {
             glob_rescan: Duration::from_secs(1),
             hostname: "h".into(),
-            max_open_files: 10,
             ..Shared::standalone(
                 Registry::new(Vec::new(), metrics.clone()),
                 metrics,
