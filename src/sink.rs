@@ -5,7 +5,7 @@
 //! therefore bounded by the channel capacity and librdkafka's queue limits, not by the outage length.
 //!
 //! Delivery reports complete batch tickets (see `progress`); only then may offsets advance. What an
-//! error means for its record is decided in one place ([`classify`]): only a short list of per-record
+//! error means for its record is decided in one place ([`mod@classify`]): only a short list of per-record
 //! permanent errors may skip a record; a fatal producer error stops the sink (and the agent) with the
 //! record unsettled; every other error, unknown ones included, sends the record again.
 
