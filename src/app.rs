@@ -11,36 +11,36 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::checkpoint::CheckpointStore;
-use crate::config_source::{ConfigSource, SourceStatus};
+use crate::config::read_policy::ReadPolicy;
+use crate::config::settings::Settings;
+use crate::config::source::{ConfigSource, SourceStatus};
 pub use crate::handles::Handles;
-use crate::read_policy::ReadPolicy;
+use crate::ops::status::Publisher;
+use crate::ops::telemetry::Metrics;
 use crate::reconcile::{self, Supervisor};
-use crate::registry::{self, Registry};
-use crate::settings::Settings;
 use crate::sink::Sink;
-use crate::status::Publisher;
+use crate::state::checkpoint::CheckpointStore;
+use crate::state::registry::{self, Registry};
 use crate::tail::applied::AppliedEntries;
 use crate::tail::discover::Shared;
 use crate::tail::rotated::RotatedFiles;
 use crate::tail::watch::WatchHub;
 use crate::tail::TailOptions;
-use crate::telemetry::Metrics;
 
 #[derive(thiserror::Error, Debug)]
 pub enum AppError {
     #[error(transparent)]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    Checkpoint(#[from] crate::state::checkpoint::CheckpointError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
-    Http(#[from] crate::http::HttpError),
+    Http(#[from] crate::ops::http::HttpError),
     /// Exits non-zero so that systemd (Restart=on-failure) starts a fresh producer: a fatal error of
     /// the idempotent producer cannot be recovered in place.
     #[error("the Kafka producer hit a fatal error ({0}); stopped with the checkpoint at what Kafka acknowledged")]
     ProducerFatal(String),
     #[error(transparent)]
-    NoIp(#[from] crate::host::HostError),
+    NoIp(#[from] crate::config::host::HostError),
     #[error("cannot start the runtime for file I/O: {0}")]
     FilesRuntime(std::io::Error),
 }
@@ -88,8 +88,8 @@ impl Drop for FilesRuntime {
 /// Runs the agent until `shutdown` is cancelled, then shuts down in order.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), AppError> {
     let started_unix_ms = crate::clock::now_ms();
-    let (ip, why) = crate::host::agent_ip(settings.agent.ip)?;
-    let key = crate::settings::EtcdSettings::render_key(
+    let (ip, why) = crate::config::host::agent_ip(settings.agent.ip)?;
+    let key = crate::config::settings::EtcdSettings::render_key(
         &settings.etcd.key_template,
         &ip.to_string(),
         &settings.agent.hostname,
@@ -98,7 +98,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
 
     // Bound before anything starts, so a taken port fails the start instead of going unnoticed.
     let listener = match settings.http.listen {
-        Some(addr) => Some(crate::http::bind(addr).await?),
+        Some(addr) => Some(crate::ops::http::bind(addr).await?),
         None => None,
     };
     let (store, loaded) = CheckpointStore::open(&settings.agent.state_dir)?;
@@ -146,7 +146,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let source = ConfigSource {
         settings: settings.etcd.clone(),
         key: key.clone(),
-        limits: crate::collect::EntryLimits {
+        limits: crate::config::collect::EntryLimits {
             max_line_bytes: settings.tail.max_line_bytes_limit,
         },
         state_dir: settings.agent.state_dir.clone(),
@@ -172,13 +172,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let status_stop = CancellationToken::new();
     let sweep_stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
-    let probe_task = tokio::spawn(crate::kafka_probe::run(
+    let probe_task = tokio::spawn(crate::ops::kafka_probe::run(
         producer.clone(),
         kafka.clone(),
         sink_stop.clone(),
     ));
     let http_task = listener.map(|l| {
-        tokio::spawn(crate::http::serve(
+        tokio::spawn(crate::ops::http::serve(
             l,
             handles.clone(),
             shutdown.clone(),

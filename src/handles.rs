@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::config_source::SourceStatus;
-use crate::registry::Registry;
-use crate::telemetry::Metrics;
+use crate::config::source::SourceStatus;
+use crate::ops::telemetry::Metrics;
+use crate::state::registry::Registry;
 
 /// Handles a running agent exposes (metrics endpoint, status publisher, tests).
 #[derive(Clone)]

@@ -1,48 +1,39 @@
 //! logagent: tails the log files that etcd assigns to this host and produces every line to Kafka,
 //! at least once, with offsets that only move when Kafka has acknowledged.
 //!
+//! The folders follow a line from the etcd value to the checkpoint:
+//!
 //! ```text
-//! etcd ──get+watch──▶ config_source ──Desired──▶ reconcile ──start/stop/restart──▶ tail::discover (per entry)
-//!                                                                                       │ spawns
-//!                                                                                       ▼
-//!                                                      tail::Tailer (per file) ──Batch──▶ bounded channel
-//!                                                                                       │
-//!   checkpoint ◀── registry::run_checkpointer ◀── progress (acked prefix) ◀── sink (one rdkafka producer)
+//! config::source ──Desired──▶ reconcile ──start/stop/restart──▶ tail::discover (per entry)
+//!   (etcd get+watch)                                                  │ spawns
+//!                                                                     ▼
+//!                                     tail::Tailer (per file) ──Batch──▶ bounded channel ──▶ sink
+//!                                                                                             │ acks
+//!   state::checkpoint ◀── state::registry (checkpointer) ◀── state::progress (acked prefix) ◀──┘
 //! ```
 //!
-//! - [`settings`]: the local TOML file (+ `LOGAGENT_*` env), validated at once.
-//! - [`collect`]: the etcd value, a JSON list of entries, validated as a whole.
-//! - [`config_source`]: get → watch(rev+1) → on loss, get again; last good config saved in state_dir.
+//! - [`config`]: the local TOML ([`config::settings`]), the etcd value ([`config::collect`]),
+//!   get → watch → get again ([`config::source`]), this host's IP ([`config::host`]), what may be
+//!   read whatever etcd says ([`config::read_policy`]), SIGHUP ([`config::reload`]).
 //! - [`reconcile`]: pure `diff(desired, running)` and the supervisor that applies it.
-//! - [`tail`]: discoverers (globs, rotation across restarts), tailers (read, split, rotate, truncate),
-//!   run on their own runtime; [`read_policy`]: what may be read, whatever etcd says.
-//! - [`sink`]: batches → records; delivery reports complete batch tickets; `sink::classify` says what
-//!   an error means for its record, `sink::health` whether Kafka answers and the producer is usable.
-//! - [`progress`]: per-file contiguous acknowledged prefix; [`registry`]: identities, claims, snapshots.
-//! - [`checkpoint`]: versioned JSON written atomically; [`telemetry`]: metrics and logged events.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`kafka_probe`]: is a broker answering?
-//! - [`status`]: this host's status in etcd under a lease; [`fleet`]: `logagent status`, all hosts.
+//! - [`tail`]: discoverers (globs, rotation across restarts) and tailers (read, split, multiline,
+//!   rotate, truncate), on their own runtime.
+//! - [`sink`]: batches → records on one rdkafka producer; delivery reports complete batch tickets;
+//!   `sink::classify` says what an error means, `sink::health` whether Kafka answers.
+//! - [`state`]: file identity, the acknowledged prefix per file, the registry of claims and the
+//!   versioned checkpoint written atomically. The lowest floor: it imports none of the above.
+//! - [`ops`]: metrics and events ([`ops::telemetry`]), `/metrics` `/healthz` `/readyz`
+//!   ([`ops::http`]), status in etcd ([`ops::status`]), `logagent status` ([`ops::fleet`]).
 //! - [`app`]: wiring and the ordered shutdown: stop reading → flush deliveries → final checkpoint
 //!   (a fatal producer error takes the same path and exits non-zero); [`handles`]: what reporters
 //!   read; [`clock`]: wall-clock milliseconds.
 
 pub mod app;
-pub mod atomic_file;
-pub mod checkpoint;
 pub mod clock;
-pub mod collect;
-pub mod config_source;
-pub mod fleet;
+pub mod config;
 pub mod handles;
-pub mod host;
-pub mod http;
-pub mod kafka_probe;
-pub mod progress;
-pub mod read_policy;
+pub mod ops;
 pub mod reconcile;
-pub mod registry;
-pub mod settings;
 pub mod sink;
-pub mod status;
+pub mod state;
 pub mod tail;
-pub mod telemetry;

@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use logagent::fleet;
-use logagent::settings::{self, Settings};
+use logagent::config::settings::{self, Settings};
+use logagent::ops::fleet;
 
-mod reload;
+use logagent::config::reload;
 
 const DEFAULT_CONFIG: &str = "/etc/logagent/logagent.toml";
 

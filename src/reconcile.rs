@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::collect::{CollectEntry, PathMatcher};
-use crate::config_source::Desired;
+use crate::config::collect::{CollectEntry, PathMatcher};
+use crate::config::source::Desired;
 use crate::tail::discover::{run_entry, Shared};
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -200,7 +200,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::KeyMode;
+    use crate::config::collect::KeyMode;
 
     fn entry(path: &str, topic: &str) -> CollectEntry {
         CollectEntry::new(path, topic)

@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::progress::Ticket;
-use crate::telemetry::{Metrics, TopicCounters};
+use crate::ops::telemetry::{Metrics, TopicCounters};
+use crate::state::progress::Ticket;
 use classify::{classify, Disposition};
 pub use health::KafkaHealth;
 
@@ -49,12 +49,12 @@ impl Route {
     /// How the lines of the file at `path`, collected by `entry`, are produced: the key the entry
     /// asks for, its fields as headers, and a partition seed from the path (one file, one partition).
     pub fn for_file(
-        entry: &crate::collect::CollectEntry,
+        entry: &crate::config::collect::CollectEntry,
         path: &std::path::Path,
         hostname: &str,
         metrics: &Metrics,
     ) -> Route {
-        use crate::collect::KeyMode;
+        use crate::config::collect::KeyMode;
         let path_str = path.to_string_lossy().into_owned();
         let key = match &entry.key {
             KeyMode::None => None,

@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use logagent::checkpoint::CheckpointStore;
-use logagent::collect::CollectEntry;
-use logagent::registry::Registry;
+use logagent::config::collect::CollectEntry;
+use logagent::ops::telemetry::Metrics;
 use logagent::sink::Batch;
+use logagent::state::checkpoint::CheckpointStore;
+use logagent::state::registry::Registry;
 use logagent::tail::applied::AppliedEntries;
 use logagent::tail::discover::{run_entry, Shared};
 use logagent::tail::TailOptions;
-use logagent::telemetry::Metrics;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -188,7 +188,7 @@ impl Harness {
         let Ok(m) = std::fs::metadata(&self.log) else {
             return;
         };
-        let key = logagent::tail::identity::FileKey {
+        let key = logagent::state::identity::FileKey {
             dev: m.dev(),
             ino: m.ino(),
         };

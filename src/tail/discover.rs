@@ -16,17 +16,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::applied::AppliedEntries;
-use super::identity::{FileKey, Fingerprint};
 use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::rotated::RotatedFiles;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
-use crate::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
-use crate::read_policy::{PolicyError, ReadPolicy};
-use crate::registry::Registry;
+use crate::config::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
+use crate::config::read_policy::{PolicyError, ReadPolicy};
+use crate::ops::telemetry::Metrics;
 use crate::sink::{Batch, Route};
-use crate::telemetry::Metrics;
+use crate::state::identity::{FileKey, Fingerprint};
+use crate::state::registry::Registry;
 
 /// What every discoverer shares.
 pub struct Shared {

@@ -11,7 +11,6 @@
 
 pub mod applied;
 pub mod discover;
-pub mod identity;
 pub mod memory;
 pub mod multiline;
 pub mod reader;
@@ -30,11 +29,11 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::progress::{FileProgress, Mark};
-use crate::registry::Registry;
+use crate::ops::telemetry::Metrics;
 use crate::sink::{Batch, Route};
-use crate::telemetry::Metrics;
-use identity::{hash_hex, tail_hash, FileKey, Fingerprint, TAIL_HASH_LEN};
+use crate::state::identity::{hash_hex, tail_hash, FileKey, Fingerprint, TAIL_HASH_LEN};
+use crate::state::progress::{FileProgress, Mark};
+use crate::state::registry::Registry;
 use multiline::Multiline;
 use reader::{LineSplitter, Split};
 
@@ -424,7 +423,7 @@ impl Tailer {
 mod tests {
     use super::discover::{run_entry, Shared};
     use super::*;
-    use crate::collect::CollectEntry;
+    use crate::config::collect::CollectEntry;
     use std::io::Write;
 
     fn shared(tx: mpsc::Sender<Batch>) -> Arc<Shared> {
@@ -678,7 +677,7 @@ mod tests {
         let applied = Arc::new(applied::AppliedEntries::load(dir.path()));
         let from_end = {
             let mut e = CollectEntry::new(path.to_string_lossy(), "t");
-            e.from = crate::collect::StartFrom::End;
+            e.from = crate::config::collect::StartFrom::End;
             Arc::new(e)
         };
         let start = |registry: Arc<Registry>| {

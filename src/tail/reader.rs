@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 
 use bytes::{Bytes, BytesMut};
 
-use super::identity::TAIL_HASH_LEN;
+use crate::state::identity::TAIL_HASH_LEN;
 
 /// Lines cut from the buffer, and the file offset just past the last byte they cover.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::identity::FileKey;
+use crate::state::identity::FileKey;
 
 struct Held {
     idle_since: Instant,

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
+use crate::state::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
 
 /// The on-disk format version this agent reads and writes.
 pub const VERSION: u32 = 1;
@@ -404,7 +404,7 @@ mod tests {
     use proptest::prelude::*;
     use std::time::Duration;
 
-    const GOLDEN: &str = include_str!("../tests/golden/checkpoint_v1.json");
+    const GOLDEN: &str = include_str!("../../tests/golden/checkpoint_v1.json");
 
     fn entry(
         dev: u64,

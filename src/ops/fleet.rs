@@ -4,9 +4,9 @@ use std::fmt::Write;
 
 use etcd_client::GetOptions;
 
-use crate::config_source::connect;
-use crate::settings::EtcdSettings;
-use crate::status::HostStatus;
+use crate::config::settings::EtcdSettings;
+use crate::config::source::connect;
+use crate::ops::status::HostStatus;
 
 #[derive(thiserror::Error, Debug)]
 pub enum FleetError {
@@ -157,7 +157,7 @@ pub fn render_table(rows: &[Row], now_unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::EntryStatus;
+    use crate::ops::status::EntryStatus;
 
     fn host(name: &str, ip: &str) -> HostStatus {
         HostStatus {

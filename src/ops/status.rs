@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
-use crate::collect::{CollectEntry, PathMatcher};
-use crate::config_source::{Desired, SourceStatus};
+use crate::config::collect::{CollectEntry, PathMatcher};
+use crate::config::settings::EtcdSettings;
+use crate::config::source::{Desired, SourceStatus};
 use crate::handles::Handles;
-use crate::settings::EtcdSettings;
-use crate::telemetry::FileProblem;
+use crate::ops::telemetry::FileProblem;
 
 /// Files listed per entry (the largest lag first); `files_matched` still counts them all.
 pub const MAX_FILES_PER_ENTRY: usize = 50;
@@ -340,7 +340,7 @@ impl Publisher {
         let ttl = Duration::from_secs(ttl_secs.max(1) as u64);
         let mut client = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            c = crate::config_source::connect(&self.settings) => c?,
+            c = crate::config::source::connect(&self.settings) => c?,
         };
         let lease = client.lease_grant(ttl_secs, None).await?.id();
         let result = self
@@ -425,7 +425,7 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::parse_entries;
+    use crate::config::collect::parse_entries;
 
     fn identity() -> Identity {
         Identity {

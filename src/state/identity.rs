@@ -81,7 +81,7 @@ pub fn tail_hash(file: &File, offset: u64) -> io::Result<String> {
 /// xxh3 of `bytes` as 16 hex digits; "" for no bytes: the checkpoint's own encoding, since it is
 /// compared with what is stored on disk.
 pub fn hash_hex(bytes: &[u8]) -> String {
-    crate::checkpoint::fingerprint_hex(bytes)
+    crate::state::checkpoint::fingerprint_hex(bytes)
 }
 
 fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {

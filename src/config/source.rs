@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::collect::{parse_entries, CollectEntry, EntryLimits};
-use crate::settings::EtcdSettings;
-use crate::telemetry::Metrics;
+use crate::config::collect::{parse_entries, CollectEntry, EntryLimits};
+use crate::config::settings::EtcdSettings;
+use crate::ops::telemetry::Metrics;
 
 /// A validated configuration and the etcd revision it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -355,7 +355,7 @@ impl Saver {
                 };
                 let p = path.clone();
                 let written = tokio::task::spawn_blocking(move || {
-                    crate::atomic_file::write_atomic(&p, &bytes)
+                    crate::state::atomic_file::write_atomic(&p, &bytes)
                 })
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));

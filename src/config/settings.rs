@@ -126,7 +126,7 @@ mod tests {
     use super::validate::host_port_problem;
     use super::*;
 
-    const CONF: &str = include_str!("../conf/logagent.toml");
+    const CONF: &str = include_str!("../../conf/logagent.toml");
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -11,7 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::settings::Settings;
+use crate::config::settings::Settings;
 
 /// Directories no log file lives in: kernel interfaces and devices.
 const BUILTIN_DENIED_DIRS: &[&str] = &["/proc", "/sys", "/dev"];
@@ -142,7 +142,7 @@ impl ReadPolicy {
         if !self
             .allowed
             .iter()
-            .any(|p| p.matches_path_with(target, crate::collect::GLOB_OPTIONS))
+            .any(|p| p.matches_path_with(target, crate::config::collect::GLOB_OPTIONS))
         {
             return Err(Refusal::NotAllowed {
                 target: target.to_path_buf(),
@@ -218,7 +218,7 @@ mod tests {
             state = state.display()
         );
         std::fs::write(&config, toml).unwrap();
-        let settings = crate::settings::load(&config).unwrap();
+        let settings = crate::config::settings::load(&config).unwrap();
         let p = ReadPolicy::from_settings(&settings);
         let denied = [
             config.clone(),

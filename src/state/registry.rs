@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::checkpoint::{self, FileCheckpoint};
 use crate::clock::now_ms;
-use crate::progress::{FileProgress, Mark};
-use crate::tail::identity::{tail_hash, FileKey, Fingerprint};
-use crate::telemetry::Metrics;
+use crate::ops::telemetry::Metrics;
+use crate::state::checkpoint::{self, FileCheckpoint};
+use crate::state::identity::{tail_hash, FileKey, Fingerprint};
+use crate::state::progress::{FileProgress, Mark};
 
 /// Why a claimed file starts where it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -471,7 +471,7 @@ pub fn sweep(registry: &Registry, owned: Option<&dyn Fn(&Path) -> bool>) -> usiz
 /// blocking thread, until `stop`. A sweep stuck on a hung mount delays the next one, nothing else.
 pub async fn run_sweeper(
     registry: Arc<Registry>,
-    mut desired: tokio::sync::watch::Receiver<Option<crate::config_source::Desired>>,
+    mut desired: tokio::sync::watch::Receiver<Option<crate::config::source::Desired>>,
     interval: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -483,11 +483,11 @@ pub async fn run_sweeper(
             _ = tick.tick() => {}
             changed = desired.changed() => if changed.is_err() { stop.cancelled().await; return; },
         }
-        let matchers: Option<Vec<crate::collect::PathMatcher>> =
+        let matchers: Option<Vec<crate::config::collect::PathMatcher>> =
             desired.borrow_and_update().as_ref().map(|d| {
                 d.entries
                     .iter()
-                    .map(crate::collect::PathMatcher::new)
+                    .map(crate::config::collect::PathMatcher::new)
                     .collect()
             });
         let r = registry.clone();

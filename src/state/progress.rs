@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::tail::identity::tail_hash;
+use crate::state::identity::tail_hash;
 
 /// A position the checkpoint may record: an offset and the hash of the bytes just before it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

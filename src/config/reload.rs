@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use logagent::settings::{self, RawConfig, SettingsError};
+use crate::config::settings::{self, RawConfig, SettingsError};
 
 /// File keys applied by a reload; all others need a restart.
 const RUNTIME_KEYS: &[&str] = &["log.level"];
