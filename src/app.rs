@@ -16,7 +16,6 @@ use crate::config::settings::Settings;
 use crate::config::source::{ConfigSource, SourceStatus};
 pub use crate::handles::Handles;
 use crate::ops::status::Publisher;
-use crate::ops::telemetry::Metrics;
 use crate::reconcile::{self, Supervisor};
 use crate::sink::Sink;
 use crate::state::checkpoint::CheckpointStore;
@@ -26,6 +25,7 @@ use crate::tail::discover::Shared;
 use crate::tail::rotated::RotatedFiles;
 use crate::tail::watch::WatchHub;
 use crate::tail::TailOptions;
+use crate::telemetry::Metrics;
 
 #[derive(thiserror::Error, Debug)]
 pub enum AppError {
@@ -195,7 +195,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     ));
     drop(shared);
     let sink_task = tokio::spawn(sink.run(rx, sink_stop.clone()));
-    let sweep_task = tokio::spawn(registry::run_sweeper(
+    let sweep_task = tokio::spawn(reconcile::run_sweeper(
         registry.clone(),
         desired_rx.clone(),
         SWEEP_INTERVAL,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::source::SourceStatus;
-use crate::ops::telemetry::Metrics;
 use crate::state::registry::Registry;
+use crate::telemetry::Metrics;
 
 /// Handles a running agent exposes (metrics endpoint, status publisher, tests).
 #[derive(Clone)]

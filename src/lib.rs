@@ -29,6 +29,7 @@
 //!   read; [`clock`]: wall-clock milliseconds.
 
 pub mod app;
+pub mod atomic_file;
 pub mod clock;
 pub mod config;
 pub mod handles;
@@ -37,3 +38,4 @@ pub mod reconcile;
 pub mod sink;
 pub mod state;
 pub mod tail;
+pub mod telemetry;

@@ -7,6 +7,7 @@
 //! desired state arrives on a watch channel, so a burst of changes collapses into its last value.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::collect::{CollectEntry, PathMatcher};
 use crate::config::source::Desired;
+use crate::state::registry::{self, Registry};
 use crate::tail::discover::{run_entry, Shared};
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -195,6 +197,39 @@ pub async fn run(
         }
     }
     sup.stop_all().await;
+}
+
+/// Sweeps (see [`registry::sweep`]) the registry of files no entry owns any more, every `interval` and whenever the collect configuration changes, on a
+/// blocking thread, until `stop`. A sweep stuck on a hung mount delays the next one, nothing else.
+pub async fn run_sweeper(
+    registry: Arc<Registry>,
+    mut desired: watch::Receiver<Option<Desired>>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+            changed = desired.changed() => if changed.is_err() { stop.cancelled().await; return; },
+        }
+        let matchers: Option<Vec<PathMatcher>> = desired
+            .borrow_and_update()
+            .as_ref()
+            .map(|d| d.entries.iter().map(PathMatcher::new).collect());
+        let r = registry.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let owns = |p: &Path| matchers.iter().flatten().any(|m| m.owns(p));
+            let owned: Option<&dyn Fn(&Path) -> bool> = matchers.is_some().then_some(&owns);
+            registry::sweep(&r, owned)
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = job => {}
+        }
+    }
 }
 
 #[cfg(test)]

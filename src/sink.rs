@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::ops::telemetry::{Metrics, TopicCounters};
 use crate::state::progress::Ticket;
+use crate::telemetry::{Metrics, TopicCounters};
 use classify::{classify, Disposition};
 pub use health::KafkaHealth;
 

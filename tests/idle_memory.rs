@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logagent::config::collect::CollectEntry;
-use logagent::ops::telemetry::Metrics;
 use logagent::sink::Batch;
 use logagent::state::registry::Registry;
 use logagent::tail::discover::{run_entry, Shared};
 use logagent::tail::TailOptions;
+use logagent::telemetry::Metrics;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

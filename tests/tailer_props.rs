@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use logagent::config::collect::CollectEntry;
-use logagent::ops::telemetry::Metrics;
 use logagent::sink::Batch;
 use logagent::state::checkpoint::CheckpointStore;
 use logagent::state::registry::Registry;
 use logagent::tail::applied::AppliedEntries;
 use logagent::tail::discover::{run_entry, Shared};
 use logagent::tail::TailOptions;
+use logagent::telemetry::Metrics;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

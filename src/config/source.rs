@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::config::collect::{parse_entries, CollectEntry, EntryLimits};
 use crate::config::settings::EtcdSettings;
-use crate::ops::telemetry::Metrics;
+use crate::telemetry::Metrics;
 
 /// A validated configuration and the etcd revision it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -355,7 +355,7 @@ impl Saver {
                 };
                 let p = path.clone();
                 let written = tokio::task::spawn_blocking(move || {
-                    crate::state::atomic_file::write_atomic(&p, &bytes)
+                    crate::atomic_file::write_atomic(&p, &bytes)
                 })
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));

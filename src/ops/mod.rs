@@ -5,4 +5,3 @@ pub mod fleet;
 pub mod http;
 pub mod kafka_probe;
 pub mod status;
-pub mod telemetry;

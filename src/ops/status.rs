@@ -25,7 +25,7 @@ use crate::config::collect::{CollectEntry, PathMatcher};
 use crate::config::settings::EtcdSettings;
 use crate::config::source::{Desired, SourceStatus};
 use crate::handles::Handles;
-use crate::ops::telemetry::FileProblem;
+use crate::telemetry::FileProblem;
 
 /// Files listed per entry (the largest lag first); `files_matched` still counts them all.
 pub const MAX_FILES_PER_ENTRY: usize = 50;

@@ -11,16 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::xxh3_64;
 
-use crate::state::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
+use crate::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
+use crate::state::identity::FINGERPRINT_MAX;
 
 /// The on-disk format version this agent reads and writes.
 pub const VERSION: u32 = 1;
-/// The largest prefix a fingerprint may cover.
-pub const MAX_FINGERPRINT_LEN: u32 = 1024;
-/// How many bytes before the offset `tail_hash` covers (fewer when the offset is smaller).
-pub const TAIL_HASH_LEN: u64 = 32;
 
 const FILE_NAME: &str = "checkpoints.json";
 
@@ -29,16 +25,16 @@ const FILE_NAME: &str = "checkpoints.json";
 pub struct FileCheckpoint {
     pub dev: u64,
     pub ino: u64,
-    /// `fingerprint_hex` of the file's first `fingerprint_len` bytes ("" when the file was empty).
+    /// `hash_hex` of the file's first `fingerprint_len` bytes ("" when the file was empty).
     pub fingerprint: String,
-    /// At most `MAX_FINGERPRINT_LEN`.
+    /// At most `identity::FINGERPRINT_MAX`.
     pub fingerprint_len: u32,
     /// The last path the file was seen at.
     pub path: PathBuf,
     pub topic: String,
     /// Acknowledged offset: every byte before it has been delivered.
     pub offset: u64,
-    /// `fingerprint_hex` of the (up to) `TAIL_HASH_LEN` bytes just before `offset`
+    /// `hash_hex` of the (up to) `identity::TAIL_HASH_LEN` bytes just before `offset`
     /// ("" when `offset` is 0).
     pub tail_hash: String,
     /// Unix milliseconds of the last change.
@@ -132,16 +128,6 @@ struct DocumentIn {
     files: Vec<FileCheckpoint>,
 }
 
-/// xxh3_64 as 16 lowercase hex digits; "" for empty input, so that an empty prefix has no hash
-/// that could be mistaken for content.
-pub fn fingerprint_hex(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        String::new()
-    } else {
-        format!("{:016x}", xxh3_64(bytes))
-    }
-}
-
 /// Serializes entries as the version-1 document: pretty JSON (2-space indent) with a trailing
 /// newline, entries sorted by identity so that unchanged state gives unchanged bytes.
 pub fn encode(files: &[FileCheckpoint]) -> Result<Vec<u8>, FormatError> {
@@ -194,9 +180,9 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<FileCheckpoint>, FormatError> {
 }
 
 fn check_entry(index: usize, file: &FileCheckpoint) -> Result<(), FormatError> {
-    let problem = if file.fingerprint_len > MAX_FINGERPRINT_LEN {
+    let problem = if u64::from(file.fingerprint_len) > FINGERPRINT_MAX {
         Some(format!(
-            "fingerprint_len {} exceeds {MAX_FINGERPRINT_LEN}",
+            "fingerprint_len {} exceeds {FINGERPRINT_MAX}",
             file.fingerprint_len
         ))
     } else if !hash_matches_len(&file.fingerprint, u64::from(file.fingerprint_len)) {
@@ -401,6 +387,7 @@ fn read_candidate(path: &Path) -> Result<Option<Candidate>, CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::identity::hash_hex;
     use proptest::prelude::*;
     use std::time::Duration;
 
@@ -417,12 +404,12 @@ mod tests {
         FileCheckpoint {
             dev,
             ino,
-            fingerprint: fingerprint_hex(head),
+            fingerprint: hash_hex(head),
             fingerprint_len: u32::try_from(head.len()).unwrap(),
             path: PathBuf::from(path),
             topic: "web_log".to_owned(),
             offset,
-            tail_hash: fingerprint_hex(tail),
+            tail_hash: hash_hex(tail),
             updated_ms: 1_767_322_800_000,
             gone_since_ms: None,
         }
@@ -474,17 +461,6 @@ mod tests {
             .collect();
         names.sort();
         names
-    }
-
-    #[test]
-    fn fingerprint_hex_is_16_lowercase_hex_or_empty() {
-        assert_eq!(fingerprint_hex(b""), "");
-        let h = fingerprint_hex(b"hello\n");
-        assert_eq!(h.len(), 16);
-        assert!(h
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-        assert_ne!(h, fingerprint_hex(b"hello"));
     }
 
     #[test]
@@ -777,7 +753,7 @@ mod tests {
                 |((dev, ino), head, path, topic, offset, tail, updated_ms, gone)| FileCheckpoint {
                     dev,
                     ino,
-                    fingerprint: fingerprint_hex(&head),
+                    fingerprint: hash_hex(&head),
                     fingerprint_len: u32::try_from(head.len()).unwrap(),
                     path: PathBuf::from(path),
                     topic,
@@ -785,7 +761,7 @@ mod tests {
                     tail_hash: if offset == 0 {
                         String::new()
                     } else {
-                        fingerprint_hex(&tail)
+                        hash_hex(&tail)
                     },
                     updated_ms,
                     gone_since_ms: gone,

@@ -78,10 +78,15 @@ pub fn tail_hash(file: &File, offset: u64) -> io::Result<String> {
     Ok(hash_hex(&bytes))
 }
 
-/// xxh3 of `bytes` as 16 hex digits; "" for no bytes: the checkpoint's own encoding, since it is
-/// compared with what is stored on disk.
+/// xxh3_64 as 16 lowercase hex digits; "" for no bytes, so that an empty prefix has no hash that
+/// could be mistaken for content. The checkpoint stores these strings: changing this changes the
+/// on-disk format (the checkpoint's golden test guards it).
 pub fn hash_hex(bytes: &[u8]) -> String {
-    crate::state::checkpoint::fingerprint_hex(bytes)
+    if bytes.is_empty() {
+        String::new()
+    } else {
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+    }
 }
 
 fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
@@ -104,6 +109,16 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    #[test]
+    fn hash_hex_is_16_lowercase_hex_or_empty() {
+        assert_eq!(hash_hex(b""), "");
+        let h = hash_hex(b"hello\n");
+        assert_eq!(h.len(), 16);
+        assert!(h
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(h, hash_hex(b"hello"));
+    }
     #[test]
     fn fingerprint_grows_and_still_matches_its_prefix() {
         let mut f = tempfile::tempfile().unwrap();

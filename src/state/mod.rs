@@ -3,7 +3,6 @@
 //!
 //! This is the lowest floor: tailing and the sink write into it, nothing here imports them.
 
-pub mod atomic_file;
 pub mod checkpoint;
 pub mod identity;
 pub mod progress;

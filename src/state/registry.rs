@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::clock::now_ms;
-use crate::ops::telemetry::Metrics;
 use crate::state::checkpoint::{self, FileCheckpoint};
 use crate::state::identity::{tail_hash, FileKey, Fingerprint};
 use crate::state::progress::{FileProgress, Mark};
+use crate::telemetry::Metrics;
 
 /// Why a claimed file starts where it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +52,25 @@ pub struct Claim {
 }
 
 struct Record {
+    /// The file as last checkpointed. While a generation is live, `progress` owns the acknowledged
+    /// offset and `cp.offset`/`cp.tail_hash` trail it: only `sync` copies it over. Read [`Record::mark`].
     cp: FileCheckpoint,
     /// The current generation's progress: present while open and until its in-flight batches settle.
     progress: Option<Arc<FileProgress>>,
     open: bool,
+}
+
+impl Record {
+    /// The acknowledged prefix: the live generation's, else the checkpointed one.
+    fn mark(&self) -> Mark {
+        match &self.progress {
+            Some(p) => p.acked(),
+            None => Mark {
+                offset: self.cp.offset,
+                tail_hash: self.cp.tail_hash.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -157,24 +172,20 @@ impl Registry {
         };
         let (start, offset) = match stored.and_then(|k| inner.files.get_mut(&k)) {
             Some(rec) => {
-                if let Some(p) = &rec.progress {
-                    let m = p.acked();
-                    rec.cp.offset = m.offset;
-                    rec.cp.tail_hash = m.tail_hash;
-                }
+                let acked = rec.mark();
                 let fp = Fingerprint {
                     hex: rec.cp.fingerprint.clone(),
                     len: rec.cp.fingerprint_len,
                 };
-                if size < rec.cp.offset {
+                if size < acked.offset {
                     (Start::Truncated, 0)
                 } else if !fp.matches(file, size)?
-                    || tail_hash(file, rec.cp.offset)? != rec.cp.tail_hash
+                    || tail_hash(file, acked.offset)? != acked.tail_hash
                 {
                     // A different head, or different bytes before the offset: another file now.
                     (Start::Replaced, 0)
                 } else {
-                    (Start::Resume, rec.cp.offset)
+                    (Start::Resume, acked.offset)
                 }
             }
             None if from_end => (Start::New, last_line_end(file, size)?),
@@ -228,9 +239,7 @@ impl Registry {
         let progress = FileProgress::new(start.clone());
         let mut inner = self.lock();
         if let Some(rec) = inner.files.get_mut(&key) {
-            rec.cp.offset = start.offset;
-            rec.cp.tail_hash = start.tail_hash;
-            rec.cp.updated_ms = now_ms();
+            // The next sync copies `start` into the record, as it does every acknowledged offset.
             rec.progress = Some(progress.clone());
         }
         inner.dirty = true;
@@ -321,8 +330,8 @@ impl Registry {
         self.lock().files.get(&key).is_some_and(|r| r.open)
     }
 
-    /// Pulls acknowledged offsets from live progress, expires gone records, and returns the checkpoint
-    /// snapshot when anything changed since the last call.
+    /// Pulls acknowledged offsets from live progress (the one place the record copies them), expires
+    /// gone records, and returns the checkpoint snapshot when anything changed since the last call.
     pub fn sync(&self, retention: Duration) -> Option<Vec<FileCheckpoint>> {
         let now = now_ms();
         let mut inner = self.lock();
@@ -373,11 +382,8 @@ impl Registry {
             .values()
             .filter(|r| r.open)
             .map(|r| {
-                let (acked, lag) = r
-                    .progress
-                    .as_ref()
-                    .map_or((r.cp.offset, 0), |p| (p.acked_offset(), p.lag()));
-                (r.cp.path.clone(), r.cp.topic.clone(), acked, lag)
+                let lag = r.progress.as_ref().map_or(0, |p| p.lag());
+                (r.cp.path.clone(), r.cp.topic.clone(), r.mark().offset, lag)
             })
             .collect()
     }
@@ -452,7 +458,7 @@ fn still_exists(cp: &FileCheckpoint) -> bool {
 /// Starts the retention clock of every idle record whose file no longer exists (deleted, compressed,
 /// moved away while the agent was down), and, when `owned` is given (the collect configuration in
 /// effect), of every idle record whose path no entry owns anymore. Does file I/O: run it off the
-/// async workers. Returns how many records it marked.
+/// async workers. Returns (and counts) how many records it marked.
 pub fn sweep(registry: &Registry, owned: Option<&dyn Fn(&Path) -> bool>) -> usize {
     let gone: Vec<FileKey> = registry
         .idle_records()
@@ -464,45 +470,10 @@ pub fn sweep(registry: &Registry, owned: Option<&dyn Fn(&Path) -> bool>) -> usiz
         })
         .collect();
     registry.mark_gone(&gone);
-    gone.len()
-}
-
-/// Sweeps (see [`sweep`]) every `interval` and whenever the collect configuration changes, on a
-/// blocking thread, until `stop`. A sweep stuck on a hung mount delays the next one, nothing else.
-pub async fn run_sweeper(
-    registry: Arc<Registry>,
-    mut desired: tokio::sync::watch::Receiver<Option<crate::config::source::Desired>>,
-    interval: Duration,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-            changed = desired.changed() => if changed.is_err() { stop.cancelled().await; return; },
-        }
-        let matchers: Option<Vec<crate::config::collect::PathMatcher>> =
-            desired.borrow_and_update().as_ref().map(|d| {
-                d.entries
-                    .iter()
-                    .map(crate::config::collect::PathMatcher::new)
-                    .collect()
-            });
-        let r = registry.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            let owns = |p: &Path| matchers.iter().flatten().any(|m| m.owns(p));
-            let owned: Option<&dyn Fn(&Path) -> bool> = matchers.is_some().then_some(&owns);
-            sweep(&r, owned)
-        });
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            n = job => if let Ok(n @ 1..) = n {
-                registry.metrics.records_expiring(n);
-            },
-        }
+    if !gone.is_empty() {
+        registry.metrics.records_expiring(gone.len());
     }
+    gone.len()
 }
 
 /// Offset just past the last newline in the file's final 64 KiB (or 0), so `from = "end"` starts on a

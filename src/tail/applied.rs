@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::atomic_file::write_atomic;
+use crate::atomic_file::write_atomic;
 
 const FILE_NAME: &str = "entries_applied.json";
 

@@ -23,10 +23,10 @@ use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
 use crate::config::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
 use crate::config::read_policy::{PolicyError, ReadPolicy};
-use crate::ops::telemetry::Metrics;
 use crate::sink::{Batch, Route};
 use crate::state::identity::{FileKey, Fingerprint};
 use crate::state::registry::Registry;
+use crate::telemetry::Metrics;
 
 /// What every discoverer shares.
 pub struct Shared {

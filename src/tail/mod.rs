@@ -29,11 +29,11 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::telemetry::Metrics;
 use crate::sink::{Batch, Route};
 use crate::state::identity::{hash_hex, tail_hash, FileKey, Fingerprint, TAIL_HASH_LEN};
 use crate::state::progress::{FileProgress, Mark};
 use crate::state::registry::Registry;
+use crate::telemetry::Metrics;
 use multiline::Multiline;
 use reader::{LineSplitter, Split};
 
