@@ -76,6 +76,8 @@ pub struct Metrics {
 pub struct FileProblem {
     pub error: String,
     pub at_ms: u64,
+    /// Expected for a while (a literal path not created yet): logged once, not reported.
+    pub waiting: bool,
 }
 
 impl Metrics {
@@ -268,20 +270,37 @@ impl Metrics {
     }
 
     fn note_file_problem(&self, path: &Path, error: &str) {
+        self.note_problem(path, error, false);
+    }
+
+    /// Records `error` as the path's latest problem; false when it already was (so the event that
+    /// called it neither logs nor counts the same problem twice).
+    fn note_problem(&self, path: &Path, error: &str, waiting: bool) -> bool {
+        let mut problems = self.problems();
+        if problems.get(path).is_some_and(|p| p.error == error) {
+            return false;
+        }
         let problem = FileProblem {
             error: error.to_owned(),
             at_ms: crate::clock::now_ms(),
+            waiting,
         };
-        self.problems().insert(path.to_path_buf(), problem);
+        problems.insert(path.to_path_buf(), problem);
+        true
     }
 
     fn problems(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, FileProblem>> {
         self.file_problems.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The latest problem of every file that has one and has not been opened since.
+    /// The latest problem of every file that has one and has not been opened since (a path merely
+    /// waiting to appear is not a problem to report).
     pub fn file_problems(&self) -> HashMap<PathBuf, FileProblem> {
-        self.problems().clone()
+        self.problems()
+            .iter()
+            .filter(|(_, p)| !p.waiting)
+            .map(|(path, p)| (path.clone(), p.clone()))
+            .collect()
     }
 
     /// Forgets the problem of a path no entry matches anymore.
@@ -320,16 +339,28 @@ impl Metrics {
         warn!(path = %path.display(), size, offset, "file truncated (size below read offset); reading from 0");
     }
 
+    /// A matched path cannot be opened or read (retried at every scan; logged and counted when the
+    /// cause changes).
     pub fn file_unreadable(&self, path: &Path, cause: &str) {
-        self.file_open_errors.inc();
-        self.note_file_problem(path, cause);
-        warn!(path = %path.display(), "cannot read matched file: {cause}; will retry");
+        if self.note_problem(path, cause, false) {
+            self.file_open_errors.inc();
+            warn!(path = %path.display(), "cannot read matched file: {cause}; will retry");
+        }
     }
 
+    /// The read policy forbids a matched path (logged and counted when the cause changes).
     pub fn file_refused(&self, path: &Path, cause: &str) {
-        self.files_refused.inc();
-        self.note_file_problem(path, cause);
-        warn!(path = %path.display(), "not reading matched path: {cause}");
+        if self.note_problem(path, cause, false) {
+            self.files_refused.inc();
+            warn!(path = %path.display(), "not reading matched path: {cause}");
+        }
+    }
+
+    /// An entry's literal path does not exist yet (logged once until something else happens to it).
+    pub fn file_waiting(&self, path: &Path) {
+        if self.note_problem(path, "waiting for the file to appear", true) {
+            info!(path = %path.display(), "waiting for the file to appear");
+        }
     }
 
     pub fn long_line_split(&self, path: &Path, count: u64, max: usize) {

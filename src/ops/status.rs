@@ -457,6 +457,7 @@ mod tests {
         FileProblem {
             error: error.into(),
             at_ms,
+            waiting: false,
         }
     }
 

@@ -4,7 +4,7 @@
 //! Discovery is identity-based: a file is started when its device + inode is not claimed, whatever its
 //! name. So after `app.log` → `app.log.1` the renamed file keeps its tailer and the new `app.log` gets one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::applied::AppliedEntries;
 use super::multiline::Multiline;
@@ -76,8 +76,6 @@ impl Shared {
 /// How a problem with a matched path is reported.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Problem {
-    /// Expected for a while (a file not there yet): logged only.
-    Info,
     /// Cannot be opened or read: counted as an open error, retried.
     Unreadable,
     /// The read policy forbids it: counted as refused, never read.
@@ -88,8 +86,9 @@ struct Discoverer {
     entry: Arc<CollectEntry>,
     shared: Arc<Shared>,
     paths: PathMatcher,
-    /// Last reported problem per path, so a missing or unreadable file is logged once per change.
-    problems: HashMap<PathBuf, String>,
+    /// Paths this entry reported a problem for (the problem itself is Metrics'), so they can be
+    /// cleared when the entry stops matching them or stops.
+    noted: HashSet<PathBuf>,
     tailers: JoinSet<()>,
     cancel: CancellationToken,
 }
@@ -100,7 +99,7 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
         paths: PathMatcher::new(&entry),
         entry,
         shared,
-        problems: HashMap::new(),
+        noted: HashSet::new(),
         tailers: JoinSet::new(),
         cancel,
     };
@@ -128,7 +127,7 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
     }
     while d.tailers.join_next().await.is_some() {}
     // The entry is gone: so are its paths' problems.
-    for path in d.problems.keys() {
+    for path in &d.noted {
         d.shared.metrics.clear_file_problem(path);
     }
 }
@@ -178,14 +177,11 @@ impl Discoverer {
     }
 
     fn note_problem(&mut self, path: &Path, problem: String, kind: Problem) {
-        if self.problems.get(path) != Some(&problem) {
-            match kind {
-                Problem::Info => info!(path = %path.display(), "{problem}"),
-                Problem::Unreadable => self.shared.metrics.file_unreadable(path, &problem),
-                Problem::Refused => self.shared.metrics.file_refused(path, &problem),
-            }
-            self.problems.insert(path.to_path_buf(), problem);
+        match kind {
+            Problem::Unreadable => self.shared.metrics.file_unreadable(path, &problem),
+            Problem::Refused => self.shared.metrics.file_refused(path, &problem),
         }
+        self.noted.insert(path.to_path_buf());
     }
 
     /// Forgets the problems of paths this entry no longer matches (deleted, renamed, excluded), so
@@ -194,13 +190,13 @@ impl Discoverer {
         let entry_path = Path::new(&self.entry.path);
         let keep: HashSet<&Path> = matched.iter().map(PathBuf::as_path).collect();
         let stale: Vec<PathBuf> = self
-            .problems
-            .keys()
+            .noted
+            .iter()
             .filter(|p| !keep.contains(p.as_path()) && p.as_path() != entry_path)
             .cloned()
             .collect();
         for p in stale {
-            self.problems.remove(&p);
+            self.noted.remove(&p);
             self.shared.metrics.clear_file_problem(&p);
         }
     }
@@ -210,7 +206,8 @@ impl Discoverer {
         self.forget_unmatched_problems(&paths);
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
-            self.note_problem(&p, "waiting for the file to appear".into(), Problem::Info);
+            self.shared.metrics.file_waiting(&p);
+            self.noted.insert(p);
         }
         for path in paths {
             self.try_start(&path, from_end, false);
@@ -285,7 +282,7 @@ impl Discoverer {
                 return self.note_problem(path, format!("cannot read: {e}"), Problem::Unreadable)
             }
         };
-        self.problems.remove(path);
+        self.noted.remove(path);
         self.shared.metrics.file_opened(
             path,
             key,
@@ -435,7 +432,7 @@ mod tests {
             paths: PathMatcher::new(&entry),
             entry,
             shared,
-            problems: HashMap::new(),
+            noted: HashSet::new(),
             tailers: JoinSet::new(),
             cancel: CancellationToken::new(),
         }
@@ -451,13 +448,13 @@ mod tests {
         let (shared, _rx) = shared(ReadPolicy::allow_all());
         let mut d = discoverer(&dir.path().join("*.log"), shared.clone());
         d.scan(false);
-        assert_eq!(d.problems.len(), 2);
+        assert_eq!(d.noted.len(), 2);
         assert_eq!(shared.metrics.file_problems().len(), 2);
 
         std::fs::remove_dir(dir.path().join("a.log")).unwrap();
         d.scan(false);
         assert_eq!(
-            d.problems.keys().cloned().collect::<Vec<_>>(),
+            d.noted.iter().cloned().collect::<Vec<_>>(),
             vec![dir.path().join("b.log")],
             "the problem of the deleted path is dropped"
         );
