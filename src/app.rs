@@ -167,7 +167,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let publisher = Publisher::new(settings.etcd.clone(), handles.clone(), desired_rx.clone());
 
     let reading = CancellationToken::new();
-    let sink_stop = CancellationToken::new();
+    // "Stop producing": the ordered shutdown's step, or a fatal producer error, whichever comes first.
+    let sink_stop = kafka.fatal_signal().child_token();
     let ck_stop = CancellationToken::new();
     let status_stop = CancellationToken::new();
     let sweep_stop = CancellationToken::new();

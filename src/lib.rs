@@ -30,6 +30,7 @@
 
 pub mod app;
 pub mod atomic_file;
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod handles;

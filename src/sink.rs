@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::state::progress::Ticket;
 use crate::telemetry::{Metrics, TopicCounters};
 use classify::{classify, Disposition};
@@ -241,6 +242,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 const ENQUEUE_RETRY_WAIT: Duration = Duration::from_millis(500);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest pause between metadata requests while the cluster is away or the topic unknown.
+const METADATA_MIN_WAIT: Duration = Duration::from_millis(100);
 const METADATA_MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Sink {
@@ -273,18 +275,9 @@ impl Sink {
 
     /// Produces batches until `stop` is cancelled, the producer hits a fatal error, or the channel
     /// closes. Batches still in the channel then are dropped: their offsets were never acknowledged,
-    /// so they are read again at the next start.
+    /// so they are read again at the next start. The agent passes a child of the health's
+    /// `fatal_signal()`, so a fatal error seen in a delivery report also ends every wait in here.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Batch>, stop: CancellationToken) {
-        // One token for "stop producing": the caller's stop or a fatal producer error.
-        let halt = self.health.fatal_signal().child_token();
-        let stop = {
-            let (outer, h) = (stop, halt.clone());
-            tokio::spawn(async move {
-                outer.cancelled().await;
-                h.cancel();
-            });
-            halt
-        };
         loop {
             tokio::select! {
                 biased;
@@ -340,11 +333,15 @@ impl Sink {
     /// The topic's partition count, waiting while the cluster is unreachable or does not know the
     /// topic (the lines wait in their files meanwhile). `None` when stopping.
     async fn wait_for_topic(&self, topic: &str, stop: &CancellationToken) -> Option<i32> {
-        let mut warned_unknown = false;
-        let mut wait = Duration::from_millis(100);
+        let (mut warned_unknown, mut warned_unreachable) = (false, false);
+        let mut backoff = Backoff::new(METADATA_MIN_WAIT, METADATA_MAX_WAIT);
         loop {
-            match self.fetch_partitions(topic, stop).await? {
-                n if n > 0 => {
+            let res = tokio::select! {
+                _ = stop.cancelled() => return None,
+                r = metadata::partition_count(self.producer.clone(), topic, METADATA_TIMEOUT) => r,
+            };
+            match res {
+                Ok(n) if n > 0 => {
                     if warned_unknown {
                         info!(
                             topic,
@@ -354,48 +351,24 @@ impl Sink {
                     }
                     return Some(n);
                 }
-                _ => {
-                    if !warned_unknown {
-                        self.metrics.topic_unknown(topic);
-                        warned_unknown = true;
-                    }
+                // The cluster answered and does not know the topic.
+                Ok(_) if !warned_unknown => {
+                    self.metrics.topic_unknown(topic);
+                    warned_unknown = true;
                 }
+                Err(e) if !warned_unreachable => {
+                    warn!(
+                        topic,
+                        "cannot read Kafka metadata ({e}); waiting for the cluster"
+                    );
+                    warned_unreachable = true;
+                }
+                _ => {}
             }
             tokio::select! {
                 _ = stop.cancelled() => return None,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(backoff.next_wait()) => {}
             }
-            wait = (wait * 2).min(METADATA_MAX_WAIT);
-        }
-    }
-
-    /// The topic's partition count (0: the cluster answered and does not know the topic), waiting for
-    /// the cluster while it is unreachable. `None` when stopping.
-    async fn fetch_partitions(&self, topic: &str, stop: &CancellationToken) -> Option<i32> {
-        let mut warned = false;
-        let mut wait = Duration::from_millis(100);
-        loop {
-            let res = tokio::select! {
-                _ = stop.cancelled() => return None,
-                r = metadata::partition_count(self.producer.clone(), topic, METADATA_TIMEOUT) => r,
-            };
-            match res {
-                Ok(n) => return Some(n),
-                Err(e) => {
-                    if !warned {
-                        warn!(
-                            topic,
-                            "cannot read Kafka metadata ({e}); waiting for the cluster"
-                        );
-                    }
-                }
-            }
-            warned = true;
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            wait = (wait * 2).min(METADATA_MAX_WAIT);
         }
     }
 

@@ -3,8 +3,10 @@
 //! Nothing here reads a log file or talks to Kafka; the rest of the agent reads these types.
 
 pub mod collect;
+pub mod etcd;
 pub mod host;
 pub mod read_policy;
 pub mod reload;
+pub mod saved;
 pub mod settings;
 pub mod source;

@@ -10,17 +10,17 @@
 //! does not validate is rejected whole and the last good configuration keeps running. The last applied
 //! value is saved in `state_dir`, so the agent starts and ships even while etcd is down.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use etcd_client::{Client, ConnectOptions, EventType, TlsOptions, WatchOptions};
-use serde::{Deserialize, Serialize};
+use etcd_client::{EventType, WatchOptions};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::collect::{parse_entries, CollectEntry, EntryLimits};
+use crate::config::etcd::{self, EtcdError};
+use crate::config::saved::{Saved, Saver, SAVED_FILE};
 use crate::config::settings::EtcdSettings;
 use crate::telemetry::Metrics;
 
@@ -40,15 +40,6 @@ pub struct SourceStatus {
     pub from_saved: bool,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Saved {
-    key: String,
-    revision: i64,
-    value: String,
-}
-
-const SAVED_FILE: &str = "last_config.json";
-
 pub struct ConfigSource {
     pub settings: EtcdSettings,
     pub key: String,
@@ -62,6 +53,8 @@ pub struct ConfigSource {
 
 #[derive(thiserror::Error, Debug)]
 enum SourceError {
+    #[error(transparent)]
+    Connect(#[from] EtcdError),
     #[error("etcd request failed: {0}")]
     Etcd(#[from] etcd_client::Error),
     #[error("watch on {key} was cancelled by etcd{reason}")]
@@ -70,76 +63,6 @@ enum SourceError {
     Compacted { wanted: i64, compact: i64 },
     #[error("watch stream ended")]
     Ended,
-    #[error("cannot read TLS file {path}: {source}")]
-    Tls {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// A client on an endpoint that answers. etcd-client spreads requests over all of its endpoints and
-/// fails those it routes to a member that is down (etcdv3/etcd-client#39), so with several endpoints
-/// the agent picks a live one itself, trying the one that answered last first.
-pub async fn connect(settings: &EtcdSettings) -> Result<Client, etcd_client::Error> {
-    static PREFERRED: AtomicUsize = AtomicUsize::new(0);
-    let mut opts = ConnectOptions::new()
-        .with_connect_timeout(settings.connect_timeout)
-        .with_timeout(settings.request_timeout)
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-        .with_keep_alive_while_idle(true);
-    if let Some((user, password)) = &settings.auth {
-        opts = opts.with_user(user.clone(), password.clone());
-    }
-    if let Some(tls) = tls_options(settings)
-        .map_err(|e| etcd_client::Error::IoError(std::io::Error::other(e.to_string())))?
-    {
-        opts = opts.with_tls(tls);
-    }
-    let endpoints = &settings.endpoints;
-    if endpoints.len() < 2 {
-        return Client::connect(endpoints.clone(), Some(opts)).await;
-    }
-    let first = PREFERRED.load(Ordering::Relaxed);
-    let mut last_err = None;
-    for i in (0..endpoints.len()).map(|k| (first + k) % endpoints.len()) {
-        let attempt = async {
-            let mut client = Client::connect([endpoints[i].as_str()], Some(opts.clone())).await?;
-            // Connecting is lazy without credentials: make the endpoint prove it answers.
-            client.status().await?;
-            Ok(client)
-        };
-        match attempt.await {
-            Ok(client) => {
-                PREFERRED.store(i, Ordering::Relaxed);
-                return Ok(client);
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(last_err.expect("two endpoints or more were tried"))
-}
-
-fn tls_options(settings: &EtcdSettings) -> Result<Option<TlsOptions>, SourceError> {
-    let Some(tls) = &settings.tls else {
-        return Ok(None);
-    };
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| SourceError::Tls {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let mut o = TlsOptions::new();
-    if let Some(ca) = &tls.ca_file {
-        o = o.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-        o = o.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
-    }
-    if let Some(d) = &tls.domain {
-        o = o.domain_name(d.clone());
-    }
-    Ok(Some(o))
 }
 
 impl ConfigSource {
@@ -241,7 +164,7 @@ impl ConfigSource {
     }
 
     async fn watch_until(&self, saver: &Saver, cancel: &CancellationToken) {
-        let mut backoff = self.settings.backoff_initial;
+        let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
         let mut saved_offered = false;
         loop {
             let result = tokio::select! {
@@ -257,18 +180,16 @@ impl ConfigSource {
                     self.metrics.etcd_watch_restarted(&e.to_string());
                 }
             }
-            let jittered = backoff.mul_f64(0.5 + fastrand::f64());
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(jittered) => {}
+                _ = tokio::time::sleep(backoff.next_wait()) => {}
             }
-            backoff = (backoff * 2).min(self.settings.backoff_max);
         }
     }
 
     /// Connect → Get → Watch, until something breaks.
-    async fn session(&self, saver: &Saver, backoff: &mut Duration) -> Result<(), SourceError> {
-        let mut client = connect(&self.settings).await?;
+    async fn session(&self, saver: &Saver, backoff: &mut Backoff) -> Result<(), SourceError> {
+        let mut client = etcd::connect(&self.settings).await?;
         let resp = client.get(self.key.as_str(), None).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         self.status.send_modify(|s| s.connected = true);
@@ -298,7 +219,7 @@ impl ConfigSource {
                 Some(WatchOptions::new().with_start_revision(revision + 1)),
             )
             .await?;
-        *backoff = self.settings.backoff_initial;
+        backoff.reset();
         loop {
             let Some(resp) = stream.message().await? else {
                 return Err(SourceError::Ended);
@@ -329,51 +250,5 @@ impl ConfigSource {
                 }
             }
         }
-    }
-}
-
-/// Writes the last applied value to `state_dir` off the watch loop: the write is fsynced, and a slow
-/// disk must neither delay the next change (nor, holding a runtime worker, the reconciler it wakes)
-/// nor turn a burst of changes into a queue of writes. A burst costs one write for its last value.
-struct Saver {
-    latest: watch::Sender<Option<Saved>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Saver {
-    fn start(path: PathBuf) -> Saver {
-        let (latest, mut rx) = watch::channel(None::<Saved>);
-        let task = tokio::spawn(async move {
-            // Also sees a value sent just before the sender was dropped: `finish` relies on it.
-            while rx.changed().await.is_ok() {
-                let Some(bytes) = rx
-                    .borrow_and_update()
-                    .as_ref()
-                    .and_then(|s| serde_json::to_vec_pretty(s).ok())
-                else {
-                    continue;
-                };
-                let p = path.clone();
-                let written = tokio::task::spawn_blocking(move || {
-                    crate::atomic_file::write_atomic(&p, &bytes)
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                if let Err(e) = written {
-                    warn!(path = %path.display(), "cannot save the applied configuration: {e}");
-                }
-            }
-        });
-        Saver { latest, task }
-    }
-
-    fn save(&self, saved: Saved) {
-        self.latest.send_replace(Some(saved));
-    }
-
-    /// Lets the last value reach the disk, for a bounded time (shutdown).
-    async fn finish(self) {
-        drop(self.latest);
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
     }
 }

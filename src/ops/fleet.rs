@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use etcd_client::GetOptions;
 
+use crate::config::etcd::{connect, EtcdError};
 use crate::config::settings::EtcdSettings;
-use crate::config::source::connect;
 use crate::ops::status::HostStatus;
 
 #[derive(thiserror::Error, Debug)]
@@ -14,7 +14,7 @@ pub enum FleetError {
     Etcd {
         prefix: String,
         endpoints: Vec<String>,
-        source: etcd_client::Error,
+        source: EtcdError,
     },
 }
 
@@ -38,7 +38,7 @@ pub fn status_prefix(template: &str) -> &str {
 /// Every host's status, or the hosts whose ip or hostname is `host`.
 pub async fn fetch(settings: &EtcdSettings, host: Option<&str>) -> Result<Vec<Row>, FleetError> {
     let prefix = status_prefix(&settings.status_key_template).to_owned();
-    let err = |source| FleetError::Etcd {
+    let err = |source: EtcdError| FleetError::Etcd {
         prefix: prefix.clone(),
         endpoints: settings.endpoints.clone(),
         source,
@@ -47,7 +47,7 @@ pub async fn fetch(settings: &EtcdSettings, host: Option<&str>) -> Result<Vec<Ro
     let resp = client
         .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
         .await
-        .map_err(err)?;
+        .map_err(|e| err(e.into()))?;
     let rows = resp
         .kvs()
         .iter()
