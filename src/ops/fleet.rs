@@ -1,7 +1,8 @@
 //! `logagent status`: the status every live agent publishes to etcd, as a table.
 
-use std::fmt::Write;
+use std::net::IpAddr;
 
+use comfy_table::Table;
 use etcd_client::GetOptions;
 
 use crate::config::etcd::{connect, EtcdError};
@@ -82,18 +83,7 @@ pub fn human_age(ms: u64) -> String {
 
 /// "12.3 MiB"-style sizes, so a backlog reads at a glance.
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
 fn config_cell(s: &HostStatus) -> String {
@@ -109,16 +99,25 @@ fn config_cell(s: &HostStatus) -> String {
     }
 }
 
-/// The table, one line per host, sorted by key; `now_unix_ms` gives the AGE column (since agent start).
+/// How hosts are ordered: by IP address as a number (10.0.0.9 before 10.0.0.10), then by key;
+/// unreadable values last.
+fn host_order(row: &Row) -> (bool, Option<IpAddr>, &str) {
+    let ip = row.status.as_ref().ok().and_then(|s| s.ip.parse().ok());
+    (row.status.is_err(), ip, &row.key)
+}
+
+/// The table, one line per host, sorted by IP; `now_unix_ms` gives the AGE column (since agent start).
 pub fn render_table(rows: &[Row], now_unix_ms: u64) -> String {
     const HEADER: [&str; 8] = [
         "HOST", "IP", "VERSION", "CONFIG", "FILES", "BEHIND", "KAFKA", "AGE",
     ];
     let mut sorted: Vec<&Row> = rows.iter().collect();
-    sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut cells: Vec<Vec<String>> = vec![HEADER.iter().map(|h| (*h).to_owned()).collect()];
+    sorted.sort_by(|a, b| host_order(a).cmp(&host_order(b)));
+    let mut table = Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(HEADER);
     for row in sorted {
-        cells.push(match &row.status {
+        table.add_row(match &row.status {
             Ok(s) => vec![
                 s.hostname.clone(),
                 s.ip.clone(),
@@ -132,22 +131,12 @@ pub fn render_table(rows: &[Row], now_unix_ms: u64) -> String {
             Err(e) => vec![row.key.clone(), String::new(), String::new(), e.clone()],
         });
     }
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|c| {
-            cells
-                .iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    // Two spaces between columns, none before the first: easy to read and to cut with awk.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
     let mut out = String::new();
-    for r in &cells {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
-        }
+    for line in table.lines() {
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -199,6 +188,24 @@ mod tests {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn hosts_are_sorted_by_ip_as_a_number_not_as_text() {
+        let rows: Vec<Row> = ["10.0.0.10", "10.0.0.9", "10.0.0.2", "9.1.1.1"]
+            .iter()
+            .map(|ip| Row {
+                key: format!("logagent/status/{ip}"),
+                status: Ok(host("h", ip)),
+            })
+            .collect();
+        let table = render_table(&rows, 1_000);
+        let ips: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
+        assert_eq!(ips, ["9.1.1.1", "10.0.0.2", "10.0.0.9", "10.0.0.10"]);
     }
 
     #[test]
