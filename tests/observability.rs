@@ -356,3 +356,54 @@ async fn status_key_lives_with_the_agent_and_vanishes_after_the_lease_ttl() -> a
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_new_configuration_at_once_not_at_the_next_interval() -> anyhow::Result<()> {
+    const IP: &str = "10.20.30.54";
+    let status_key = format!("logagent/status/{IP}");
+    let config_key = format!("collect_log_conf/{IP}");
+    let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
+    kafka.create_topic(TOPIC, 1).await?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("app.log");
+    append_lines(&log, &lines("s", 0..5))?;
+    let first = serde_json::json!([{"path": log, "topic": TOPIC}]).to_string();
+    let r1 = etcd.put(&config_key, &first).await?;
+    let config = agent_config(
+        &dir.path().join("state"),
+        &etcd.endpoint(),
+        &kafka.bootstrap(),
+        IP,
+    );
+    // A status interval far longer than the test: only a rewrite on the change can pass it.
+    let env = [
+        ("LOGAGENT_ETCD__STATUS_INTERVAL_MS", "600000"),
+        ("LOGAGENT_ETCD__STATUS_LEASE_TTL_MS", "1200000"),
+    ];
+    let _agent = Agent::start_with_env(&bin(), &config, &env)?;
+    let revision_shown = |want: i64| {
+        let (etcd, key) = (&etcd, &status_key);
+        move || async move {
+            let v: serde_json::Value = serde_json::from_str(&etcd.get(key).await.ok()??).ok()?;
+            (v["applied_revision"] == want).then_some(())
+        }
+    };
+    wait_for(
+        "the status to show the first revision",
+        Duration::from_secs(15),
+        revision_shown(r1),
+    )
+    .await?;
+
+    let second =
+        serde_json::json!([{"path": log, "topic": TOPIC, "fields": {"v": "2"}}]).to_string();
+    let r2 = etcd.put(&config_key, &second).await?;
+    // At most one write per second: the new value may wait up to a second behind the last write.
+    wait_for(
+        "the status to show the new revision within seconds (interval is 10 min)",
+        Duration::from_secs(10),
+        revision_shown(r2),
+    )
+    .await?;
+    Ok(())
+}

@@ -18,6 +18,9 @@ use crate::handles::Handles;
 use super::build::{build, Identity, OpenFile};
 use super::schema::HostStatus;
 
+/// The least time between two status writes prompted by configuration changes.
+const MIN_WRITE_GAP: Duration = Duration::from_secs(1);
+
 /// Time allowed for revoking the lease at shutdown.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -180,8 +183,27 @@ impl Publisher {
         let mut update = tokio::time::interval(self.settings.status_interval);
         update.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut answered = Instant::now();
+        // A new or rejected configuration is written at once (a rollout shows in `logagent status`
+        // within a second, not a status interval), yet never more than once per MIN_WRITE_GAP.
+        let mut desired = self.desired.clone();
+        let mut source = self.handles.source_status.clone();
+        desired.mark_unchanged();
+        source.mark_unchanged();
+        let mut last_write = Instant::now();
+        let mut soon: Option<Instant> = None;
         loop {
             tokio::select! {
+                Ok(()) = desired.changed() => {
+                    soon.get_or_insert(last_write + MIN_WRITE_GAP);
+                }
+                Ok(()) = source.changed() => {
+                    soon.get_or_insert(last_write + MIN_WRITE_GAP);
+                }
+                _ = tokio::time::sleep_until(soon.unwrap_or_else(Instant::now)), if soon.is_some() => {
+                    soon = None;
+                    last_write = Instant::now();
+                    self.put_if_changed(client, lease).await?;
+                }
                 _ = stop.cancelled() => return Ok(()),
                 _ = keep.tick() => {
                     if answered.elapsed() > ttl {
@@ -194,7 +216,10 @@ impl Publisher {
                     Some(r) if r.ttl() <= 0 => return Err(PublishError::LeaseExpired),
                     Some(_) => answered = Instant::now(),
                 },
-                _ = update.tick() => self.put_if_changed(client, lease).await?,
+                _ = update.tick() => {
+                    last_write = Instant::now();
+                    self.put_if_changed(client, lease).await?;
+                }
             }
         }
     }
