@@ -4,18 +4,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{agent_config, append_lines, consume, Agent, Etcd, Storage, Tansu};
+use support::{agent_config, append_lines, bin, consume, Agent, Etcd, Storage, Tansu};
 
 const IP: &str = "10.20.30.44";
 const KEY: &str = "collect_log_conf/10.20.30.44";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_codec_round_trips_through_the_broker() -> anyhow::Result<()> {

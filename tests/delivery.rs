@@ -20,14 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Deserialize;
 use support::{
-    agent_config, consume, consume_for, free_port, lines_read_and_acked, wait_for, wait_until,
-    with_http_listener, Agent, Consumed, Etcd, Storage, Tansu,
+    bin, checkpoint_records, consume, consume_for, lines_read_and_acked, wait_for, wait_until,
+    Agent, CheckpointRecord as Record, Consumed, World,
 };
 
 const IP: &str = "10.20.30.41";
-const KEY: &str = "collect_log_conf/10.20.30.41";
 const TOPIC: &str = "delivery";
 /// Length of every line, its newline included.
 const LINE_LEN: u64 = 64;
@@ -40,10 +38,6 @@ const PACE: Duration = Duration::from_millis(15);
 const BURST: u64 = 1000;
 /// Upper bound for every wait on the agent; none of them is a speed assertion.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
 
 /// Line `seq` of file `name`, newline included. The unique part is at the end, so the 32 bytes
 /// before any line boundary (what the agent's tail hash covers) differ from one line to the next.
@@ -71,30 +65,12 @@ fn key_of(path: &Path) -> anyhow::Result<Key> {
     Ok((m.dev(), m.ino()))
 }
 
-#[derive(Deserialize)]
-struct CheckpointDoc {
-    files: Vec<Record>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct Record {
-    dev: u64,
-    ino: u64,
-    offset: u64,
-    tail_hash: String,
-}
-
-/// The agent's checkpoint as it is on disk now (replaced atomically, so never torn), by identity.
+/// The agent's checkpoint as it is on disk now, by identity.
 fn checkpoint(state_dir: &Path) -> anyhow::Result<HashMap<Key, Record>> {
-    let path = state_dir.join("checkpoints.json");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    let doc: CheckpointDoc =
-        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
-    Ok(doc.files.into_iter().map(|r| ((r.dev, r.ino), r)).collect())
+    Ok(checkpoint_records(state_dir)?
+        .into_iter()
+        .map(|r| ((r.dev, r.ino), r))
+        .collect())
 }
 
 /// The checkpoint's tail hash of `path` at `offset`: xxh3 of the (up to) 32 bytes before it, in hex.
@@ -268,91 +244,49 @@ impl Logs {
     }
 }
 
-struct World {
-    etcd: Etcd,
-    kafka: Tansu,
-    dir: tempfile::TempDir,
-    /// The agent's `/metrics` port.
-    http_port: u16,
+/// The seed format: one `{"path","topic"}` per live file (exact paths, no glob).
+async fn put_logs(w: &World, logs: &Logs) -> anyhow::Result<()> {
+    let live = logs.live_paths();
+    let entries: Vec<(&Path, &str)> = live.iter().map(|p| (p.as_path(), TOPIC)).collect();
+    w.put(&entries).await?;
+    Ok(())
 }
 
-impl World {
-    async fn start() -> anyhow::Result<World> {
-        let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
-        kafka.create_topic(TOPIC, 3).await?;
-        Ok(World {
-            etcd,
-            kafka,
-            dir: tempfile::tempdir()?,
-            http_port: free_port(),
-        })
-    }
+/// Waits until the checkpoint holds a record of the file now at each path. Before that, a file
+/// renamed away while the agent is down cannot be found again: nothing names it. logrotate's
+/// periods are hours, so in practice a file is always recorded before its rotation.
+async fn wait_recorded(w: &World, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let keys = paths
+        .iter()
+        .map(|p| key_of(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let state = w.state_dir();
+    wait_until(&format!("checkpoint records of {paths:?}"), WAIT, || {
+        let ok = checkpoint(&state).is_ok_and(|ck| keys.iter().all(|k| ck.contains_key(k)));
+        async move { ok }
+    })
+    .await
+}
 
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn logs_dir(&self) -> PathBuf {
-        self.dir.path().join("logs")
-    }
-
-    fn config(&self) -> String {
-        let base = agent_config(
-            &self.state_dir(),
-            &self.etcd.endpoint(),
-            &self.kafka.bootstrap(),
-            IP,
-        );
-        with_http_listener(&base, self.http_port)
-    }
-
-    /// The seed format: one `{"path","topic"}` per live file (exact paths, no glob).
-    async fn put(&self, logs: &Logs) -> anyhow::Result<()> {
-        let value: Vec<serde_json::Value> = logs
-            .live_paths()
-            .iter()
-            .map(|p| serde_json::json!({"path": p, "topic": TOPIC}))
-            .collect();
-        self.etcd.put(KEY, &serde_json::to_string(&value)?).await?;
-        Ok(())
-    }
-
-    /// Waits until the checkpoint holds a record of the file now at each path. Before that, a file
-    /// renamed away while the agent is down cannot be found again: nothing names it. logrotate's
-    /// periods are hours, so in practice a file is always recorded before its rotation.
-    async fn wait_recorded(&self, paths: &[PathBuf]) -> anyhow::Result<()> {
-        let keys = paths
-            .iter()
-            .map(|p| key_of(p))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let state = self.state_dir();
-        wait_until(&format!("checkpoint records of {paths:?}"), WAIT, || {
-            let ok = checkpoint(&state).is_ok_and(|ck| keys.iter().all(|k| ck.contains_key(k)));
-            async move { ok }
-        })
-        .await
-    }
-
-    /// Waits until the checkpointed offset of the file at `path` satisfies `pred(offset, size)`.
-    async fn wait_offset(
-        &self,
-        path: &Path,
-        what: &str,
-        pred: impl Fn(u64, u64) -> bool,
-    ) -> anyhow::Result<()> {
-        let key = key_of(path)?;
-        let state = self.state_dir();
-        wait_until(&format!("{what} ({})", path.display()), WAIT, || {
-            let ok = std::fs::metadata(path).is_ok_and(|m| {
-                checkpoint(&state)
-                    .ok()
-                    .and_then(|ck| ck.get(&key).map(|r| pred(r.offset, m.len())))
-                    .unwrap_or(false)
-            });
-            async move { ok }
-        })
-        .await
-    }
+/// Waits until the checkpointed offset of the file at `path` satisfies `pred(offset, size)`.
+async fn wait_offset(
+    w: &World,
+    path: &Path,
+    what: &str,
+    pred: impl Fn(u64, u64) -> bool,
+) -> anyhow::Result<()> {
+    let key = key_of(path)?;
+    let state = w.state_dir();
+    wait_until(&format!("{what} ({})", path.display()), WAIT, || {
+        let ok = std::fs::metadata(path).is_ok_and(|m| {
+            checkpoint(&state)
+                .ok()
+                .and_then(|ck| ck.get(&key).map(|r| pred(r.offset, m.len())))
+                .unwrap_or(false)
+        });
+        async move { ok }
+    })
+    .await
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -474,7 +408,7 @@ async fn kill_with_acked_lines_unchecked(
     agent: &mut Agent,
 ) -> anyhow::Result<u64> {
     let port = w.http_port;
-    w.wait_recorded(&logs.live_paths()).await?;
+    wait_recorded(w, &logs.live_paths()).await?;
     // Quiet: nothing left to read or acknowledge, so the counter moves with the bursts only.
     let acked0 = wait_for(
         "every line acknowledged and checkpointed before the kill's burst",
@@ -550,7 +484,7 @@ async fn rotate(
     match rotation {
         Rotation::Rename => {
             if running {
-                w.wait_recorded(&logs.live_paths()).await?;
+                wait_recorded(w, &logs.live_paths()).await?;
             }
             for i in 0..NAMES.len() {
                 logs.rotate_rename(i)?;
@@ -572,17 +506,19 @@ async fn rotate(
                 .map(|p| std::fs::metadata(p).map(|m| m.len()))
                 .collect::<Result<_, _>>()?;
             for p in logs.live_paths() {
-                w.wait_offset(&p, "every line acknowledged before copytruncate", |o, s| {
-                    o == s
-                })
+                wait_offset(
+                    w,
+                    &p,
+                    "every line acknowledged before copytruncate",
+                    |o, s| o == s,
+                )
                 .await?;
             }
             for i in 0..NAMES.len() {
                 logs.rotate_copytruncate(i)?;
             }
             for (p, size) in logs.live_paths().iter().zip(sizes) {
-                w.wait_offset(p, "truncation seen by the agent", |o, _| o < size)
-                    .await?;
+                wait_offset(w, p, "truncation seen by the agent", |o, _| o < size).await?;
             }
         }
     }
@@ -598,7 +534,7 @@ async fn check_delivery(
     logs: &Logs,
     at_risk: &HashSet<(char, u64)>,
 ) -> anyhow::Result<()> {
-    let bootstrap = w.kafka.bootstrap();
+    let bootstrap = w.bootstrap().to_owned();
     let total = logs.total() as usize;
     let mut got = consume(&bootstrap, TOPIC, total, Duration::from_secs(120)).await?;
     if !missing(logs, &got).is_empty() {
@@ -685,10 +621,10 @@ fn missing(logs: &Logs, got: &[Consumed]) -> Vec<(char, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_writing_with_rename_rotations() -> anyhow::Result<()> {
     let started = Instant::now();
-    let w = World::start().await?;
+    let w = World::start(IP, &[TOPIC], 3).await?;
     let mut logs = Logs::create(&w.logs_dir())?;
-    w.put(&logs).await?;
-    let mut agent = Agent::start(&bin(), &w.config())?;
+    put_logs(&w, &logs).await?;
+    let mut agent = Agent::start(&bin(), &w.http_config())?;
     let plan = [
         (12_000, Step::Rotate),
         (24_000, Step::Rotate),
@@ -712,10 +648,10 @@ async fn kill_9_while_writing_with_rename_rotations() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_writing_with_copytruncate_rotations() -> anyhow::Result<()> {
     let started = Instant::now();
-    let w = World::start().await?;
+    let w = World::start(IP, &[TOPIC], 3).await?;
     let mut logs = Logs::create(&w.logs_dir())?;
-    w.put(&logs).await?;
-    let mut agent = Agent::start(&bin(), &w.config())?;
+    put_logs(&w, &logs).await?;
+    let mut agent = Agent::start(&bin(), &w.http_config())?;
     let plan = [
         (15_000, Step::Rotate),
         (30_000, Step::Rotate),
@@ -746,13 +682,13 @@ async fn kill_9_while_writing_with_copytruncate_rotations() -> anyhow::Result<()
 async fn stopped_across_a_rename_rotation_ships_the_remainder_then_forgets_it() -> anyhow::Result<()>
 {
     let started = Instant::now();
-    let w = World::start().await?;
+    let w = World::start(IP, &[TOPIC], 3).await?;
     let mut logs = Logs::create(&w.logs_dir())?;
-    w.put(&logs).await?;
+    put_logs(&w, &logs).await?;
     // A renamed file is let go after 1 s idle instead of 5 s: only to keep the test short.
     let mut agent = Agent::start_with_env(
         &bin(),
-        &w.config(),
+        &w.http_config(),
         &[("LOGAGENT_TAIL__ROTATED_IDLE_TIMEOUT_MS", "1000")],
     )?;
     let plan = [
@@ -789,12 +725,12 @@ async fn stopped_across_a_rename_rotation_ships_the_remainder_then_forgets_it() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_of_rotated_files_removed_by_logrotate_expire() -> anyhow::Result<()> {
-    let w = World::start().await?;
+    let w = World::start(IP, &[TOPIC], 3).await?;
     let mut logs = Logs::create(&w.logs_dir())?;
-    w.put(&logs).await?;
+    put_logs(&w, &logs).await?;
     let mut agent = Agent::start_with_env(
         &bin(),
-        &w.config(),
+        &w.http_config(),
         &[
             ("LOGAGENT_TAIL__ROTATED_IDLE_TIMEOUT_MS", "500"),
             ("LOGAGENT_CHECKPOINT__GONE_RETENTION_MS", "1000"),

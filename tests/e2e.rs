@@ -3,78 +3,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::{agent_config, append_lines, consume, consume_for, Agent, Etcd, Storage, Tansu};
+use support::{agent_config, append_lines, bin, consume, consume_for, lines, Agent, Etcd, World};
 
 const IP: &str = "10.20.30.40";
 const KEY: &str = "collect_log_conf/10.20.30.40";
 /// Upper bound for an event the agent must log or a record that must arrive: generous, as none of
 /// these waits is a speed assertion (delays are printed instead; a 2-core machine under load is slow).
 const EVENT: Duration = Duration::from_secs(30);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
-
-fn lines(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    range
-        .map(|i| format!("{prefix} line {i:06} GET /index.html 200"))
-        .collect()
-}
-
-struct World {
-    etcd: Etcd,
-    kafka: Tansu,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    async fn start(topics: &[&str]) -> anyhow::Result<World> {
-        let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
-        for t in topics {
-            kafka.create_topic(t, 3).await?;
-        }
-        Ok(World {
-            etcd,
-            kafka,
-            dir: tempfile::tempdir()?,
-        })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join("logs").join(name)
-    }
-
-    fn config(&self) -> String {
-        agent_config(
-            &self.dir.path().join("state"),
-            &self.etcd.endpoint(),
-            &self.kafka.bootstrap(),
-            IP,
-        )
-    }
-
-    async fn put(&self, entries: &[(&Path, &str)]) -> anyhow::Result<()> {
-        let value: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|(p, t)| serde_json::json!({"path": p, "topic": t}))
-            .collect();
-        self.etcd.put(KEY, &serde_json::to_string(&value)?).await?;
-        Ok(())
-    }
-
-    async fn texts(&self, topic: &str, n: usize) -> anyhow::Result<Vec<String>> {
-        Ok(
-            consume(&self.kafka.bootstrap(), topic, n, Duration::from_secs(60))
-                .await?
-                .iter()
-                .map(|c| c.text())
-                .collect(),
-        )
-    }
-}
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -83,9 +20,8 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_files_reach_their_topics_in_order_with_the_seed_format() -> anyhow::Result<()> {
-    let w = World::start(&["web_log", "app_log"]).await?;
-    std::fs::create_dir_all(w.path(""))?;
-    let (a, b) = (w.path("access.log"), w.path("app.log"));
+    let w = World::start(IP, &["web_log", "app_log"], 3).await?;
+    let (a, b) = (w.log("access.log"), w.log("app.log"));
     append_lines(&a, &lines("a", 0..500))?;
     append_lines(&b, &lines("b", 0..300))?;
     // Exactly the seed fleet's value: a JSON list of {"path","topic"} and nothing else.
@@ -98,13 +34,7 @@ async fn two_files_reach_their_topics_in_order_with_the_seed_format() -> anyhow:
     let mut agent = Agent::start(&bin(), &w.config())?;
     append_lines(&a, &lines("a", 500..1000))?;
 
-    let got_a = consume(
-        &w.kafka.bootstrap(),
-        "web_log",
-        1000,
-        Duration::from_secs(60),
-    )
-    .await?;
+    let got_a = consume(w.bootstrap(), "web_log", 1000, Duration::from_secs(60)).await?;
     let got_b = w.texts("app_log", 300).await?;
     // One file, one partition: the file's order is the partition's order.
     assert!(
@@ -126,9 +56,8 @@ async fn two_files_reach_their_topics_in_order_with_the_seed_format() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn puts_add_and_remove_paths_live() -> anyhow::Result<()> {
-    let w = World::start(&["t1", "t2"]).await?;
-    std::fs::create_dir_all(w.path(""))?;
-    let (one, two) = (w.path("one.log"), w.path("two.log"));
+    let w = World::start(IP, &["t1", "t2"], 3).await?;
+    let (one, two) = (w.log("one.log"), w.log("two.log"));
     append_lines(&one, &lines("one", 0..10))?;
     append_lines(&two, &lines("two", 0..10))?;
     w.put(&[(&one, "t1")]).await?;
@@ -138,7 +67,7 @@ async fn puts_add_and_remove_paths_live() -> anyhow::Result<()> {
     // Adding a path: shipping starts (how soon is printed, not asserted).
     let put_at = Instant::now();
     w.put(&[(&one, "t1"), (&two, "t2")]).await?;
-    let got = consume(&w.kafka.bootstrap(), "t2", 10, EVENT).await?;
+    let got = consume(w.bootstrap(), "t2", 10, EVENT).await?;
     let first_arrival = put_at.elapsed().saturating_sub(Duration::from_secs(1)); // consume waits 1 s of quiet
     eprintln!("added path shipped within {first_arrival:?} of the put");
     assert_eq!(
@@ -156,7 +85,7 @@ async fn puts_add_and_remove_paths_live() -> anyhow::Result<()> {
         lines("one", 0..20),
         "kept entry re-read or lost lines"
     );
-    let t2 = consume_for(&w.kafka.bootstrap(), "t2", Duration::from_secs(2)).await?;
+    let t2 = consume_for(w.bootstrap(), "t2", Duration::from_secs(2)).await?;
     assert_eq!(t2.len(), 10, "a removed path was still shipped");
     agent.stop_cleanly(Duration::from_secs(20)).await?;
     Ok(())
@@ -164,9 +93,8 @@ async fn puts_add_and_remove_paths_live() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_resumes_without_loss_or_duplicates() -> anyhow::Result<()> {
-    let w = World::start(&["r"]).await?;
-    std::fs::create_dir_all(w.path(""))?;
-    let f = w.path("r.log");
+    let w = World::start(IP, &["r"], 3).await?;
+    let f = w.log("r.log");
     append_lines(&f, &lines("r", 0..2000))?;
     w.put(&[(&f, "r")]).await?;
     let mut agent = Agent::start(&bin(), &w.config())?;

@@ -7,14 +7,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use support::{agent_config, append_lines, free_port, wait_for, Agent, Etcd, Storage, Tansu};
+use support::{agent_config, append_lines, bin, free_port, wait_for, Agent, Etcd, Storage, Tansu};
 
 const TOPIC: &str = "safety_log";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
 
 /// `GET path` from the agent's endpoint; `None` when it does not answer within 2 s.
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -14,7 +14,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,8 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use serde::Deserialize;
-use support::{agent_config, append_lines, consume, wait_until, Agent, Etcd, Storage, Tansu};
+use support::{
+    append_lines, bin, checkpointed, consume, lines, wait_until, Agent, Storage, Tansu, World,
+};
 
 const IP: &str = "10.20.30.42";
 const KEY: &str = "collect_log_conf/10.20.30.42";
@@ -45,20 +45,12 @@ const MEMORY_ENV: [(&str, &str); 3] = [
 /// Lines of the outage tests: 512 bytes with the newline, numbered.
 const BIG: usize = 511;
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
-
 fn line(tag: &str, seq: usize) -> String {
     format!("{tag} {seq:08} {:x<w$}", "", w = BIG - tag.len() - 10)
 }
 
-fn lines(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
+fn big_lines(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| line(tag, i)).collect()
-}
-
-fn short_lines(tag: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|i| format!("{tag} {i:06}")).collect()
 }
 
 /// Resident set size of a process, from /proc/<pid>/status.
@@ -117,93 +109,14 @@ fn peak(samples: &[(Duration, u64)], from: Duration, to: Duration) -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Deserialize)]
-struct CheckpointDoc {
-    files: Vec<Record>,
-}
+/// The log file every test here writes.
+const APP: &str = "app.log";
 
-#[derive(Deserialize)]
-struct Record {
-    path: PathBuf,
-    offset: u64,
-}
-
-/// The checkpointed offset of the record whose path is `path`, if any.
-fn checkpointed(state_dir: &Path, path: &Path) -> anyhow::Result<Option<u64>> {
-    let file = state_dir.join("checkpoints.json");
-    let bytes = match std::fs::read(&file) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("read {}", file.display())),
-    };
-    let doc: CheckpointDoc =
-        serde_json::from_slice(&bytes).with_context(|| format!("parse {}", file.display()))?;
-    Ok(doc.files.iter().find(|r| r.path == path).map(|r| r.offset))
-}
-
-/// One log file collected into one topic, against etcd and a given bootstrap address.
-struct World {
-    etcd: Etcd,
-    dir: tempfile::TempDir,
-    bootstrap: String,
-    topic: String,
-}
-
-impl World {
-    async fn start(bootstrap: String, topic: &str) -> anyhow::Result<World> {
-        let w = World {
-            etcd: Etcd::start().await?,
-            dir: tempfile::tempdir()?,
-            bootstrap,
-            topic: topic.to_string(),
-        };
-        std::fs::create_dir_all(w.dir.path().join("logs"))?;
-        let value = serde_json::json!([{"path": w.log(), "topic": topic}]);
-        w.etcd.put(KEY, &value.to_string()).await?;
-        Ok(w)
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("logs").join("app.log")
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    /// The agent config; one broker of a cluster is enough to bootstrap from.
-    fn config(&self) -> String {
-        let first = self.bootstrap.split(',').next().unwrap_or_default();
-        agent_config(&self.state_dir(), &self.etcd.endpoint(), first, IP)
-    }
-
-    fn size(&self) -> anyhow::Result<u64> {
-        Ok(std::fs::metadata(self.log())?.len())
-    }
-
-    async fn texts(&self, n: usize, timeout: Duration) -> anyhow::Result<Vec<String>> {
-        Ok(consume(&self.bootstrap, &self.topic, n, timeout)
-            .await?
-            .iter()
-            .map(|c| c.text())
-            .collect())
-    }
-
-    /// Waits until the checkpoint says every byte of the file is acknowledged; returns its size.
-    async fn wait_all_acknowledged(&self) -> anyhow::Result<u64> {
-        let size = self.size()?;
-        let (state, log) = (self.state_dir(), self.log());
-        wait_until(
-            &format!("checkpoint offset {size} (every line acknowledged)"),
-            WAIT,
-            || {
-                let ok = checkpointed(&state, &log).is_ok_and(|o| o == Some(size));
-                async move { ok }
-            },
-        )
-        .await?;
-        Ok(size)
-    }
+/// etcd and the broker at `bootstrap`, collecting `logs/app.log` into `topic`.
+async fn one_file(bootstrap: String, topic: &str) -> anyhow::Result<World> {
+    let w = World::with_broker(IP, bootstrap).await?;
+    w.put(&[(&w.log(APP), topic)]).await?;
+    Ok(w)
 }
 
 /// Every line of `want` arrived at least once; returns how many records were extra copies.
@@ -234,21 +147,21 @@ async fn broker_down_30s_while_100k_lines_are_written_then_back() -> anyhow::Res
     let started = Instant::now();
     let mut kafka = Tansu::start(Storage::Sqlite).await?;
     kafka.create_topic("outage", 3).await?;
-    let w = World::start(kafka.bootstrap(), "outage").await?;
-    let before = lines("pre", 0..2_000);
-    append_lines(&w.log(), &before)?;
+    let w = one_file(kafka.bootstrap(), "outage").await?;
+    let before = big_lines("pre", 0..2_000);
+    append_lines(&w.log(APP), &before)?;
     let mut agent = Agent::start_with_env(&bin(), &w.config(), &MEMORY_ENV)?;
-    w.texts(before.len(), WAIT).await?;
-    w.wait_all_acknowledged().await?;
+    w.texts_within("outage", before.len(), WAIT).await?;
+    w.wait_all_acknowledged(&w.log(APP), WAIT).await?;
 
     let pid = agent.pid().context("agent pid")?;
     let sampler = RssSampler::start(pid);
     kafka.stop().await;
     let outage = Instant::now();
     // 100k lines of 512 bytes (~51 MB) in 100 writes spread over ~25 s of the 30 s outage.
-    let during = lines("out", 0..100_000);
+    let during = big_lines("out", 0..100_000);
     for chunk in during.chunks(1_000) {
-        append_lines(&w.log(), chunk)?;
+        append_lines(&w.log(APP), chunk)?;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
@@ -258,7 +171,9 @@ async fn broker_down_30s_while_100k_lines_are_written_then_back() -> anyhow::Res
     eprintln!("broker back after {:?}", outage.elapsed());
 
     let want: Vec<String> = before.iter().chain(&during).cloned().collect();
-    let got = w.texts(want.len(), Duration::from_secs(180)).await?;
+    let got = w
+        .texts_within("outage", want.len(), Duration::from_secs(180))
+        .await?;
     let dups = assert_all_arrived(&got, &want);
     let top = peak(&samples, Duration::ZERO, Duration::MAX);
     eprintln!(
@@ -281,22 +196,22 @@ async fn broker_that_never_returns_keeps_memory_flat_and_offsets_put() -> anyhow
     let started = Instant::now();
     let mut kafka = Tansu::start(Storage::Memory).await?;
     kafka.create_topic("gone", 3).await?;
-    let w = World::start(kafka.bootstrap(), "gone").await?;
-    append_lines(&w.log(), &lines("pre", 0..2_000))?;
+    let w = one_file(kafka.bootstrap(), "gone").await?;
+    append_lines(&w.log(APP), &big_lines("pre", 0..2_000))?;
     let mut env = MEMORY_ENV.to_vec();
     env.push(("LOGAGENT_SHUTDOWN__GRACE_MS", "2000"));
     let mut agent = Agent::start_with_env(&bin(), &w.config(), &env)?;
-    w.texts(2_000, WAIT).await?;
-    let acked = w.wait_all_acknowledged().await?;
+    w.texts_within("gone", 2_000, WAIT).await?;
+    let acked = w.wait_all_acknowledged(&w.log(APP), WAIT).await?;
 
     let pid = agent.pid().context("agent pid")?;
     kafka.kill();
     let sampler = RssSampler::start(pid);
     let mut offsets = Vec::new();
     // 100k lines of 512 bytes over ~16 s, while the checkpoint is watched.
-    for chunk in lines("gone", 0..100_000).chunks(625) {
-        append_lines(&w.log(), chunk)?;
-        offsets.push(checkpointed(&w.state_dir(), &w.log())?);
+    for chunk in big_lines("gone", 0..100_000).chunks(625) {
+        append_lines(&w.log(APP), chunk)?;
+        offsets.push(checkpointed(&w.state_dir(), &w.log(APP))?);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(agent.is_running(), "agent exited while the broker was gone");
@@ -334,7 +249,7 @@ async fn broker_that_never_returns_keeps_memory_flat_and_offsets_put() -> anyhow
         "the shutdown should report the records it gave up on"
     );
     assert_eq!(
-        checkpointed(&w.state_dir(), &w.log())?,
+        checkpointed(&w.state_dir(), &w.log(APP))?,
         Some(acked),
         "final checkpoint passed the acknowledged offset"
     );
@@ -427,17 +342,17 @@ fn skip_report(agent: &Agent) -> Option<String> {
 async fn a_line_an_entry_allows_is_produced_whole_never_skipped() -> anyhow::Result<()> {
     let kafka = Tansu::start(Storage::Memory).await?;
     kafka.create_topic("sized", 1).await?;
-    let w = World::start(kafka.bootstrap(), "sized").await?;
+    let w = one_file(kafka.bootstrap(), "sized").await?;
     let value =
-        serde_json::json!([{"path": w.log(), "topic": "sized", "max_line_bytes": 2_000_000}]);
+        serde_json::json!([{"path": w.log(APP), "topic": "sized", "max_line_bytes": 2_000_000}]);
     w.etcd.put(KEY, &value.to_string()).await?;
     let big = "x".repeat(1_500_000);
-    let mut want: Vec<String> = short_lines("ok", 0..100);
+    let mut want: Vec<String> = lines("ok", 0..100);
     want.push(big);
-    want.extend(short_lines("ok", 100..200));
-    append_lines(&w.log(), &want)?;
+    want.extend(lines("ok", 100..200));
+    append_lines(&w.log(APP), &want)?;
     let mut agent = Agent::start(&bin(), &w.config())?;
-    let got = w.texts(want.len(), WAIT).await?;
+    let got = w.texts_within("sized", want.len(), WAIT).await?;
     assert_eq!(got.len(), want.len());
     assert!(
         got == want,
@@ -449,7 +364,7 @@ async fn a_line_an_entry_allows_is_produced_whole_never_skipped() -> anyhow::Res
         "a record was skipped: {:?}",
         skip_report(&agent)
     );
-    w.wait_all_acknowledged().await?;
+    w.wait_all_acknowledged(&w.log(APP), WAIT).await?;
     agent.stop_cleanly(WAIT).await
 }
 
@@ -461,18 +376,18 @@ async fn a_line_an_entry_allows_is_produced_whole_never_skipped() -> anyhow::Res
 async fn fatal_producer_error_keeps_the_checkpoint_and_exits_non_zero() -> anyhow::Result<()> {
     let mock = MockCluster::new(1)?;
     mock.create_topic("mock_fatal", 1, 1)?;
-    let w = World::start(mock.bootstrap_servers(), "mock_fatal").await?;
-    let want = short_lines("f", 0..600);
-    append_lines(&w.log(), &want[..300])?;
+    let w = one_file(mock.bootstrap_servers(), "mock_fatal").await?;
+    let want = lines("f", 0..600);
+    append_lines(&w.log(APP), &want[..300])?;
     let mut agent = Agent::start(&bin(), &w.config())?;
-    w.texts(300, WAIT).await?;
-    let acked = w.wait_all_acknowledged().await?;
+    w.texts_within("mock_fatal", 300, WAIT).await?;
+    let acked = w.wait_all_acknowledged(&w.log(APP), WAIT).await?;
 
     mock.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
     );
-    append_lines(&w.log(), &want[300..])?;
+    append_lines(&w.log(APP), &want[300..])?;
     let status = agent.wait_exit(WAIT).await?;
     assert!(
         !status.success(),
@@ -490,20 +405,20 @@ async fn fatal_producer_error_keeps_the_checkpoint_and_exits_non_zero() -> anyho
         skip_report(&agent)
     );
     assert_eq!(
-        checkpointed(&w.state_dir(), &w.log())?,
+        checkpointed(&w.state_dir(), &w.log(APP))?,
         Some(acked),
         "the checkpoint moved past what Kafka acknowledged"
     );
 
     mock.clear_request_errors(RDKafkaApiKey::Produce);
     agent.restart()?;
-    let got = w.texts(want.len(), WAIT).await?;
+    let got = w.texts_within("mock_fatal", want.len(), WAIT).await?;
     let dups = assert_all_arrived(&got, &want);
     eprintln!(
         "after the restart: {} records, {dups} extra copies",
         got.len()
     );
-    w.wait_all_acknowledged().await?;
+    w.wait_all_acknowledged(&w.log(APP), WAIT).await?;
     agent.stop_cleanly(WAIT).await
 }
 
@@ -516,9 +431,9 @@ async fn clean_stop_under_backpressure_sends_nothing_twice() -> anyhow::Result<(
     mock.create_topic("mock_slow", 1, 1)?;
     // Every request takes 400 ms: the producer queue (2,000 records) stays full.
     mock.broker_round_trip_time(1, Duration::from_millis(400))?;
-    let w = World::start(mock.bootstrap_servers(), "mock_slow").await?;
-    let want = short_lines("bp", 0..150_000);
-    append_lines(&w.log(), &want)?;
+    let w = one_file(mock.bootstrap_servers(), "mock_slow").await?;
+    let want = lines("bp", 0..150_000);
+    append_lines(&w.log(APP), &want)?;
     let env = [
         ("LOGAGENT_KAFKA__QUEUE_MAX_MESSAGES", "2000"),
         ("LOGAGENT_KAFKA__BATCH_NUM_MESSAGES", "500"),
@@ -526,7 +441,7 @@ async fn clean_stop_under_backpressure_sends_nothing_twice() -> anyhow::Result<(
     let mut agent = Agent::start_with_env(&bin(), &w.config(), &env)?;
     // Stop only once records are flowing, so the stop lands with the queue full mid-batch.
     let state = w.state_dir();
-    let log = w.log();
+    let log = w.log(APP);
     wait_until("the first acknowledged records", WAIT, || {
         let ok = checkpointed(&state, &log).is_ok_and(|o| o.is_some_and(|o| o > 0));
         async move { ok }
@@ -534,14 +449,14 @@ async fn clean_stop_under_backpressure_sends_nothing_twice() -> anyhow::Result<(
     .await?;
     agent.stop_cleanly(WAIT).await?;
     let stopped_at = checkpointed(&state, &log)?.unwrap_or(0);
-    let size = w.size()?;
+    let size = std::fs::metadata(w.log(APP))?.len();
     assert!(
         stopped_at < size,
         "the stop must land before every line was shipped ({stopped_at} of {size})"
     );
     mock.broker_round_trip_time(1, Duration::ZERO)?;
     agent.restart()?;
-    let got = w.texts(want.len(), WAIT).await?;
+    let got = w.texts_within("mock_slow", want.len(), WAIT).await?;
     let dups = assert_all_arrived(&got, &want);
     if dups > 0 {
         let mut seen = std::collections::HashSet::new();
@@ -562,14 +477,14 @@ async fn clean_stop_under_backpressure_sends_nothing_twice() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_for_an_unknown_topic_wait_and_keep_one_partition() -> anyhow::Result<()> {
     let kafka = Tansu::start(Storage::Memory).await?;
-    let w = World::start(kafka.bootstrap(), "late").await?;
-    let want = short_lines("late", 0..3000);
-    append_lines(&w.log(), &want[..1500])?;
+    let w = one_file(kafka.bootstrap(), "late").await?;
+    let want = lines("late", 0..3000);
+    append_lines(&w.log(APP), &want[..1500])?;
     let mut agent = Agent::start(&bin(), &w.config())?;
     agent
         .wait_for_log("Kafka does not know this topic", WAIT)
         .await?;
-    append_lines(&w.log(), &want[1500..])?;
+    append_lines(&w.log(APP), &want[1500..])?;
     kafka.create_topic("late", 3).await?;
     let got = consume(&kafka.bootstrap(), "late", want.len(), WAIT).await?;
     let partitions: std::collections::BTreeSet<i32> = got.iter().map(|c| c.partition).collect();
@@ -588,12 +503,12 @@ async fn record_rejected_by_the_broker_as_too_large_is_reported_and_skipped() ->
 {
     let mock = MockCluster::new(1)?;
     mock.create_topic("mock_sized", 1, 1)?;
-    let w = World::start(mock.bootstrap_servers(), "mock_sized").await?;
-    let want = short_lines("ok", 0..600);
-    append_lines(&w.log(), &want[..300])?;
+    let w = one_file(mock.bootstrap_servers(), "mock_sized").await?;
+    let want = lines("ok", 0..600);
+    append_lines(&w.log(APP), &want[..300])?;
     let mut agent = Agent::start(&bin(), &w.config())?;
-    w.texts(300, WAIT).await?;
-    w.wait_all_acknowledged().await?;
+    w.texts_within("mock_sized", 300, WAIT).await?;
+    w.wait_all_acknowledged(&w.log(APP), WAIT).await?;
 
     // Nothing is in flight now, so the next produce request carries the one line written next,
     // and the broker answers it with MSG_SIZE_TOO_LARGE.
@@ -601,23 +516,23 @@ async fn record_rejected_by_the_broker_as_too_large_is_reported_and_skipped() ->
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
-    append_lines(&w.log(), &["y".repeat(3_000)])?;
+    append_lines(&w.log(APP), &["y".repeat(3_000)])?;
     agent
         .wait_for_log("permanently rejected a record", WAIT)
         .await?;
-    append_lines(&w.log(), &want[300..])?;
-    let got = w.texts(want.len(), WAIT).await?;
+    append_lines(&w.log(APP), &want[300..])?;
+    let got = w.texts_within("mock_sized", want.len(), WAIT).await?;
     assert_eq!(
         got, want,
         "the lines around the rejected one, once each, in order"
     );
     let report = skip_report(&agent).context("skip report")?;
     assert!(
-        report.contains("mock_sized") && report.contains(&*w.log().to_string_lossy()),
+        report.contains("mock_sized") && report.contains(&*w.log(APP).to_string_lossy()),
         "report should name the topic and the file: {report}"
     );
     // Skipped means done with: the offset moves past it, so a restart does not send it again.
-    w.wait_all_acknowledged().await?;
+    w.wait_all_acknowledged(&w.log(APP), WAIT).await?;
     agent.stop_cleanly(WAIT).await
 }
 
@@ -626,11 +541,11 @@ async fn transient_broker_errors_and_leader_moves_lose_nothing() -> anyhow::Resu
     const TOPIC: &str = "mock_flaky";
     let mock = MockCluster::new(3)?;
     mock.create_topic(TOPIC, 3, 1)?;
-    let w = World::start(mock.bootstrap_servers(), TOPIC).await?;
-    let want = short_lines("flaky", 0..40_000);
-    append_lines(&w.log(), &want[..10_000])?;
+    let w = one_file(mock.bootstrap_servers(), TOPIC).await?;
+    let want = lines("flaky", 0..40_000);
+    append_lines(&w.log(APP), &want[..10_000])?;
     let mut agent = Agent::start(&bin(), &w.config())?;
-    w.texts(10_000, WAIT).await?;
+    w.texts_within(TOPIC, 10_000, WAIT).await?;
 
     use RDKafkaRespErr::*;
     mock.request_errors(
@@ -644,20 +559,20 @@ async fn transient_broker_errors_and_leader_moves_lose_nothing() -> anyhow::Resu
             RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
         ],
     );
-    append_lines(&w.log(), &want[10_000..20_000])?;
+    append_lines(&w.log(APP), &want[10_000..20_000])?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for p in 0..3 {
         mock.partition_leader(TOPIC, p, Some(2))?;
     }
-    append_lines(&w.log(), &want[20_000..30_000])?;
+    append_lines(&w.log(APP), &want[20_000..30_000])?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     mock.broker_down(2)?;
-    append_lines(&w.log(), &want[30_000..35_000])?;
+    append_lines(&w.log(APP), &want[30_000..35_000])?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     mock.broker_up(2)?;
-    append_lines(&w.log(), &want[35_000..])?;
+    append_lines(&w.log(APP), &want[35_000..])?;
 
-    let got = w.texts(want.len(), WAIT).await?;
+    let got = w.texts_within(TOPIC, want.len(), WAIT).await?;
     let dups = assert_all_arrived(&got, &want);
     // The idempotent producer retries these without duplicates, and one file keeps one partition.
     assert_eq!(dups, 0, "records duplicated by retries");
@@ -676,8 +591,8 @@ async fn sigterm_while_waiting_for_an_unreachable_cluster_meets_the_deadline() -
     const GRACE: Duration = Duration::from_millis(2_000);
     let mut kafka = Tansu::start(Storage::Memory).await?;
     kafka.create_topic("unseen", 1).await?;
-    let w = World::start(kafka.bootstrap(), "unseen").await?;
-    append_lines(&w.log(), &[] as &[&str])?;
+    let w = one_file(kafka.bootstrap(), "unseen").await?;
+    append_lines(&w.log(APP), &[] as &[&str])?;
     let mut agent = Agent::start_with_env(
         &bin(),
         &w.config(),
@@ -686,7 +601,7 @@ async fn sigterm_while_waiting_for_an_unreachable_cluster_meets_the_deadline() -
     agent.wait_for_log("tailing file", WAIT).await?;
     // The first record for a topic needs its metadata, which an unreachable cluster never gives.
     kafka.kill();
-    append_lines(&w.log(), &short_lines("late", 0..100))?;
+    append_lines(&w.log(APP), &lines("late", 0..100))?;
     agent
         .wait_for_log("cannot read Kafka metadata", WAIT)
         .await?;
@@ -694,7 +609,7 @@ async fn sigterm_while_waiting_for_an_unreachable_cluster_meets_the_deadline() -
     tokio::time::sleep(Duration::from_secs(1)).await;
     sigterm_within(&mut agent, GRACE).await?;
     assert!(
-        checkpointed(&w.state_dir(), &w.log())?.unwrap_or(0) == 0,
+        checkpointed(&w.state_dir(), &w.log(APP))?.unwrap_or(0) == 0,
         "offset moved while nothing could be acknowledged"
     );
     Ok(())

@@ -4,26 +4,15 @@
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::{
-    agent_config, append_lines, consume, free_port, scrape, wait_for, wait_until, Agent, Etcd,
-    Storage, Tansu,
+    agent_config, append_lines, bin, consume, free_port, lines, scrape, wait_for, wait_until,
+    Agent, Etcd, Storage, Tansu,
 };
 
 const TOPIC: &str = "obs_log";
 const WAIT: Duration = Duration::from_secs(60);
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
-
-fn lines(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    range
-        .map(|i| format!("{prefix} {i:05} GET /status 200"))
-        .collect()
-}
 
 /// The harness config with the HTTP endpoint on `port`.
 fn config_with_http(

@@ -153,7 +153,7 @@ pub(super) fn topic_partitions(bootstrap: &str, topic: &str) -> anyhow::Result<V
     Ok(ids)
 }
 
-async fn assigned_consumer(
+pub async fn assigned_consumer(
     bootstrap: &str,
     topic: &str,
     timeout: Duration,

@@ -1,16 +1,20 @@
 //! Real services for integration tests: etcd, the tansu Kafka broker, a Kafka consumer and the
-//! agent binary, each on free loopback ports with its own temp dir, killed on drop.
+//! agent binary, each on free loopback ports with its own temp dir, killed on drop; [`World`] puts
+//! them together the way most tests start.
 //!
 //! Included by every integration test with `mod support;`. Each test binary uses a different
 //! subset of these helpers, so unused-item lints would fire in every one of them.
 #![allow(dead_code, unused_imports)]
 
 mod agent;
+mod checkpoint;
 mod consume;
 mod etcd;
+pub mod events;
 mod metrics;
 mod process;
 mod tansu;
+mod world;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -21,11 +25,13 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use agent::{agent_config, Agent};
-pub use consume::{consume, consume_for, Consumed};
+pub use checkpoint::{checkpoint_records, checkpointed, CheckpointRecord};
+pub use consume::{assigned_consumer, consume, consume_for, Consumed};
 pub use etcd::Etcd;
 pub use metrics::{http_get, lines_read_and_acked, samples, scrape, with_http_listener};
 pub use process::strip_ansi;
 pub use tansu::{Storage, Tansu};
+pub use world::{bin, lines, seed_value, World};
 
 /// A loopback port that was free a moment ago. Ports already handed out by this process are
 /// skipped: tests of one binary run in parallel, and the kernel may hand a just-released port to
