@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     agent_config, append_lines, bin, consume, free_port, lines, scrape, wait_for, wait_until,
-    Agent, Etcd, Storage, Tansu,
+    Agent, Etcd, Storage, Tansu, World,
 };
 
 const TOPIC: &str = "obs_log";
@@ -219,19 +219,12 @@ async fn readyz_names_every_failing_check_while_healthz_stays_ok() -> anyhow::Re
 async fn status_key_lives_with_the_agent_and_vanishes_after_the_lease_ttl() -> anyhow::Result<()> {
     const IP: &str = "10.20.30.53";
     let status_key = format!("logagent/status/{IP}");
-    let (mut etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
-    kafka.create_topic(TOPIC, 1).await?;
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("app.log");
+    let mut w = World::start(IP, &[TOPIC], 1).await?;
+    let log = w.log("app.log");
     append_lines(&log, &lines("s", 0..50))?;
-    let value = serde_json::json!([{"path": log, "topic": TOPIC}]).to_string();
-    let revision = etcd.put(&format!("collect_log_conf/{IP}"), &value).await?;
-    let config = agent_config(
-        &dir.path().join("state"),
-        &etcd.endpoint(),
-        &kafka.bootstrap(),
-        IP,
-    );
+    let revision = w.put(&[(&log, TOPIC)]).await?;
+    let config = w.config();
+    let etcd = &mut w.etcd;
     let env = [
         ("LOGAGENT_ETCD__STATUS_INTERVAL_MS", "500"),
         ("LOGAGENT_ETCD__STATUS_LEASE_TTL_MS", "2000"),
@@ -350,20 +343,11 @@ async fn status_key_lives_with_the_agent_and_vanishes_after_the_lease_ttl() -> a
 async fn status_shows_a_new_configuration_at_once_not_at_the_next_interval() -> anyhow::Result<()> {
     const IP: &str = "10.20.30.54";
     let status_key = format!("logagent/status/{IP}");
-    let config_key = format!("collect_log_conf/{IP}");
-    let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
-    kafka.create_topic(TOPIC, 1).await?;
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("app.log");
+    let w = World::start(IP, &[TOPIC], 1).await?;
+    let log = w.log("app.log");
     append_lines(&log, &lines("s", 0..5))?;
-    let first = serde_json::json!([{"path": log, "topic": TOPIC}]).to_string();
-    let r1 = etcd.put(&config_key, &first).await?;
-    let config = agent_config(
-        &dir.path().join("state"),
-        &etcd.endpoint(),
-        &kafka.bootstrap(),
-        IP,
-    );
+    let r1 = w.put(&[(&log, TOPIC)]).await?;
+    let (etcd, config) = (&w.etcd, w.config());
     // A status interval far longer than the test: only a rewrite on the change can pass it.
     let env = [
         ("LOGAGENT_ETCD__STATUS_INTERVAL_MS", "600000"),
@@ -386,7 +370,7 @@ async fn status_shows_a_new_configuration_at_once_not_at_the_next_interval() -> 
 
     let second =
         serde_json::json!([{"path": log, "topic": TOPIC, "fields": {"v": "2"}}]).to_string();
-    let r2 = etcd.put(&config_key, &second).await?;
+    let r2 = etcd.put(&w.key(), &second).await?;
     // At most one write per second: the new value may wait up to a second behind the last write.
     wait_for(
         "the status to show the new revision within seconds (interval is 10 min)",

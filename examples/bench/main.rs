@@ -16,6 +16,9 @@ mod gen;
 mod probe;
 mod scenario;
 mod services;
+// The tests' kit: the same etcd and tansu starters as the integration tests.
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -1,24 +1,17 @@
 //! The processes a run needs besides the agent: etcd, and the Kafka endpoint (librdkafka's mock
-//! cluster in this process, or a tansu broker with memory storage). Each on free loopback ports,
-//! killed when dropped.
+//! cluster in this process, or a tansu broker with memory storage). etcd and tansu are started by
+//! the tests' own kit (`tests/support`), so the bench and the tests run the same services the same
+//! way; each on free loopback ports, killed when dropped.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use anyhow::Context;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+use crate::support;
 
 /// A child process killed (and reaped) on drop, its output in a log file.
 pub struct Guard {
@@ -95,80 +88,35 @@ impl Drop for Guard {
     }
 }
 
-/// A single-member etcd with its data in `dir`.
+/// A runtime for the test kit's async starters; the benchmark itself is synchronous.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for the service starters")
+    })
+}
+
+/// A single-member etcd, started by the tests' kit (its data in its own temp dir).
 pub struct Etcd {
-    _proc: Guard,
+    inner: support::Etcd,
     pub endpoint: String,
 }
 
 impl Etcd {
-    pub fn start(dir: &Path) -> anyhow::Result<Etcd> {
-        let (client_port, peer_port) = (free_port()?, free_port()?);
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let data = dir.join("etcd-data");
-        let args: Vec<String> = [
-            "--name",
-            "default",
-            "--data-dir",
-            &data.to_string_lossy(),
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("default={peer}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut proc = Guard::spawn(
-            Path::new("/usr/bin/etcd"),
-            &args,
-            dir,
-            &dir.join("etcd.log"),
-            &[],
-        )?;
-        let endpoint = format!("127.0.0.1:{client_port}");
-        let start = Instant::now();
-        while TcpStream::connect(&endpoint).is_err() {
-            if proc.exited() || start.elapsed() > READY_TIMEOUT {
-                bail!("etcd did not start; log tail:\n{}", proc.log_tail(20));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Etcd {
-            _proc: proc,
-            endpoint,
-        })
+    pub fn start(_dir: &Path) -> anyhow::Result<Etcd> {
+        let inner = runtime().block_on(support::Etcd::start())?;
+        let endpoint = inner.endpoint();
+        Ok(Etcd { inner, endpoint })
     }
 
-    /// Puts `key` = `value`, retrying while the lone member elects itself.
+    /// Puts `key` = `value`.
     pub fn put(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(async {
-            let start = Instant::now();
-            loop {
-                let attempt = async {
-                    let mut c =
-                        etcd_client::Client::connect([self.endpoint.as_str()], None).await?;
-                    c.put(key, value, None).await?;
-                    Ok::<_, etcd_client::Error>(())
-                };
-                match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-                    Ok(Ok(())) => return Ok(()),
-                    Ok(Err(e)) if start.elapsed() > READY_TIMEOUT => bail!("etcd put {key}: {e}"),
-                    Err(_) if start.elapsed() > READY_TIMEOUT => bail!("etcd put {key}: timed out"),
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        })
+        runtime().block_on(self.inner.put(key, value))?;
+        Ok(())
     }
 }
 
@@ -184,7 +132,7 @@ pub enum BrokerKind {
 /// Where the agent produces to. The mock cluster keeps every record in this process's memory.
 pub enum Endpoint {
     Mock(MockCluster<'static, DefaultProducerContext>),
-    Tansu { proc: Guard, bootstrap: String },
+    Tansu(Box<support::Tansu>),
 }
 
 impl Endpoint {
@@ -201,14 +149,19 @@ impl Endpoint {
                     .context("create the topic on the mock cluster")?;
                 Ok(Endpoint::Mock(mock))
             }
-            BrokerKind::Tansu => start_tansu(dir, topic, partitions),
+            BrokerKind::Tansu => runtime().block_on(async {
+                let _ = dir;
+                let tansu = support::Tansu::start(support::Storage::Memory).await?;
+                tansu.create_topic(topic, partitions).await?;
+                Ok(Endpoint::Tansu(Box::new(tansu)))
+            }),
         }
     }
 
     pub fn bootstrap(&self) -> String {
         match self {
             Endpoint::Mock(m) => m.bootstrap_servers(),
-            Endpoint::Tansu { bootstrap, .. } => bootstrap.clone(),
+            Endpoint::Tansu(t) => t.bootstrap(),
         }
     }
 
@@ -216,100 +169,12 @@ impl Endpoint {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Endpoint::Mock(_) => None,
-            Endpoint::Tansu { proc, .. } => Some(proc.pid()),
+            Endpoint::Tansu(t) => t.pid(),
         }
     }
-}
-
-fn tansu_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("TANSU") {
-        return Ok(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").context("HOME is not set")?;
-    let p = PathBuf::from(home).join(".cargo/bin/tansu");
-    if !p.exists() {
-        bail!(
-            "{} not found: install it with `cargo install tansu` or set TANSU=/path/to/tansu",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-fn start_tansu(dir: &Path, topic: &str, partitions: i32) -> anyhow::Result<Endpoint> {
-    let bin = tansu_bin()?;
-    let port = free_port()?;
-    let url = format!("tcp://127.0.0.1:{port}");
-    let args: Vec<String> = [
-        "broker",
-        "--listener-url",
-        &url,
-        "--advertised-listener-url",
-        &url,
-        "--storage-engine",
-        "memory://tansu/",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    // Per-request info logs would cost the broker CPU and fill the disk.
-    let mut proc = Guard::spawn(
-        &bin,
-        &args,
-        dir,
-        &dir.join("tansu.log"),
-        &[("RUST_LOG", "warn")],
-    )?;
-    let bootstrap = format!("127.0.0.1:{port}");
-    let start = Instant::now();
-    while TcpStream::connect(&bootstrap).is_err() {
-        if proc.exited() || start.elapsed() > READY_TIMEOUT {
-            bail!("tansu did not start; log tail:\n{}", proc.log_tail(20));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = Command::new(&bin)
-        .args([
-            "topic",
-            "create",
-            topic,
-            "--broker",
-            &url,
-            "--partitions",
-            &partitions.to_string(),
-        ])
-        .output()
-        .context("run `tansu topic create`")?;
-    if !out.status.success() {
-        bail!(
-            "`tansu topic create {topic}` failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let start = Instant::now();
-    while topic_partitions(&bootstrap, topic).map_or(0, |p| p.len()) != partitions as usize {
-        if start.elapsed() > READY_TIMEOUT {
-            bail!("topic {topic} did not show {partitions} partitions on tansu");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(Endpoint::Tansu { proc, bootstrap })
 }
 
 /// Partition ids of `topic` per the broker's metadata.
 pub fn topic_partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(3))?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .context("topic missing from metadata")?;
-    if let Some(err) = t.error() {
-        bail!("topic {topic}: {err:?}");
-    }
-    Ok(t.partitions().iter().map(|p| p.id()).collect())
+    support::topic_partitions(bootstrap, topic)
 }

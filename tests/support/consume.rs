@@ -135,7 +135,7 @@ fn last_offsets(bootstrap: &str, topic: &str) -> anyhow::Result<HashMap<i32, i64
 }
 
 /// Partition ids of `topic` per the broker's metadata.
-pub(super) fn topic_partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
+pub fn topic_partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use agent::{agent_config, Agent};
 pub use checkpoint::{checkpoint_records, checkpointed, CheckpointRecord};
-pub use consume::{assigned_consumer, consume, consume_for, Consumed};
+pub use consume::{assigned_consumer, consume, consume_for, topic_partitions, Consumed};
 pub use etcd::Etcd;
 pub use metrics::{http_get, lines_read_and_acked, samples, scrape, with_http_listener};
 pub use process::strip_ansi;

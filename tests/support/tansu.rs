@@ -90,6 +90,11 @@ impl Tansu {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker's process id while it runs (the bench reports its CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     pub fn storage(&self) -> Storage {
         self.storage
     }

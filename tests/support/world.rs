@@ -10,9 +10,13 @@ use super::{
     Agent, Etcd, Storage, Tansu,
 };
 
-/// The agent binary built for these tests.
+/// The agent binary built for these tests (cargo names it); the bench, an example, runs the
+/// release build it built first.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
+    match option_env!("CARGO_BIN_EXE_logagent") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/logagent"),
+    }
 }
 
 /// Numbered lines, `"{prefix} line 000042"`: distinct, and sorted as text in the order written.
