@@ -1,5 +1,5 @@
-//! Real services for integration tests: etcd, the tansu Kafka broker, a Kafka consumer and the
-//! agent binary, each on free loopback ports with its own temp dir, killed on drop.
+//! Real services for integration tests: etcd, the tansu Kafka broker, InfluxDB 1.x, a Kafka consumer
+//! and the agent binary, each on free loopback ports with its own temp dir, killed on drop.
 //!
 //! Included by every integration test with `mod support;`. Each test binary uses a different
 //! subset of these helpers, so unused-item lints would fire in every one of them.
@@ -8,6 +8,7 @@
 mod agent;
 mod consume;
 mod etcd;
+mod influx;
 mod metrics;
 mod process;
 mod tansu;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 pub use agent::{agent_config, Agent};
 pub use consume::{consume, consume_for, Consumed};
 pub use etcd::Etcd;
+pub use influx::Influx;
 pub use metrics::{http_get, lines_read_and_acked, samples, scrape, with_http_listener};
 pub use process::strip_ansi;
 pub use tansu::{Storage, Tansu};
