@@ -75,8 +75,14 @@ pub async fn run_entry(entry: Arc<HostMetricsEntry>, ctx: Arc<Context>, cancel: 
     let mut prev: Option<Sample> = None;
     let mut buf = String::new();
     let interval = entry.interval();
-    let start =
-        tokio::time::Instant::now() + until_aligned(crate::clock::now_ms(), entry.interval_ms);
+    // The first sample is taken at once; the schedule starts on the next aligned instant at least
+    // half an interval later, so the first rates span enough clock ticks (100 per second) to mean
+    // something.
+    let mut delay = until_aligned(crate::clock::now_ms(), entry.interval_ms);
+    if delay < interval / 2 {
+        delay += interval;
+    }
+    let start = tokio::time::Instant::now() + delay;
     let mut ticks = tokio::time::interval_at(start, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     // One sample right away: its counters are the base of the first rates, one interval earlier.
@@ -353,6 +359,67 @@ mod tests {
         assert_eq!(p.restart, vec![e("b", 2000)]);
         assert_eq!(p.start, vec![influx]);
         assert_eq!(p.stop, vec!["host_metrics:topic:c"]);
+    }
+
+    fn kafka_shipper(capacity: usize) -> (Shipper, mpsc::Receiver<Batch>, Arc<Metrics>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let metrics = Metrics::new(false);
+        let ctx = Arc::new(Context {
+            tx,
+            metrics: metrics.clone(),
+            tags: HostTags {
+                host: "h".into(),
+                ip: "10.0.0.1".into(),
+            },
+            influx: None,
+        });
+        (Shipper::new(&e("hm", 1000), &ctx), rx, metrics)
+    }
+
+    fn dropped(metrics: &Metrics, reason: &str) -> u64 {
+        let page = metrics.encode();
+        let needle = format!("logagent_host_metrics_points_dropped_total{{reason=\"{reason}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&needle))
+            .map_or(0, |v| v.parse().unwrap())
+    }
+
+    /// A sample is one batch, one record per point, on the entry's topic; settling its records
+    /// (as delivery reports do) takes it out of flight.
+    #[test]
+    fn a_sample_goes_to_the_sink_as_one_batch_and_settles() {
+        let (mut s, mut rx, metrics) = kafka_shipper(4);
+        s.ship(vec!["cpu a=1 1".into(), "mem b=2i 1".into()]);
+        let b = rx.try_recv().expect("a batch in the channel");
+        assert_eq!(b.route.topic, "hm");
+        assert_eq!(
+            b.lines,
+            vec![Bytes::from("cpu a=1 1"), Bytes::from("mem b=2i 1")]
+        );
+        let Shipper::Kafka { progress, .. } = &s else {
+            panic!("a topic entry ships to Kafka")
+        };
+        assert_eq!(progress.in_flight(), 1);
+        assert!(!b.ticket.record_settled());
+        assert!(b.ticket.record_settled());
+        assert_eq!(progress.in_flight(), 0);
+        assert_eq!(dropped(&metrics, "kafka_backlog"), 0);
+    }
+
+    /// Never waits and never grows: a full channel, or too many samples unacknowledged, drops the
+    /// new sample and counts its points.
+    #[test]
+    fn a_kafka_backlog_drops_new_samples_and_counts_them() {
+        let (mut s, _rx, metrics) = kafka_shipper(1);
+        s.ship(vec!["a x=1 1".into()]);
+        s.ship(vec!["b x=1 1".into(), "c x=1 1".into()]);
+        assert_eq!(dropped(&metrics, "kafka_backlog"), 2, "channel full");
+
+        let (mut s, _rx, metrics) = kafka_shipper(MAX_SAMPLES_IN_FLIGHT + 10);
+        for _ in 0..MAX_SAMPLES_IN_FLIGHT + 5 {
+            s.ship(vec!["a x=1 1".into()]);
+        }
+        assert_eq!(dropped(&metrics, "kafka_backlog"), 5, "in-flight bound");
     }
 
     #[test]

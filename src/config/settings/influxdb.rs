@@ -49,7 +49,7 @@ impl Default for RawInfluxDb {
 }
 
 /// Which write API, with its credentials.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum InfluxApi {
     V1 {
         database: String,
@@ -61,6 +61,26 @@ pub enum InfluxApi {
         bucket: String,
         token: String,
     },
+}
+
+// Hand-written so that logging the settings never prints the password or the token.
+impl std::fmt::Debug for InfluxApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InfluxApi::V1 { database, auth } => f
+                .debug_struct("V1")
+                .field("database", database)
+                .field("user", &auth.as_ref().map(|(u, _)| u))
+                .field("password", &auth.as_ref().map(|_| "<redacted>"))
+                .finish(),
+            InfluxApi::V2 { org, bucket, .. } => f
+                .debug_struct("V2")
+                .field("org", org)
+                .field("bucket", bucket)
+                .field("token", &"<redacted>")
+                .finish(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +219,10 @@ mod tests {
         assert!(p.is_empty(), "{p:?}");
         let s = s.unwrap();
         assert_eq!(s.url, "http://127.0.0.1:8086");
+        assert!(
+            !format!("{s:?}").contains("\"p\""),
+            "password printed: {s:?}"
+        );
         assert_eq!(
             s.api,
             InfluxApi::V1 {
@@ -214,7 +238,9 @@ mod tests {
             ..RawInfluxDb::default()
         });
         assert!(p.is_empty(), "{p:?}");
-        assert!(matches!(s.unwrap().api, InfluxApi::V2 { .. }));
+        let s = s.unwrap();
+        assert!(matches!(s.api, InfluxApi::V2 { .. }));
+        assert!(!format!("{s:?}").contains("\"t\""), "token printed: {s:?}");
     }
 
     #[test]
