@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::settings::{InfluxApi, InfluxSettings};
 use crate::ops::telemetry::Metrics;
 
-/// Lines waiting for InfluxDB, at most `max`; the oldest leave first when it is full.
+/// Lines waiting for InfluxDB, at most `max`; the oldest leave first when it is full. With the one
+/// batch the writer has out, at most `max` + `batch_max_points` lines are held.
 #[derive(Debug)]
 pub struct PointBuffer {
     lines: VecDeque<String>,

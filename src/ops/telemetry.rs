@@ -433,7 +433,13 @@ pub struct HostMetricsCounters {
     pub influxdb_points_written: Counter,
     pub influxdb_write_failures: Counter,
     pub influxdb_buffered_points: Gauge,
+    /// When each drop reason was last logged: an outage drops points every interval, and one
+    /// warning a minute says as much as one per sample (the counter has every point).
+    drops_logged: Arc<Mutex<HashMap<String, std::time::Instant>>>,
 }
+
+/// At most one drop warning per reason in this long.
+const DROP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl HostMetricsCounters {
     fn register(&self, r: &mut Registry) {
@@ -489,7 +495,19 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc_by(points as u64);
-        warn!(reason, points, "host-metric points dropped");
+        let now = std::time::Instant::now();
+        let mut logged = self
+            .host_metrics
+            .drops_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = logged
+            .get(reason)
+            .is_none_or(|at| now.duration_since(*at) >= DROP_LOG_EVERY);
+        if due {
+            logged.insert(reason.to_owned(), now);
+            warn!(reason, points, "host-metric points dropped (logged at most once a minute per reason; logagent_host_metrics_points_dropped_total counts them all)");
+        }
     }
 
     pub fn host_metrics_slow_sample(&self, took: std::time::Duration) {
