@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the agent end to end on this machine: installs what is missing, starts etcd and the tansu
 # broker on loopback, puts a collect config for this host into etcd, writes lines to a demo log and
-# shows them arriving in Kafka. Everything it starts is stopped when it exits.
+# shows them arriving in Kafka, next to host-metric points (a host_metrics entry in the same value).
+# Everything it starts is stopped when it exits.
 #
 # LOGAGENT_DEMO_DIR (default /tmp/logagent-demo) holds the logs, data and state; it is kept after
 # the run for inspection and replaced by the next run.
@@ -14,6 +15,7 @@ export ETCDCTL_API=3
 DEMO_DIR="${LOGAGENT_DEMO_DIR:-/tmp/logagent-demo}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 TOPIC=web_log
+HM_TOPIC=host_metrics
 IP=127.0.0.1
 
 say() { printf '\n==> %s\n' "$*"; }
@@ -116,6 +118,8 @@ wait_for "topic creation" 20 "$TANSU_BIN" topic create "$TOPIC" --broker "tcp://
 "$CONSUME_BIN" --brokers "$KAFKA_EP" --topic "$TOPIC" --timeout-secs 10 >/dev/null \
   || die "topic $TOPIC is not readable"
 echo "topic $TOPIC exists"
+wait_for "topic creation" 20 "$TANSU_BIN" topic create "$HM_TOPIC" --broker "tcp://$KAFKA_EP" --partitions 1
+echo "topic $HM_TOPIC exists (host metrics)"
 
 # --- 4. the collect config and the agent ----------------------------------------------------------
 nginx_line() {
@@ -127,7 +131,8 @@ for page in index.html about.html favicon.ico; do nginx_line "$page" >>"$LOG_FIL
 cat "$LOG_FILE"
 
 KEY="collect_log_conf/$IP"
-VALUE="[{\"path\":\"$LOG_FILE\",\"topic\":\"$TOPIC\"}]"
+# A file entry and a host_metrics entry (every 2 s, three collectors) in the same value.
+VALUE="[{\"path\":\"$LOG_FILE\",\"topic\":\"$TOPIC\"},{\"type\":\"host_metrics\",\"topic\":\"$HM_TOPIC\",\"interval_ms\":2000,\"collectors\":[\"cpu\",\"mem\",\"system\"]}]"
 say "Putting the collect config for this host into etcd: $KEY"
 etcdctl --endpoints="$ETCD_EP" put "$KEY" "$VALUE" >/dev/null
 etcdctl --endpoints="$ETCD_EP" get "$KEY"
@@ -173,6 +178,12 @@ say "Reading topic $TOPIC from the beginning of every partition until $TOTAL rec
 GOT=$(wc -l <"$DEMO_DIR/consumed.txt")
 [ "$GOT" -eq "$TOTAL" ] || die "consumed $GOT of $TOTAL records"
 
+say "Reading host-metric points from topic $HM_TOPIC (InfluxDB line protocol, Telegraf's names)"
+"$CONSUME_BIN" --brokers "$KAFKA_EP" --topic "$HM_TOPIC" --count 6 --timeout-secs 30 \
+  | tee "$DEMO_DIR/host_metrics.txt" \
+  || die "no host-metric points reached Kafka"
+grep -q '^cpu,cpu=cpu-total,host=' "$DEMO_DIR/host_metrics.txt" || die "no cpu-total point among the host metrics"
+
 say "Stopping the agent with SIGTERM (it flushes and saves its offsets)"
 kill -TERM "$AGENT_PID"
 rc=0
@@ -181,4 +192,4 @@ echo "agent exited with status $rc; state dir now holds:"
 ls -l "$DEMO_DIR/state"
 [ "$rc" -eq 0 ] || die "the agent exited with status $rc on SIGTERM"
 
-say "Demo OK: all $TOTAL lines of $LOG_FILE arrived in Kafka topic $TOPIC"
+say "Demo OK: all $TOTAL lines of $LOG_FILE arrived in Kafka topic $TOPIC, host metrics in $HM_TOPIC"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the demo need on a fresh Debian machine with only Rust:
 # protoc and its well-known .proto files (etcd-client's build), Debian's etcd 3.4 (server + etcdctl), rpm (to inspect .rpm files),
-# and the tansu Kafka-protocol broker pinned at 0.6.0. Every step is skipped when already done.
+# Debian's InfluxDB 1.6 (influxd, for the host-metrics tests; never started as a service), and the tansu Kafka-protocol broker pinned at 0.6.0. Every step is skipped when already done.
 # `--build`: only what compiling needs (protoc, OpenSSL headers, pkg-config) — no services.
 set -euo pipefail
 
@@ -20,6 +20,7 @@ if [ "$build_only" -eq 0 ]; then
   command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
   command -v rpm >/dev/null 2>&1 || need_apt+=(rpm)
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+  command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
@@ -48,6 +49,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [[ " ${need_apt[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable etcd >/dev/null 2>&1 || true
   fi
+  # Likewise influxdb's unit: the tests start their own influxd on a free port.
+  if [[ " ${need_apt[*]} " == *" influxdb "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable influxdb >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ "$build_only" -eq 1 ]; then
@@ -60,4 +65,4 @@ if ! { [ -x "$HOME/.cargo/bin/tansu" ] && "$HOME/.cargo/bin/tansu" --version 2>/
   echo "install-deps: cargo install tansu $TANSU_VERSION (about 9 minutes on 2 cores, once per machine)"
   cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,libsql
 fi
-echo "install-deps: ok (protoc, etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), tansu $TANSU_VERSION)"
+echo "install-deps: ok (protoc, etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), influxd $(influxd version 2>/dev/null | awk '{print $2}'), tansu $TANSU_VERSION)"

@@ -115,6 +115,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let producer = sink.producer();
     let kafka = sink.health.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
+    // Host-metric points reach Kafka through the same channel and producer as lines.
+    let host_metrics_tx = tx.clone();
     let files_rt = FilesRuntime::new().map_err(AppError::FilesRuntime)?;
     let policy = Arc::new(ReadPolicy::from_settings(&settings));
 
@@ -148,6 +150,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         key: key.clone(),
         limits: crate::config::collect::EntryLimits {
             max_line_bytes: settings.tail.max_line_bytes_limit,
+            influxdb: settings.influxdb.is_some(),
         },
         state_dir: settings.agent.state_dir.clone(),
         metrics: metrics.clone(),
@@ -188,7 +191,29 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     });
     let status_task = tokio::spawn(publisher.run(status_stop.clone()));
     let source_task = tokio::spawn(source.run(reading.clone()));
-    let supervisor = Supervisor::new(shared.clone(), settings.shutdown.grace);
+    let influx_stop = CancellationToken::new();
+    let influx = settings.influxdb.as_ref().map(|s| {
+        let handle =
+            crate::host_metrics::influx::InfluxHandle::new(s.buffer_max_points, metrics.clone());
+        let task = tokio::spawn(crate::host_metrics::influx::run_writer(
+            s.clone(),
+            handle.clone(),
+            influx_stop.clone(),
+            settings.shutdown.grace,
+        ));
+        (handle, task)
+    });
+    let host_metrics = crate::host_metrics::Runner::new(Arc::new(crate::host_metrics::Context {
+        tx: host_metrics_tx,
+        metrics: metrics.clone(),
+        tags: crate::host_metrics::sample::HostTags {
+            host: settings.agent.hostname.clone(),
+            ip: ip.to_string(),
+        },
+        influx: influx.as_ref().map(|(h, _)| h.clone()),
+    }));
+    let supervisor =
+        Supervisor::new(shared.clone(), settings.shutdown.grace).with_host_metrics(host_metrics);
     let reconcile_task = tokio::spawn(reconcile::run(
         supervisor,
         desired_rx.clone(),
@@ -244,6 +269,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     .await;
     if stopped.is_err() {
         warn!("tailers did not stop within the grace period; continuing shutdown");
+    }
+    // No more points arrive: the InfluxDB writer sends what it holds, within the deadline.
+    influx_stop.cancel();
+    if let Some((_, task)) = influx {
+        let _ = tokio::time::timeout(left().max(Duration::from_millis(200)), task).await;
     }
     sink_stop.cancel();
     let _ = tokio::time::timeout(left(), sink_task).await;

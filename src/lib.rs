@@ -24,6 +24,8 @@
 //!   versioned checkpoint written atomically. The lowest floor: it imports none of the above.
 //! - [`ops`]: metrics and events ([`ops::telemetry`]), `/metrics` `/healthz` `/readyz`
 //!   ([`ops::http`]), status in etcd ([`ops::status`]), `logagent status` ([`ops::fleet`]).
+//! - [`host_metrics`]: `"type": "host_metrics"` entries: /proc samples as InfluxDB line protocol,
+//!   to a topic through the same sink, or to InfluxDB ([`host_metrics::influx`]).
 //! - [`app`]: wiring and the ordered shutdown: stop reading → flush deliveries → final checkpoint
 //!   (a fatal producer error takes the same path and exits non-zero); [`handles`]: what reporters
 //!   read; [`clock`]: wall-clock milliseconds.
@@ -34,6 +36,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod handles;
+pub mod host_metrics;
 pub mod ops;
 pub mod reconcile;
 pub mod sink;

@@ -66,6 +66,8 @@ pub struct Supervisor {
     running: BTreeMap<String, Running>,
     /// Longest wait for a restarted entry's in-flight records before it starts again anyway.
     drain_timeout: Duration,
+    /// Runs the `host_metrics` entries (none when not given).
+    host_metrics: Option<crate::host_metrics::Runner>,
 }
 
 impl Supervisor {
@@ -74,7 +76,14 @@ impl Supervisor {
             shared,
             running: BTreeMap::new(),
             drain_timeout,
+            host_metrics: None,
         }
+    }
+
+    /// Also applies the `host_metrics` entries of each configuration, with `runner`.
+    pub fn with_host_metrics(mut self, runner: crate::host_metrics::Runner) -> Supervisor {
+        self.host_metrics = Some(runner);
+        self
     }
 
     fn running_entries(&self) -> BTreeMap<String, CollectEntry> {
@@ -162,6 +171,9 @@ impl Supervisor {
 
     /// Stops every entry and waits for their tailers to let go.
     pub async fn stop_all(&mut self) {
+        if let Some(h) = self.host_metrics.as_mut() {
+            h.stop_all().await;
+        }
         let paths: Vec<String> = self.running.keys().cloned().collect();
         for r in self.running.values() {
             r.cancel.cancel();
@@ -187,7 +199,15 @@ pub async fn run(
                     "collect configuration is empty or deleted: stopping all collection"
                 );
             }
-            if !sup.apply(&d.entries).await.is_noop() {
+            let files_changed = !sup.apply(&d.entries).await.is_noop();
+            let hosts_changed = match sup.host_metrics.as_mut() {
+                Some(h) => {
+                    let p = h.apply(&d.host_metrics).await;
+                    !(p.start.is_empty() && p.restart.is_empty() && p.stop.is_empty())
+                }
+                None => false,
+            };
+            if files_changed || hosts_changed {
                 info!(revision = d.revision, "collect configuration in effect");
             }
         }

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub status_publishes: Counter,
     pub status_publish_failures: Counter,
     pub start_time_seconds: Gauge,
+    /// Host metrics and their InfluxDB writer (see [`HostMetricsCounters`]).
+    pub host_metrics: HostMetricsCounters,
     per_file: bool,
     /// Latest problem per file path (unreadable, record rejected), for the status published to etcd.
     file_problems: Mutex<HashMap<PathBuf, FileProblem>>,
@@ -109,6 +111,7 @@ impl Metrics {
             status_publishes: Counter::default(),
             status_publish_failures: Counter::default(),
             start_time_seconds: Gauge::default(),
+            host_metrics: HostMetricsCounters::default(),
             per_file,
             file_problems: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -235,6 +238,7 @@ impl Metrics {
             "Unix time the agent started",
             m.start_time_seconds.clone(),
         );
+        m.host_metrics.register(r);
         m.start_time_seconds
             .set((crate::clock::now_ms() / 1000) as i64);
         Arc::new(Metrics { registry, ..m })
@@ -437,5 +441,141 @@ impl Metrics {
     pub fn config_rejected(&self, err: &dyn std::fmt::Display) {
         self.config_rejected.inc();
         error!("collect configuration rejected, keeping the last good one: {err}");
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabel {
+    pub output: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Host metrics: points sampled and where they went, points dropped and why, and the InfluxDB
+/// writer's progress. Kafka-bound points are also counted by the topic's `lines_*` counters.
+#[derive(Clone, Debug, Default)]
+pub struct HostMetricsCounters {
+    pub points: Family<OutputLabel, Counter>,
+    pub points_dropped: Family<ReasonLabel, Counter>,
+    pub slow_samples: Counter,
+    pub influxdb_points_written: Counter,
+    pub influxdb_write_failures: Counter,
+    pub influxdb_buffered_points: Gauge,
+    /// When each drop reason was last logged: an outage drops points every interval, and one
+    /// warning a minute says as much as one per sample (the counter has every point).
+    drops_logged: Arc<Mutex<HashMap<String, std::time::Instant>>>,
+}
+
+/// At most one drop warning per reason in this long.
+const DROP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl HostMetricsCounters {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "host_metrics_points",
+            "Host-metric points sampled, by output (kafka, influxdb)",
+            self.points.clone(),
+        );
+        r.register(
+            "host_metrics_points_dropped",
+            "Host-metric points dropped, by reason (kafka_backlog, influxdb_buffer_full, influxdb_rejected, shutdown)",
+            self.points_dropped.clone(),
+        );
+        r.register(
+            "host_metrics_slow_samples",
+            "Host-metric samples that took longer than their interval (ticks in between are skipped)",
+            self.slow_samples.clone(),
+        );
+        r.register(
+            "influxdb_points_written",
+            "Points InfluxDB accepted",
+            self.influxdb_points_written.clone(),
+        );
+        r.register(
+            "influxdb_write_failures",
+            "InfluxDB writes that failed (retried with backoff unless refused)",
+            self.influxdb_write_failures.clone(),
+        );
+        r.register(
+            "influxdb_buffered_points",
+            "Points waiting for InfluxDB (bounded by influxdb.buffer_max_points)",
+            self.influxdb_buffered_points.clone(),
+        );
+    }
+}
+
+impl Metrics {
+    pub fn host_metrics_sampled(&self, output: &str, points: usize) {
+        self.host_metrics
+            .points
+            .get_or_create(&OutputLabel {
+                output: output.to_owned(),
+            })
+            .inc_by(points as u64);
+        tracing::debug!(output, points, "host metrics sampled");
+    }
+
+    /// Points given up: metrics, unlike lines, are not kept forever (see the README).
+    pub fn host_metrics_dropped(&self, reason: &str, points: usize) {
+        self.host_metrics
+            .points_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc_by(points as u64);
+        let now = std::time::Instant::now();
+        let mut logged = self
+            .host_metrics
+            .drops_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = logged
+            .get(reason)
+            .is_none_or(|at| now.duration_since(*at) >= DROP_LOG_EVERY);
+        if due {
+            logged.insert(reason.to_owned(), now);
+            warn!(reason, points, "host-metric points dropped (logged at most once a minute per reason; logagent_host_metrics_points_dropped_total counts them all)");
+        }
+    }
+
+    pub fn host_metrics_slow_sample(&self, took: std::time::Duration) {
+        self.host_metrics.slow_samples.inc();
+        warn!(took_ms = took.as_millis() as u64, "host metrics sample took longer than its interval (a hung mount?); ticks in between are skipped");
+    }
+
+    /// A batch reached InfluxDB; `recovered` after failures.
+    pub fn influxdb_written(&self, points: usize, recovered: bool) {
+        self.host_metrics
+            .influxdb_points_written
+            .inc_by(points as u64);
+        if recovered {
+            info!(points, "InfluxDB accepts points again");
+        }
+    }
+
+    /// A write failed; `retry` is the backoff and whether this is the first failure in a row
+    /// (logged as a warning; the following ones at debug, so an outage logs once, not per retry).
+    pub fn influxdb_write_failed(&self, err: &str, retry: Option<(std::time::Duration, bool)>) {
+        self.host_metrics.influxdb_write_failures.inc();
+        match retry {
+            Some((backoff, true)) => warn!(
+                retry_in_ms = backoff.as_millis() as u64,
+                "InfluxDB write failed ({err}); points stay buffered (oldest dropped when full) and the write is retried"
+            ),
+            Some((backoff, false)) => tracing::debug!(
+                retry_in_ms = backoff.as_millis() as u64,
+                "InfluxDB write failed again ({err})"
+            ),
+            None => error!("InfluxDB write failed: {err}"),
+        }
+    }
+
+    pub fn influxdb_buffered(&self, points: usize) {
+        self.host_metrics
+            .influxdb_buffered_points
+            .set(points as i64);
     }
 }

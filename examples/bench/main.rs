@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the release agent: lines/s, MB/s, CPU-s per million lines, peak RSS.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|all] [--files K]
+//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|hostmetrics|all] [--files K]
 //!     [--lines N] [--line-bytes B] [--broker mock|tansu]
 //! ```
 //!
@@ -13,6 +13,7 @@
 //! (e.g. `LOGAGENT_KAFKA__LINGER_MS=20`) compare settings without editing anything.
 
 mod gen;
+mod hostmetrics;
 mod probe;
 mod scenario;
 mod services;
@@ -41,6 +42,8 @@ enum Scenario {
     Backlog,
     /// 400 files of ~600 KB: RSS once every file is shipped and the agent idles.
     Wide,
+    /// Only a host_metrics entry: CPU % of a core at the 10 s interval, and RSS.
+    Hostmetrics,
     All,
 }
 
@@ -171,6 +174,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Idle1000,
             Scenario::Backlog,
             Scenario::Wide,
+            Scenario::Hostmetrics,
         ],
         s => vec![s],
     };
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Idle1000 => scenario::idle(&ctx),
             Scenario::Backlog => scenario::backlog(&ctx),
             Scenario::Wide => scenario::wide(&ctx),
+            Scenario::Hostmetrics => hostmetrics::run(&ctx),
             Scenario::All => unreachable!("expanded above"),
         };
         match r {

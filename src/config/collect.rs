@@ -14,12 +14,15 @@ pub struct EntryLimits {
     /// `tail.max_line_bytes_limit`: an entry's `max_line_bytes` may not exceed it, so memory stays
     /// bounded and every line an entry lets through fits the producer's `message.max.bytes`.
     pub max_line_bytes: usize,
+    /// The local configuration has an `[influxdb]` section, so host-metrics entries may write there.
+    pub influxdb: bool,
 }
 
 impl Default for EntryLimits {
     fn default() -> Self {
         EntryLimits {
             max_line_bytes: 16 << 20,
+            influxdb: false,
         }
     }
 }
@@ -166,13 +169,32 @@ pub fn is_glob(path: &str) -> bool {
     path.contains(['*', '?', '['])
 }
 
-/// Parses and checks the value of `key`. Entries are numbered from 1 in problem messages.
+/// Parses and checks the value of `key`: the file entries only (see [`parse_value`]).
 pub fn parse_entries(
     key: &str,
     revision: i64,
     value: &[u8],
     limits: &EntryLimits,
 ) -> Result<Vec<CollectEntry>, CollectError> {
+    parse_value(key, revision, value, limits).map(|v| v.files)
+}
+
+/// Every entry of a value, by type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Entries {
+    /// `"type"` absent or `"file"`.
+    pub files: Vec<CollectEntry>,
+    /// `"type": "host_metrics"`.
+    pub host_metrics: Vec<crate::host_metrics::HostMetricsEntry>,
+}
+
+/// Parses and checks the value of `key`. Entries are numbered from 1 in problem messages.
+pub fn parse_value(
+    key: &str,
+    revision: i64,
+    value: &[u8],
+    limits: &EntryLimits,
+) -> Result<Entries, CollectError> {
     let fail = |problems: Vec<String>| CollectError {
         key: key.to_owned(),
         revision,
@@ -190,8 +212,38 @@ pub fn parse_entries(
     let mut problems = Vec::new();
     let mut entries = Vec::with_capacity(items.len());
     let mut first_by_path: HashMap<String, (usize, String)> = HashMap::new();
-    for (index, item) in items.into_iter().enumerate() {
+    let mut host_metrics = Vec::new();
+    let mut first_by_output: HashMap<String, usize> = HashMap::new();
+    for (index, mut item) in items.into_iter().enumerate() {
         let number = index + 1;
+        match item.get("type").map(|t| t.as_str()) {
+            None => {}
+            Some(Some("file")) => {
+                if let Some(fields) = item.as_object_mut() {
+                    fields.remove("type");
+                }
+            }
+            Some(Some("host_metrics")) => {
+                let label = format!("entry {number} (host_metrics)");
+                match crate::host_metrics::entry::parse(item, topic_problem, limits.influxdb) {
+                    Ok(e) => match first_by_output.insert(e.output.id(), number) {
+                        Some(first) => problems.push(format!(
+                            "{label}: entry {first} already sends host metrics there"
+                        )),
+                        None => host_metrics.push(e),
+                    },
+                    Err(found) => problems.extend(found.iter().map(|p| format!("{label}: {p}"))),
+                }
+                continue;
+            }
+            Some(other) => {
+                problems.push(format!(
+                    "entry {number}: type {} is not \"file\" or \"host_metrics\"",
+                    other.map_or_else(|| "(not a string)".to_owned(), |t| format!("{t:?}"))
+                ));
+                continue;
+            }
+        }
         let label = match item.get("path").and_then(serde_json::Value::as_str) {
             Some(path) => format!("entry {number} ({path})"),
             None => format!("entry {number}"),
@@ -235,7 +287,10 @@ pub fn parse_entries(
         }
     }
     if problems.is_empty() {
-        Ok(entries)
+        Ok(Entries {
+            files: entries,
+            host_metrics,
+        })
     } else {
         Err(fail(problems))
     }
@@ -523,6 +578,7 @@ mod tests {
     fn the_local_limit_caps_max_line_bytes_and_fields_are_bounded() {
         let limits = EntryLimits {
             max_line_bytes: 4096,
+            ..EntryLimits::default()
         };
         let err = parse_entries(
             KEY,
@@ -637,6 +693,65 @@ mod tests {
             message.lines().count(),
             1,
             "one log line, problems joined by \"; \""
+        );
+    }
+
+    #[test]
+    fn host_metrics_entries_beside_file_entries() {
+        let v = parse_value(
+            KEY,
+            1,
+            br#"[{"path":"/a.log","topic":"t","type":"file"},
+                {"type":"host_metrics","topic":"host_metrics","interval_ms":10000},
+                {"path":"/b.log","topic":"t"}]"#,
+            &EntryLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(v.files.len(), 2);
+        assert_eq!(v.files[0], CollectEntry::new("/a.log", "t"));
+        assert_eq!(v.host_metrics.len(), 1);
+        assert_eq!(v.host_metrics[0].interval_ms, 10_000);
+        // The file-only view is unchanged by them.
+        assert_eq!(
+            parse(r#"[{"type":"host_metrics","topic":"m"},{"path":"/a","topic":"t"}]"#).unwrap(),
+            vec![CollectEntry::new("/a", "t")]
+        );
+    }
+
+    #[test]
+    fn a_bad_host_metrics_entry_rejects_the_whole_value() {
+        let found = problems(
+            r#"[{"path":"/a","topic":"t"},
+                {"type":"host_metrics","output":"influxdb","interval_ms":5},
+                {"type":"host_metrics","topic":"m"},{"type":"host_metrics","topic":"m"},
+                {"type":"syslog"}]"#,
+        );
+        for needle in [
+            "entry 2 (host_metrics): output \"influxdb\" needs an [influxdb] section",
+            "entry 2 (host_metrics): interval_ms 5 is outside",
+            "entry 4 (host_metrics): entry 3 already sends host metrics there",
+            "entry 5: type \"syslog\" is not \"file\" or \"host_metrics\"",
+        ] {
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "no {needle:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), 4, "{found:#?}");
+        let with_influx = EntryLimits {
+            influxdb: true,
+            ..EntryLimits::default()
+        };
+        let v = parse_value(
+            KEY,
+            1,
+            br#"[{"type":"host_metrics","output":"influxdb"}]"#,
+            &with_influx,
+        )
+        .unwrap();
+        assert_eq!(
+            v.host_metrics[0].output,
+            crate::host_metrics::Output::InfluxDb
         );
     }
 

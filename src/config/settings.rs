@@ -4,12 +4,14 @@
 //! are turned into the runtime types (`Settings` and its sections) by [`RawConfig::validate`],
 //! which reports every problem at once so an operator fixes the file in one pass.
 
+mod influxdb;
 mod raw;
 mod runtime;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use influxdb::{InfluxApi, InfluxSettings, RawInfluxDb};
 pub use raw::{
     RawAgent, RawCheckpoint, RawConfig, RawEtcd, RawHttp, RawKafka, RawLog, RawShutdown, RawTail,
 };

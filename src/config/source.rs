@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::collect::{parse_entries, CollectEntry, EntryLimits};
+use crate::config::collect::{parse_value, CollectEntry, EntryLimits};
 use crate::config::etcd::{self, EtcdError};
 use crate::config::saved::{Saved, Saver, SAVED_FILE};
 use crate::config::settings::EtcdSettings;
@@ -29,6 +29,8 @@ use crate::telemetry::Metrics;
 pub struct Desired {
     pub revision: i64,
     pub entries: Vec<CollectEntry>,
+    /// `"type": "host_metrics"` entries, run beside the file entries.
+    pub host_metrics: Vec<crate::host_metrics::HostMetricsEntry>,
 }
 
 /// The outcome of the latest value seen, for status reporting.
@@ -77,7 +79,7 @@ impl ConfigSource {
         if saved.key != self.key {
             return None;
         }
-        let entries = parse_entries(
+        let entries = parse_value(
             &saved.key,
             saved.revision,
             saved.value.as_bytes(),
@@ -86,7 +88,8 @@ impl ConfigSource {
         .ok()?;
         Some(Desired {
             revision: saved.revision,
-            entries,
+            entries: entries.files,
+            host_metrics: entries.host_metrics,
         })
     }
 
@@ -103,19 +106,25 @@ impl ConfigSource {
         let entries = match value {
             None => {
                 warn!(key = %self.key, revision, "collect key is absent or deleted: nothing to collect");
-                Ok(Vec::new())
+                Ok(Default::default())
             }
-            Some(v) => parse_entries(&self.key, revision, v, &self.limits),
+            Some(v) => parse_value(&self.key, revision, v, &self.limits),
         };
         match entries {
-            Ok(entries) => {
-                if entries.is_empty() && value.is_some() {
+            Ok(crate::config::collect::Entries {
+                files: entries,
+                host_metrics,
+            }) => {
+                if entries.is_empty() && host_metrics.is_empty() && value.is_some() {
                     warn!(key = %self.key, revision, "collect configuration is an empty list: nothing to collect");
                 }
                 self.metrics
                     .config_applied(&self.key, revision, entries.len());
-                self.desired
-                    .send_replace(Some(Desired { revision, entries }));
+                self.desired.send_replace(Some(Desired {
+                    revision,
+                    entries,
+                    host_metrics,
+                }));
                 self.status.send_modify(|s| {
                     s.applied_revision = Some(revision);
                     s.last_error = None;

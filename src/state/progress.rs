@@ -100,11 +100,40 @@ impl FileProgress {
         let records = Arc::new(Records {
             remaining: AtomicUsize::new(ends.len()),
             ends,
-            file,
+            file: Some(file),
             out_of_order: AtomicBool::new(false),
         });
         let mut st = self.lock();
         let seq = st.first_seq + st.pending.len() as u64;
+        st.pending.push_back(Pending {
+            mark,
+            done: false,
+            records: Some(records.clone()),
+        });
+        drop(st);
+        Arc::new(Ticket {
+            progress: self.clone(),
+            seq,
+            records: records.ends.len(),
+            bytes,
+            state: records,
+        })
+    }
+
+    /// A ticket for `records` records that stand for no file bytes (host-metric points): their
+    /// delivery settles it like any batch, and [`FileProgress::in_flight`] counts it until then, but
+    /// there is no offset to checkpoint.
+    pub fn issue_unbacked(self: &Arc<Self>, records: usize, bytes: u64) -> Arc<Ticket> {
+        let records = Arc::new(Records {
+            remaining: AtomicUsize::new(records),
+            ends: vec![0; records],
+            file: None,
+            out_of_order: AtomicBool::new(false),
+        });
+        let mut st = self.lock();
+        let seq = st.first_seq + st.pending.len() as u64;
+        // Completing it leaves the acknowledged mark where it is.
+        let mark = st.acked.clone();
         st.pending.push_back(Pending {
             mark,
             done: false,
@@ -207,7 +236,7 @@ fn delivered_part(p: &Pending, acked: &Mark) -> Option<Mark> {
     if offset <= acked.offset {
         return None;
     }
-    let tail_hash = tail_hash(&t.file, offset).ok()?;
+    let tail_hash = tail_hash(t.file.as_ref()?, offset).ok()?;
     Some(Mark { offset, tail_hash })
 }
 
@@ -219,7 +248,8 @@ struct Records {
     remaining: AtomicUsize,
     /// File offset just past each record.
     ends: Vec<u64>,
-    file: Arc<File>,
+    /// `None` for records without a file (see [`FileProgress::issue_unbacked`]).
+    file: Option<Arc<File>>,
     /// A record was settled out of enqueue order (refused at enqueue, or sent again after the others):
     /// the settled count no longer says which records are delivered.
     out_of_order: AtomicBool,
@@ -305,6 +335,25 @@ mod tests {
         assert!(t.record_settled());
         assert_eq!(p.acked_offset(), 100);
         assert_eq!(p.acked(), mark(100));
+    }
+
+    /// Host-metric points: settled like a batch, counted in flight until then, no offset moves.
+    #[test]
+    fn unbacked_tickets_settle_without_a_file() {
+        let p = FileProgress::new(Mark::default());
+        let t = p.issue_unbacked(2, 40);
+        let u = p.issue_unbacked(1, 20);
+        assert_eq!(p.in_flight(), 2);
+        assert!(!t.record_settled());
+        assert_eq!(
+            p.acked(),
+            Mark::default(),
+            "a part-settled unbacked batch moves nothing"
+        );
+        assert!(t.record_settled());
+        assert!(u.record_settled());
+        assert_eq!(p.in_flight(), 0);
+        assert_eq!(p.acked(), Mark::default());
     }
 
     /// A batch cut short (a stop while the producer queue was full, or a flush deadline) whose first

@@ -1,6 +1,6 @@
-//! Real services for integration tests: etcd, the tansu Kafka broker, a Kafka consumer and the
-//! agent binary, each on free loopback ports with its own temp dir, killed on drop; [`World`] puts
-//! them together the way most tests start.
+//! Real services for integration tests: etcd, the tansu Kafka broker, InfluxDB 1.x, a Kafka consumer
+//! and the agent binary, each on free loopback ports with its own temp dir, killed on drop; [`World`]
+//! puts them together the way most tests start.
 //!
 //! Included by every integration test with `mod support;`. Each test binary uses a different
 //! subset of these helpers, so unused-item lints would fire in every one of them.
@@ -11,6 +11,7 @@ mod checkpoint;
 mod consume;
 mod etcd;
 pub mod events;
+mod influx;
 mod metrics;
 mod process;
 mod tansu;
@@ -28,6 +29,7 @@ pub use agent::{agent_config, Agent};
 pub use checkpoint::{checkpoint_records, checkpointed, CheckpointRecord};
 pub use consume::{assigned_consumer, consume, consume_for, topic_partitions, Consumed};
 pub use etcd::Etcd;
+pub use influx::Influx;
 pub use metrics::{http_get, lines_read_and_acked, samples, scrape, with_http_listener};
 pub use process::strip_ansi;
 pub use tansu::{Storage, Tansu};

@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub checkpoint: RawCheckpoint,
     pub shutdown: RawShutdown,
     pub http: RawHttp,
+    pub influxdb: super::influxdb::RawInfluxDb,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]

@@ -16,6 +16,8 @@ pub struct Settings {
     pub checkpoint: CheckpointSettings,
     pub shutdown: ShutdownSettings,
     pub http: HttpSettings,
+    /// `None`: no `[influxdb]` url, so no entry may use `"output": "influxdb"`.
+    pub influxdb: Option<super::influxdb::InfluxSettings>,
 }
 
 #[derive(Clone, Debug)]

@@ -81,6 +81,7 @@ impl RawConfig {
                 grace: problems.millis("shutdown.grace_ms", self.shutdown.grace_ms),
             },
             http: self.http.validate(&mut problems),
+            influxdb: self.influxdb.validate(&mut problems.0),
             agent,
         };
         producer_fits_lines(&settings, &mut problems);

@@ -158,6 +158,7 @@ mod tests {
         Desired {
             revision: 42,
             entries: parse_entries("k", 42, json.as_bytes(), &Default::default()).unwrap(),
+            host_metrics: Vec::new(),
         }
     }
 
