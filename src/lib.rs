@@ -34,6 +34,7 @@ pub mod config;
 pub mod handles;
 pub mod ops;
 pub mod reconcile;
+pub mod record;
 pub mod sink;
 pub mod state;
 pub mod tail;

@@ -95,6 +95,9 @@ pub struct Batch {
     pub route: Arc<Route>,
     pub ticket: Arc<Ticket>,
     pub lines: Vec<Bytes>,
+    /// Empty, or every header of each record (the entry's fields, then its metadata headers), built
+    /// by the record stage; when empty, records carry the route's headers.
+    pub headers: Vec<OwnedHeaders>,
 }
 
 /// What a record's delivery report carries back.
@@ -109,6 +112,8 @@ struct Retry {
     opaque: Arc<InFlight>,
     payload: Vec<u8>,
     partition: i32,
+    /// The record's own headers, as sent the first time (per-record ids and offsets included).
+    headers: Option<OwnedHeaders>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -205,6 +210,7 @@ impl ProducerContext for SinkContext {
                         let retry = Retry {
                             payload: msg.payload().unwrap_or_default().to_vec(),
                             partition: msg.partition(),
+                            headers: msg.headers().map(|h| h.detach()),
                             opaque,
                         };
                         // The sink is gone only at shutdown: the record is then re-read at the next start.
@@ -404,6 +410,7 @@ impl Sink {
             route,
             ticket,
             lines,
+            headers: record_headers,
         } = batch;
         let Ok(partition) = self.partition_for(&route, stop).await else {
             return false;
@@ -414,7 +421,7 @@ impl Sink {
         });
         self.metrics.records_in_flight.inc_by(lines.len() as i64);
         // Headers cannot go through the batch call: such routes send record by record.
-        if route.headers.is_empty() {
+        if route.headers.is_empty() && record_headers.is_empty() {
             if !self.topics.contains_key(&route.topic) {
                 let handle = native::TopicHandle::new(&self.producer, &route.topic);
                 self.topics.insert(route.topic.clone(), handle);
@@ -426,14 +433,14 @@ impl Sink {
             }
         }
         let headers = route.kafka_headers();
-        for line in &lines {
+        for (i, line) in lines.iter().enumerate() {
             if !self
                 .send(
                     &route,
                     opaque.clone(),
                     line,
                     partition,
-                    headers.as_ref(),
+                    record_headers.get(i).or(headers.as_ref()),
                     stop,
                 )
                 .await
@@ -510,7 +517,7 @@ impl Sink {
 
     async fn resend(&mut self, retry: Retry, stop: &CancellationToken) -> bool {
         let route = retry.opaque.route.clone();
-        let headers = route.kafka_headers();
+        let headers = retry.headers.or_else(|| route.kafka_headers());
         let partition = (retry.partition >= 0).then_some(retry.partition);
         self.send(
             &route,

@@ -5,6 +5,7 @@
 pub mod collect;
 pub mod host;
 pub mod read_policy;
+pub mod records;
 pub mod reload;
 pub mod settings;
 pub mod source;

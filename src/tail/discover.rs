@@ -19,11 +19,13 @@ use super::applied::AppliedEntries;
 use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::rotated::RotatedFiles;
+use super::throttle::Throttle;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
 use crate::config::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
 use crate::config::read_policy::{PolicyError, ReadPolicy};
 use crate::ops::telemetry::Metrics;
+use crate::record::{Pipeline, RecordSpec};
 use crate::sink::{Batch, Route};
 use crate::state::identity::{FileKey, Fingerprint};
 use crate::state::registry::Registry;
@@ -37,6 +39,8 @@ pub struct Shared {
     pub opts: TailOptions,
     pub glob_rescan: std::time::Duration,
     pub hostname: String,
+    /// This host's IP, for records that carry it (`headers`, `format: "json"`).
+    pub ip: String,
     /// Entries already applied on this host (where `"from": "end"` no longer applies).
     pub applied: Arc<AppliedEntries>,
     pub rotated: Arc<RotatedFiles>,
@@ -65,6 +69,7 @@ impl Shared {
             opts,
             glob_rescan: std::time::Duration::from_secs(1),
             hostname: "localhost".into(),
+            ip: "127.0.0.1".into(),
             applied: Arc::new(AppliedEntries::in_memory()),
             rotated: RotatedFiles::new(64),
             files: tokio::runtime::Handle::current(),
@@ -92,18 +97,18 @@ struct Discoverer {
     problems: HashMap<PathBuf, String>,
     tailers: JoinSet<()>,
     cancel: CancellationToken,
+    /// The entry's record stage, compiled once; `None` for raw entries.
+    spec: Option<Arc<RecordSpec>>,
+    /// The entry's `max_bytes_per_s`, shared by all its files.
+    throttle: Option<Arc<Throttle>>,
+    /// Files found older than `ignore_older_ms`, with the identity and modification time they had:
+    /// left alone until that time changes.
+    ignored: HashMap<PathBuf, (FileKey, Option<std::time::SystemTime>)>,
 }
 
 /// Runs the entry until `cancel`; then stops its tailers and waits for them to let go of their files.
 pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut d = Discoverer {
-        paths: PathMatcher::new(&entry),
-        entry,
-        shared,
-        problems: HashMap::new(),
-        tailers: JoinSet::new(),
-        cancel,
-    };
+    let mut d = Discoverer::new(entry, shared, cancel);
     let dir_wake = Arc::new(Notify::new());
     let dir = watch_dir_of(&d.entry.path);
     if let Some(dir) = &dir {
@@ -140,6 +145,23 @@ fn watch_dir_of(path: &str) -> Option<PathBuf> {
 }
 
 impl Discoverer {
+    fn new(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) -> Discoverer {
+        Discoverer {
+            paths: PathMatcher::new(&entry),
+            spec: RecordSpec::for_entry(&entry),
+            throttle: entry
+                .records
+                .max_bytes_per_s
+                .map(|rate| Arc::new(Throttle::new(rate, shared.metrics.records(&entry.topic)))),
+            ignored: HashMap::new(),
+            entry,
+            shared,
+            problems: HashMap::new(),
+            tailers: JoinSet::new(),
+            cancel,
+        }
+    }
+
     /// Whether the entry is applied for the first time on this host: only then does `"from": "end"`
     /// apply, to the files existing now; later files (even those created while the agent was down)
     /// start at 0. If the fact cannot be stored, this start still counts as the first.
@@ -208,6 +230,7 @@ impl Discoverer {
     fn scan(&mut self, from_end: bool) {
         let paths = self.matches();
         self.forget_unmatched_problems(&paths);
+        self.ignored.retain(|p, _| paths.contains(p));
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
             self.note_problem(&p, "waiting for the file to appear".into(), Problem::Info);
@@ -222,6 +245,11 @@ impl Discoverer {
         // Most scans find only files already tailed: a stat tells that without an open (which costs
         // more and raises a file event).
         if std::fs::metadata(path).is_ok_and(|m| self.shared.registry.is_open(FileKey::of(&m))) {
+            return;
+        }
+        if self.entry.records.ignore_older_ms.is_some()
+            && std::fs::metadata(path).is_ok_and(|m| self.ignores(path, &m))
+        {
             return;
         }
         // The policy judges where the path leads (symlinks followed); that target is what is opened.
@@ -306,13 +334,32 @@ impl Discoverer {
             &self.shared.metrics,
         ));
         let wake = self.shared.hub.file_waker(path);
+        let mut splitter =
+            LineSplitter::new(claim.offset, o.read_buffer_bytes, max_line, skip_empty);
+        let records = self.spec.as_ref().map(|spec| {
+            let newline = spec.newline();
+            // A start found by "from": "end" (a `\n` byte) may sit inside a UTF-16 newline: reading
+            // starts after its second byte, on a code unit boundary.
+            let start = claim.offset + u64::from(newline.width() == 2 && claim.offset % 2 == 1);
+            splitter = LineSplitter::new(start, o.read_buffer_bytes, max_line, skip_empty)
+                .with_newline(newline)
+                .tracking_starts();
+            Box::new(Pipeline::new(
+                spec.clone(),
+                &self.entry,
+                &path.to_string_lossy(),
+                &self.shared.hostname,
+                &self.shared.ip,
+                &self.shared.metrics,
+            ))
+        });
         let tailer = Tailer {
             path: path.to_path_buf(),
             key,
             file: Arc::new(file),
             fingerprint: claim.fingerprint,
             progress: claim.progress,
-            splitter: LineSplitter::new(claim.offset, o.read_buffer_bytes, max_line, skip_empty),
+            splitter,
             route,
             tx: self.shared.tx.clone(),
             registry: self.shared.registry.clone(),
@@ -328,6 +375,8 @@ impl Discoverer {
                 .and_then(|p| regex::bytes::Regex::new(p).ok())
                 .map(|re| Multiline::new(re, max_line)),
             rotated_files: self.shared.rotated.clone(),
+            records,
+            throttle: self.throttle.clone(),
             state: Default::default(),
         };
         let cancel = self.cancel.child_token();
@@ -337,6 +386,43 @@ impl Discoverer {
             tailer.run(cancel).await;
             hub.drop_file_waker(&p, &wake);
         });
+    }
+
+    /// `ignore_older_ms`: whether to leave the file at `path` (stat `meta`) alone. A file is judged
+    /// when first found: older than the limit and unknown to the checkpoint, it is ignored until its
+    /// modification time changes; files the checkpoint knows are read as always.
+    fn ignores(&mut self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        let Some(limit) = self.entry.records.ignore_older_ms else {
+            return false;
+        };
+        let key = FileKey::of(meta);
+        let mtime = meta.modified().ok();
+        if let Some((k, m)) = self.ignored.get(path).cloned() {
+            if k == key && m == mtime {
+                return true;
+            }
+            self.ignored.remove(path);
+            self.problems.remove(path);
+            self.shared.metrics.clear_file_problem(path);
+            if k == key {
+                // Written since it was ignored: read it now.
+                return false;
+            }
+        }
+        if self.shared.registry.knows(key) {
+            return false;
+        }
+        let idle_ms = mtime
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        if idle_ms <= limit {
+            return false;
+        }
+        self.ignored.insert(path.to_path_buf(), (key, mtime));
+        self.problems
+            .insert(path.to_path_buf(), "ignored (ignore_older_ms)".into());
+        self.shared.metrics.file_ignored(path, idle_ms, limit);
+        true
     }
 
     /// A file the checkpoint knows under a path of this entry, whose identity is no longer at that path
@@ -431,14 +517,7 @@ mod tests {
 
     fn discoverer(pattern: &Path, shared: Arc<Shared>) -> Discoverer {
         let entry = Arc::new(CollectEntry::new(pattern.to_string_lossy(), "t"));
-        Discoverer {
-            paths: PathMatcher::new(&entry),
-            entry,
-            shared,
-            problems: HashMap::new(),
-            tailers: JoinSet::new(),
-            cancel: CancellationToken::new(),
-        }
+        Discoverer::new(entry, shared, CancellationToken::new())
     }
 
     #[tokio::test]
