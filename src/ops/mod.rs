@@ -4,5 +4,6 @@
 pub mod fleet;
 pub mod http;
 pub mod kafka_probe;
+pub mod preview;
 pub mod status;
 pub mod telemetry;

@@ -101,9 +101,19 @@ struct Discoverer {
     spec: Option<Arc<RecordSpec>>,
     /// The entry's `max_bytes_per_s`, shared by all its files.
     throttle: Option<Arc<Throttle>>,
-    /// Files found older than `ignore_older_ms`, with the identity and modification time they had:
-    /// left alone until that time changes.
-    ignored: HashMap<PathBuf, (FileKey, Option<std::time::SystemTime>)>,
+    /// Files found older than `ignore_older_ms`, with the identity, modification time and size they
+    /// had: left alone (not even opened) until that time changes.
+    ignored: HashMap<PathBuf, Ignored>,
+    /// Ignored files that changed since, with the size they had: read from the end of their last
+    /// line then, so only what was written after is shipped (as Filebeat does since 5.1).
+    woke: HashMap<FileKey, u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Ignored {
+    key: FileKey,
+    mtime: Option<std::time::SystemTime>,
+    size: u64,
 }
 
 /// Runs the entry until `cancel`; then stops its tailers and waits for them to let go of their files.
@@ -154,6 +164,7 @@ impl Discoverer {
                 .max_bytes_per_s
                 .map(|rate| Arc::new(Throttle::new(rate, shared.metrics.records(&entry.topic)))),
             ignored: HashMap::new(),
+            woke: HashMap::new(),
             entry,
             shared,
             problems: HashMap::new(),
@@ -297,8 +308,13 @@ impl Discoverer {
             return;
         }
         let registry = &self.shared.registry;
-        let claim = match registry.claim(key, path, &self.entry.topic, &file, meta.len(), from_end)
-        {
+        // A file ignored while it was this long: a new file whose end is its last line within that
+        // size (what "from": "end" does with the size it had).
+        let (size, from_end) = match self.woke.get(&key) {
+            Some(&was) => (was.min(meta.len()), true),
+            None => (meta.len(), from_end),
+        };
+        let claim = match registry.claim(key, path, &self.entry.topic, &file, size, from_end) {
             Ok(Some(c)) => c,
             Ok(None) if registry.at_capacity() => {
                 let max = registry.max_open();
@@ -314,6 +330,7 @@ impl Discoverer {
             }
         };
         self.problems.remove(path);
+        self.woke.remove(&key);
         self.shared.metrics.file_opened(
             path,
             key,
@@ -397,15 +414,16 @@ impl Discoverer {
         };
         let key = FileKey::of(meta);
         let mtime = meta.modified().ok();
-        if let Some((k, m)) = self.ignored.get(path).cloned() {
-            if k == key && m == mtime {
+        if let Some(was) = self.ignored.get(path).copied() {
+            if was.key == key && was.mtime == mtime {
                 return true;
             }
             self.ignored.remove(path);
             self.problems.remove(path);
             self.shared.metrics.clear_file_problem(path);
-            if k == key {
-                // Written since it was ignored: read it now.
+            if was.key == key {
+                // Written since it was ignored: read what came after.
+                self.woke.insert(key, was.size);
                 return false;
             }
         }
@@ -418,7 +436,9 @@ impl Discoverer {
         if idle_ms <= limit {
             return false;
         }
-        self.ignored.insert(path.to_path_buf(), (key, mtime));
+        let size = meta.len();
+        self.ignored
+            .insert(path.to_path_buf(), Ignored { key, mtime, size });
         self.problems
             .insert(path.to_path_buf(), "ignored (ignore_older_ms)".into());
         self.shared.metrics.file_ignored(path, idle_ms, limit);
