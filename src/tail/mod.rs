@@ -130,19 +130,20 @@ impl Tailer {
             // One fstat per round: it sizes the read and, at the end of the data, is the size checked
             // for truncation.
             let size = self.file.metadata().map(|m| m.len());
-            let mut available = size
+            let available = size
                 .as_ref()
                 .map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
-            let granted = match &self.throttle {
+            // Throttled: read no more than granted; the rest stays "more to read", so the loop
+            // comes straight back to wait for tokens instead of napping as if at the end.
+            let (granted, cap) = match &self.throttle {
                 Some(t) => {
                     let want = available.min(self.opts.read_buffer_bytes as u64);
                     let granted = t.take(want, &cancel).await;
-                    available = available.min(granted);
-                    Some((t.clone(), granted))
+                    (Some((t.clone(), granted)), granted)
                 }
-                None => None,
+                None => (None, available),
             };
-            let n = match self.splitter.fill_from(&self.file, available) {
+            let n = match self.splitter.fill_from(&self.file, cap) {
                 Ok(n) => n,
                 Err(e) => {
                     self.metrics
