@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the release agent: lines/s, MB/s, CPU-s per million lines, peak RSS.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|all] [--files K]
+//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|json|gbk|all] [--files K]
 //!     [--lines N] [--line-bytes B] [--broker mock|tansu]
 //! ```
 //!
@@ -38,6 +38,10 @@ enum Scenario {
     Backlog,
     /// 400 files of ~600 KB: RSS once every file is shipped and the agent idles.
     Wide,
+    /// `hot`, then the same file as JSON envelopes with id, host and path headers.
+    Json,
+    /// `hot`, then one file of GBK lines decoded to UTF-8.
+    Gbk,
     All,
 }
 
@@ -168,7 +172,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Idle1000,
             Scenario::Backlog,
             Scenario::Wide,
+            Scenario::Json,
+            Scenario::Gbk,
         ],
+        // Next to the raw scenario they are compared with.
+        Scenario::Json => vec![Scenario::Hot, Scenario::Json],
+        Scenario::Gbk => vec![Scenario::Hot, Scenario::Gbk],
         s => vec![s],
     };
     let mut results = Vec::new();
@@ -180,6 +189,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Idle1000 => scenario::idle(&ctx),
             Scenario::Backlog => scenario::backlog(&ctx),
             Scenario::Wide => scenario::wide(&ctx),
+            Scenario::Json => scenario::json(&ctx),
+            Scenario::Gbk => scenario::gbk(&ctx),
             Scenario::All => unreachable!("expanded above"),
         };
         match r {
@@ -192,6 +203,21 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 println!("{:<9} FAILED: {e:#}", format!("{s:?}").to_lowercase());
                 all_ok = false;
             }
+        }
+    }
+    // Record options against the raw path: CPU per line relative to `hot`.
+    if let Some(hot) = results.iter().find(|f| f.scenario == "hot") {
+        for f in results
+            .iter()
+            .filter(|f| f.scenario == "json" || f.scenario == "gbk")
+        {
+            println!(
+                "{:<9} {:.2} CPU-s/M lines = {:.2}x raw ({:.2} CPU-s/M lines)",
+                f.scenario,
+                f.cpu_s_per_m_lines,
+                f.cpu_s_per_m_lines / hot.cpu_s_per_m_lines,
+                hot.cpu_s_per_m_lines
+            );
         }
     }
     let out = cli.out.unwrap_or_else(|| target.join("bench/latest.json"));
