@@ -433,14 +433,16 @@ impl Sink {
             }
         }
         let headers = route.kafka_headers();
-        for (i, line) in lines.iter().enumerate() {
+        // Each record's own headers are handed over, not copied: librdkafka takes them.
+        let mut own = record_headers.into_iter();
+        for line in &lines {
             if !self
                 .send(
                     &route,
                     opaque.clone(),
                     line,
                     partition,
-                    record_headers.get(i).or(headers.as_ref()),
+                    own.next().or_else(|| headers.clone()),
                     stop,
                 )
                 .await
@@ -480,7 +482,7 @@ impl Sink {
                             opaque.clone(),
                             &rest[*i],
                             partition,
-                            headers.as_ref(),
+                            headers.clone(),
                             stop,
                         )
                         .await
@@ -524,7 +526,7 @@ impl Sink {
             retry.opaque,
             &retry.payload,
             partition,
-            headers.as_ref(),
+            headers,
             stop,
         )
         .await
@@ -538,7 +540,7 @@ impl Sink {
         opaque: Arc<InFlight>,
         payload: &[u8],
         partition: Option<i32>,
-        headers: Option<&OwnedHeaders>,
+        headers: Option<OwnedHeaders>,
         stop: &CancellationToken,
     ) -> bool {
         let mut record = BaseRecord::with_opaque_to(&route.topic, opaque).payload(payload);
@@ -549,7 +551,7 @@ impl Sink {
             record = record.partition(p);
         }
         if let Some(h) = headers {
-            record = record.headers(h.clone());
+            record = record.headers(h);
         }
         let mut warned = false;
         loop {
