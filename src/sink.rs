@@ -420,8 +420,17 @@ impl Sink {
             ticket,
         });
         self.metrics.records_in_flight.inc_by(lines.len() as i64);
+        if !record_headers.is_empty() {
+            if !self.topics.contains_key(&route.topic) {
+                let handle = native::TopicHandle::new(&self.producer, &route.topic);
+                self.topics.insert(route.topic.clone(), handle);
+            }
+            return self
+                .send_with_headers(&route, &opaque, &lines, record_headers, partition, stop)
+                .await;
+        }
         // Headers cannot go through the batch call: such routes send record by record.
-        if route.headers.is_empty() && record_headers.is_empty() {
+        if route.headers.is_empty() {
             if !self.topics.contains_key(&route.topic) {
                 let handle = native::TopicHandle::new(&self.producer, &route.topic);
                 self.topics.insert(route.topic.clone(), handle);
@@ -433,8 +442,6 @@ impl Sink {
             }
         }
         let headers = route.kafka_headers();
-        // Each record's own headers are handed over, not copied: librdkafka takes them.
-        let mut own = record_headers.into_iter();
         for line in &lines {
             if !self
                 .send(
@@ -442,7 +449,7 @@ impl Sink {
                     opaque.clone(),
                     line,
                     partition,
-                    own.next().or_else(|| headers.clone()),
+                    headers.clone(),
                     stop,
                 )
                 .await
@@ -500,6 +507,64 @@ impl Sink {
                 _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
             }
         }
+    }
+
+    /// Enqueues records that each carry their own headers, one call each on the topic handle,
+    /// waiting while the queue is full; a record refused for another reason goes through `send`,
+    /// which judges it. False when stopping (or when the producer is unusable).
+    async fn send_with_headers(
+        &self,
+        route: &Route,
+        opaque: &Arc<InFlight>,
+        lines: &[Bytes],
+        headers: Vec<OwnedHeaders>,
+        partition: Option<i32>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let topic = self.topics.get(&route.topic).and_then(Option::as_ref);
+        for (line, h) in lines.iter().zip(headers) {
+            let Some(topic) = topic else {
+                if !self
+                    .send(route, opaque.clone(), line, partition, Some(h), stop)
+                    .await
+                {
+                    return false;
+                }
+                continue;
+            };
+            let (mut h, mut o) = (h, opaque.clone());
+            loop {
+                let key = route.key.as_deref();
+                match native::produce_with_headers(
+                    &self.producer,
+                    topic,
+                    partition,
+                    key,
+                    line,
+                    h,
+                    o,
+                ) {
+                    Ok(()) => break,
+                    Err((RDKafkaErrorCode::QueueFull, back_h, back_o)) => {
+                        (h, o) = (back_h, back_o);
+                        tokio::select! {
+                            _ = stop.cancelled() => return false,
+                            _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
+                        }
+                    }
+                    Err((_, back_h, back_o)) => {
+                        if !self
+                            .send(route, back_o, line, partition, Some(back_h), stop)
+                            .await
+                        {
+                            return false;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// A record Kafka will never take (refused before it left): logged, counted, settled.

@@ -178,7 +178,8 @@ impl Pipeline {
                 errors += bad;
                 let start = out.len();
                 let offset = split.starts.get(i).copied().unwrap_or(0);
-                env.write(&mut out, &timestamp, &message, offset, &ids[i]);
+                let id = ids.get(i).map_or("", String::as_str);
+                env.write(&mut out, &timestamp, &message, offset, id);
                 ranges.push(start..out.len());
             }
             if errors > 0 {
