@@ -7,7 +7,7 @@
 //! config::source ──Desired──▶ reconcile ──start/stop/restart──▶ tail::discover (per entry)
 //!   (etcd get+watch)                                                  │ spawns
 //!                                                                     ▼
-//!                                     tail::Tailer (per file) ──Batch──▶ bounded channel ──▶ sink
+//!                       tail::Tailer (per file) ─[record stage]─Batch──▶ bounded channel ──▶ sink
 //!                                                                                             │ acks
 //!   state::checkpoint ◀── state::registry (checkpointer) ◀── state::progress (acked prefix) ◀──┘
 //! ```
@@ -18,6 +18,9 @@
 //! - [`reconcile`]: pure `diff(desired, running)` and the supervisor that applies it.
 //! - [`tail`]: discoverers (globs, rotation across restarts) and tailers (read, split, multiline,
 //!   rotate, truncate), on their own runtime.
+//! - [`record`]: the record stage of entries that set `encoding`, `format`, `headers` or line
+//!   filters (decode → multiline → filter → envelope and metadata headers, with record ids); raw
+//!   entries skip it. Its fields are [`config::records`].
 //! - [`sink`]: batches → records on one rdkafka producer; delivery reports complete batch tickets;
 //!   `sink::classify` says what an error means, `sink::health` whether Kafka answers.
 //! - [`state`]: file identity, the acknowledged prefix per file, the registry of claims and the
@@ -39,6 +42,7 @@ pub mod handles;
 pub mod host_metrics;
 pub mod ops;
 pub mod reconcile;
+pub mod record;
 pub mod sink;
 pub mod state;
 pub mod tail;

@@ -51,6 +51,19 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Print what an entry would produce (values, then headers as `# key=value` lines), without
+    /// Kafka or a checkpoint: `--entry '<JSON>'`, or every entry of this host's etcd value.
+    Preview {
+        /// One collect entry as JSON; without it, this host's entries are read from etcd once.
+        #[arg(long)]
+        entry: Option<String>,
+        /// Stop after this many records.
+        #[arg(long)]
+        lines: Option<usize>,
+        /// Keep printing what is appended, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// Installs the subscriber; the returned handle lets SIGHUP swap the filter, and the flag says a
@@ -127,6 +140,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", fleet::render_table(&rows, logagent::clock::now_ms()));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Preview {
+            entry,
+            lines,
+            follow,
+        } => preview(&cli.config, entry, lines, follow),
         Command::Run => {
             let s = settings::load(&cli.config)
                 .with_context(|| format!("configuration {}", cli.config.display()))?;
@@ -143,6 +161,81 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `logagent preview`: the entry given, or this host's entries from etcd (read once); the local
+/// config (when there is one) gives the tail settings, host name, IP and read policy.
+fn preview(
+    config: &std::path::Path,
+    entry: Option<String>,
+    lines: Option<usize>,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    use logagent::config::collect::{parse_entries, EntryLimits};
+    let s = if entry.is_none() || config.exists() {
+        settings::load(config).with_context(|| format!("configuration {}", config.display()))?
+    } else {
+        settings::load_from_str("", &[]).context("default configuration")?
+    };
+    let limits = EntryLimits {
+        max_line_bytes: s.tail.max_line_bytes_limit,
+        influxdb: s.influxdb.is_some(),
+    };
+    let (ip, _) = logagent::config::host::agent_ip(s.agent.ip)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let entries = match entry {
+        Some(json) => parse_entries("--entry", 0, format!("[{json}]").as_bytes(), &limits)?,
+        None => {
+            let key = settings::EtcdSettings::render_key(
+                &s.etcd.key_template,
+                &ip.to_string(),
+                &s.agent.hostname,
+            );
+            let value = rt.block_on(async {
+                let mut client = logagent::config::etcd::connect(&s.etcd).await?;
+                let got = client.get(key.as_str(), None).await?;
+                anyhow::Ok(got.kvs().first().map(|kv| kv.value().to_vec()))
+            })?;
+            let Some(value) = value else {
+                eprintln!("etcd has no key {key}: nothing to preview");
+                return Ok(ExitCode::from(1));
+            };
+            parse_entries(&key, 0, &value, &limits)?
+        }
+    };
+    let t = &s.tail;
+    let preview = logagent::ops::preview::Preview {
+        entries,
+        hostname: s.agent.hostname.clone(),
+        ip: ip.to_string(),
+        tail: logagent::tail::TailOptions {
+            poll_interval: t.poll_interval,
+            read_buffer_bytes: t.read_buffer_bytes,
+            max_line_bytes: t.max_line_bytes,
+            partial_line_timeout: t.partial_line_timeout,
+            rotated_idle_timeout: t.rotated_idle_timeout,
+            batch_max_lines: t.batch_max_lines,
+            skip_empty_lines: t.skip_empty_lines,
+        },
+        policy: logagent::config::read_policy::ReadPolicy::from_settings(&s),
+        max_records: lines,
+        follow,
+    };
+    let printed = rt.block_on(async move {
+        let stop = CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            on_signal.cancel();
+        });
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        preview.run(&mut out, stop).await
+    })?;
+    eprintln!("{printed} records");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The only place that touches OS signals: the first SIGTERM/SIGINT starts the ordered shutdown, a

@@ -96,6 +96,9 @@ pub struct Batch {
     pub route: Arc<Route>,
     pub ticket: Arc<Ticket>,
     pub lines: Vec<Bytes>,
+    /// Empty, or every header of each record (the entry's fields, then its metadata headers), built
+    /// by the record stage; when empty, records carry the route's headers.
+    pub headers: Vec<OwnedHeaders>,
 }
 
 /// What a record's delivery report carries back.
@@ -110,6 +113,8 @@ struct Retry {
     opaque: Arc<InFlight>,
     payload: Vec<u8>,
     partition: i32,
+    /// The record's own headers, as sent the first time (per-record ids and offsets included).
+    headers: Option<OwnedHeaders>,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -206,6 +211,7 @@ impl ProducerContext for SinkContext {
                         let retry = Retry {
                             payload: msg.payload().unwrap_or_default().to_vec(),
                             partition: msg.partition(),
+                            headers: msg.headers().map(|h| h.detach()),
                             opaque,
                         };
                         // The sink is gone only at shutdown: the record is then re-read at the next start.
@@ -377,6 +383,7 @@ impl Sink {
             route,
             ticket,
             lines,
+            headers: record_headers,
         } = batch;
         let Ok(partition) = self.partition_for(&route, stop).await else {
             return false;
@@ -386,6 +393,15 @@ impl Sink {
             ticket,
         });
         self.metrics.records_in_flight.inc_by(lines.len() as i64);
+        if !record_headers.is_empty() {
+            if !self.topics.contains_key(&route.topic) {
+                let handle = native::TopicHandle::new(&self.producer, &route.topic);
+                self.topics.insert(route.topic.clone(), handle);
+            }
+            return self
+                .send_with_headers(&route, &opaque, &lines, record_headers, partition, stop)
+                .await;
+        }
         // Headers cannot go through the batch call: such routes send record by record.
         if route.headers.is_empty() {
             if !self.topics.contains_key(&route.topic) {
@@ -406,7 +422,7 @@ impl Sink {
                     opaque.clone(),
                     line,
                     partition,
-                    headers.as_ref(),
+                    headers.clone(),
                     stop,
                 )
                 .await
@@ -446,7 +462,7 @@ impl Sink {
                             opaque.clone(),
                             &rest[*i],
                             partition,
-                            headers.as_ref(),
+                            headers.clone(),
                             stop,
                         )
                         .await
@@ -466,6 +482,64 @@ impl Sink {
         }
     }
 
+    /// Enqueues records that each carry their own headers, one call each on the topic handle,
+    /// waiting while the queue is full; a record refused for another reason goes through `send`,
+    /// which judges it. False when stopping (or when the producer is unusable).
+    async fn send_with_headers(
+        &self,
+        route: &Route,
+        opaque: &Arc<InFlight>,
+        lines: &[Bytes],
+        headers: Vec<OwnedHeaders>,
+        partition: Option<i32>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let topic = self.topics.get(&route.topic).and_then(Option::as_ref);
+        for (line, h) in lines.iter().zip(headers) {
+            let Some(topic) = topic else {
+                if !self
+                    .send(route, opaque.clone(), line, partition, Some(h), stop)
+                    .await
+                {
+                    return false;
+                }
+                continue;
+            };
+            let (mut h, mut o) = (h, opaque.clone());
+            loop {
+                let key = route.key.as_deref();
+                match native::produce_with_headers(
+                    &self.producer,
+                    topic,
+                    partition,
+                    key,
+                    line,
+                    h,
+                    o,
+                ) {
+                    Ok(()) => break,
+                    Err((RDKafkaErrorCode::QueueFull, back_h, back_o)) => {
+                        (h, o) = (back_h, back_o);
+                        tokio::select! {
+                            _ = stop.cancelled() => return false,
+                            _ = tokio::time::sleep(QUEUE_FULL_WAIT) => {}
+                        }
+                    }
+                    Err((_, back_h, back_o)) => {
+                        if !self
+                            .send(route, back_o, line, partition, Some(back_h), stop)
+                            .await
+                        {
+                            return false;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// A record Kafka will never take (refused before it left): logged, counted, settled.
     fn reject(&self, route: &Route, opaque: &InFlight, err: &KafkaError) {
         self.metrics
@@ -483,14 +557,14 @@ impl Sink {
 
     async fn resend(&mut self, retry: Retry, stop: &CancellationToken) -> bool {
         let route = retry.opaque.route.clone();
-        let headers = route.kafka_headers();
+        let headers = retry.headers.or_else(|| route.kafka_headers());
         let partition = (retry.partition >= 0).then_some(retry.partition);
         self.send(
             &route,
             retry.opaque,
             &retry.payload,
             partition,
-            headers.as_ref(),
+            headers,
             stop,
         )
         .await
@@ -504,7 +578,7 @@ impl Sink {
         opaque: Arc<InFlight>,
         payload: &[u8],
         partition: Option<i32>,
-        headers: Option<&OwnedHeaders>,
+        headers: Option<OwnedHeaders>,
         stop: &CancellationToken,
     ) -> bool {
         let mut record = BaseRecord::with_opaque_to(&route.topic, opaque).payload(payload);
@@ -515,7 +589,7 @@ impl Sink {
             record = record.partition(p);
         }
         if let Some(h) = headers {
-            record = record.headers(h.clone());
+            record = record.headers(h);
         }
         let mut warned = false;
         loop {

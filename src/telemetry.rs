@@ -39,8 +39,21 @@ pub struct TopicCounters {
     pub bytes_acked: Counter,
 }
 
+/// Counters of the record stage (decode, filter) and the read throttle of one topic, resolved once
+/// per entry or file and bumped per batch.
+#[derive(Clone, Debug, Default)]
+pub struct RecordCounters {
+    pub decode_errors: Counter,
+    pub records_filtered: Counter,
+    pub throttled_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+}
+
 pub struct Metrics {
     registry: Registry,
+    decode_errors: Family<TopicLabel, Counter>,
+    records_filtered: Family<TopicLabel, Counter>,
+    throttled_seconds: Family<TopicLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    pub files_ignored: Counter,
     lines_read: Family<TopicLabel, Counter>,
     bytes_read: Family<TopicLabel, Counter>,
     lines_acked: Family<TopicLabel, Counter>,
@@ -86,6 +99,10 @@ impl Metrics {
     pub fn new(per_file: bool) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("logagent");
         let m = Metrics {
+            decode_errors: Family::default(),
+            records_filtered: Family::default(),
+            throttled_seconds: Family::default(),
+            files_ignored: Counter::default(),
             lines_read: Family::default(),
             bytes_read: Family::default(),
             lines_acked: Family::default(),
@@ -118,6 +135,26 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register("lines_read", "Lines read from files", m.lines_read.clone());
+        r.register(
+            "decode_errors",
+            "Invalid byte sequences replaced by U+FFFD while decoding records to UTF-8",
+            m.decode_errors.clone(),
+        );
+        r.register(
+            "records_filtered",
+            "Records dropped by an entry's include_lines/exclude_lines (their offsets still advance)",
+            m.records_filtered.clone(),
+        );
+        r.register(
+            "throttled_seconds",
+            "Time reads waited for an entry's max_bytes_per_s (nothing is dropped)",
+            m.throttled_seconds.clone(),
+        );
+        r.register(
+            "files_ignored",
+            "Files not read because they were older than their entry's ignore_older_ms when found",
+            m.files_ignored.clone(),
+        );
         r.register(
             "bytes_read",
             "Bytes of lines read from files",
@@ -257,6 +294,18 @@ impl Metrics {
         }
     }
 
+    /// Resolves a topic's record-stage and throttle counters once.
+    pub fn records(&self, topic: &str) -> RecordCounters {
+        let l = TopicLabel {
+            topic: topic.to_owned(),
+        };
+        RecordCounters {
+            decode_errors: self.decode_errors.get_or_create(&l).clone(),
+            records_filtered: self.records_filtered.get_or_create(&l).clone(),
+            throttled_seconds: self.throttled_seconds.get_or_create(&l).clone(),
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
@@ -370,6 +419,18 @@ impl Metrics {
     pub fn long_line_split(&self, path: &Path, count: u64, max: usize) {
         self.long_lines_split.inc_by(count);
         warn!(path = %path.display(), count, max_line_bytes = max, "line longer than max_line_bytes cut into chunks");
+    }
+
+    /// A file found older than its entry's `ignore_older_ms`: not read until it changes; shown in
+    /// status as the file's problem.
+    pub fn file_ignored(&self, path: &Path, idle_ms: u64, ignore_older_ms: u64) {
+        self.files_ignored.inc();
+        let why = format!(
+            "ignored: not modified for {}s (ignore_older_ms {ignore_older_ms}); read once it changes",
+            idle_ms / 1000
+        );
+        info!(path = %path.display(), "{why}");
+        self.note_file_problem(path, &why);
     }
 
     pub fn partial_line_flushed(&self, path: &Path, bytes: usize, why: &str) {

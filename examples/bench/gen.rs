@@ -120,3 +120,38 @@ pub fn write_file(path: &std::path::Path, gen: &mut LineGen, lines: u64) -> std:
     }
     Ok(total)
 }
+
+/// Like [`write_file`], each line led by Chinese text in GBK (two bytes a character), the way
+/// applications on Chinese fleets log.
+pub fn write_gbk_file(
+    path: &std::path::Path,
+    gen: &mut LineGen,
+    lines: u64,
+) -> std::io::Result<u64> {
+    const PREFIXES: &[&str] = &[
+        "请求完成 用户=张三 ",
+        "连接超时 重试中 ",
+        "订单已创建 ",
+        "缓存未命中 ",
+    ];
+    let prefixes: Vec<Vec<u8>> = PREFIXES
+        .iter()
+        .map(|p| encoding_rs::GBK.encode(p).0.into_owned())
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut total = 0u64;
+    for i in 0..lines {
+        let p = &prefixes[(i % prefixes.len() as u64) as usize];
+        buf.extend_from_slice(p);
+        total += (p.len() + gen.line(&mut buf)) as u64;
+        if buf.len() >= (1 << 20) - 1024 || i + 1 == lines {
+            f.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    Ok(total)
+}

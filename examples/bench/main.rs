@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the release agent: lines/s, MB/s, CPU-s per million lines, peak RSS.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|hostmetrics|all] [--files K]
+//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|json|gbk|hostmetrics|all] [--files K]
 //!     [--lines N] [--line-bytes B] [--broker mock|tansu]
 //! ```
 //!
@@ -44,6 +44,10 @@ enum Scenario {
     Wide,
     /// Only a host_metrics entry: CPU % of a core at the 10 s interval, and RSS.
     Hostmetrics,
+    /// `hot`, then the same file as JSON envelopes with id, host and path headers.
+    Json,
+    /// `hot`, then one file of GBK lines decoded to UTF-8.
+    Gbk,
     All,
 }
 
@@ -175,7 +179,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Backlog,
             Scenario::Wide,
             Scenario::Hostmetrics,
+            Scenario::Json,
+            Scenario::Gbk,
         ],
+        // Next to the raw scenario they are compared with.
+        Scenario::Json => vec![Scenario::Hot, Scenario::Json],
+        Scenario::Gbk => vec![Scenario::Hot, Scenario::Gbk],
         s => vec![s],
     };
     let mut results = Vec::new();
@@ -188,6 +197,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Backlog => scenario::backlog(&ctx),
             Scenario::Wide => scenario::wide(&ctx),
             Scenario::Hostmetrics => hostmetrics::run(&ctx),
+            Scenario::Json => scenario::json(&ctx),
+            Scenario::Gbk => scenario::gbk(&ctx),
             Scenario::All => unreachable!("expanded above"),
         };
         match r {
@@ -200,6 +211,21 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 println!("{:<9} FAILED: {e:#}", format!("{s:?}").to_lowercase());
                 all_ok = false;
             }
+        }
+    }
+    // Record options against the raw path: CPU per line relative to `hot`.
+    if let Some(hot) = results.iter().find(|f| f.scenario == "hot") {
+        for f in results
+            .iter()
+            .filter(|f| f.scenario == "json" || f.scenario == "gbk")
+        {
+            println!(
+                "{:<9} {:.2} CPU-s/M lines = {:.2}x raw ({:.2} CPU-s/M lines)",
+                f.scenario,
+                f.cpu_s_per_m_lines,
+                f.cpu_s_per_m_lines / hot.cpu_s_per_m_lines,
+                hot.cpu_s_per_m_lines
+            );
         }
     }
     let out = cli.out.unwrap_or_else(|| target.join("bench/latest.json"));

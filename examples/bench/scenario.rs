@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::gen::{write_file, LineGen};
+use crate::gen::{write_file, write_gbk_file, LineGen};
 use crate::probe::{cpu_seconds, read_chars, status_mib, Appended, Counter};
 use crate::services::{topic_partitions, BrokerKind, Endpoint, Etcd, Guard};
 
@@ -77,6 +77,11 @@ struct Stage {
 
 impl Stage {
     fn new(ctx: &Ctx, name: &str) -> anyhow::Result<Stage> {
+        Stage::with_entry(ctx, name, serde_json::json!({}))
+    }
+
+    /// A stage whose collect entry also has the fields of `extra` (record options).
+    fn with_entry(ctx: &Ctx, name: &str, extra: serde_json::Value) -> anyhow::Result<Stage> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("logagent-bench-{name}-"))
             .disable_cleanup(ctx.keep)
@@ -90,8 +95,12 @@ impl Stage {
         let topic = format!("bench_{name}");
         let endpoint = Endpoint::start(ctx.broker, dir.path(), &topic, ctx.partitions)?;
         let partitions = topic_partitions(&endpoint.bootstrap(), &topic)?;
-        let value =
-            serde_json::json!([{ "path": format!("{}/*.log", logs.display()), "topic": topic }]);
+        let mut entry =
+            serde_json::json!({ "path": format!("{}/*.log", logs.display()), "topic": topic });
+        if let (Some(e), Some(x)) = (entry.as_object_mut(), extra.as_object()) {
+            e.extend(x.clone());
+        }
+        let value = serde_json::json!([entry]);
         ctx.etcd
             .put("collect_log_conf/127.0.0.1", &value.to_string())?;
         let config = format!(
@@ -278,6 +287,28 @@ pub fn throughput(ctx: &Ctx, name: &str, default_files: usize) -> anyhow::Result
     throughput_then_idle(ctx, name, files, lines, None)
 }
 
+/// `json`: the `hot` file shipped as ECS envelopes with id, host and path headers.
+pub fn json(ctx: &Ctx) -> anyhow::Result<Figures> {
+    let extra = serde_json::json!({"format": "json", "headers": ["id", "host", "path"]});
+    let lines = ctx.lines.unwrap_or(2_000_000);
+    let stage = Stage::with_entry(ctx, "json", extra)?;
+    throughput_on(ctx, stage, "json", 1, lines, None, Encoding::Utf8)
+}
+
+/// `gbk`: one file of GBK lines (Chinese text, then the nginx line), decoded to UTF-8.
+pub fn gbk(ctx: &Ctx) -> anyhow::Result<Figures> {
+    let stage = Stage::with_entry(ctx, "gbk", serde_json::json!({"encoding": "gbk"}))?;
+    let lines = ctx.lines.unwrap_or(2_000_000);
+    throughput_on(ctx, stage, "gbk", 1, lines, None, Encoding::Gbk)
+}
+
+/// How the benchmark files are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Utf8,
+    Gbk,
+}
+
 /// Ships every line; with `idle`, then waits that long and takes the agent's current RSS.
 fn throughput_then_idle(
     ctx: &Ctx,
@@ -286,12 +317,27 @@ fn throughput_then_idle(
     lines: u64,
     idle: Option<Duration>,
 ) -> anyhow::Result<Figures> {
-    let mut stage = Stage::new(ctx, name)?;
+    let stage = Stage::new(ctx, name)?;
+    throughput_on(ctx, stage, name, files, lines, idle, Encoding::Utf8)
+}
+
+fn throughput_on(
+    ctx: &Ctx,
+    mut stage: Stage,
+    name: &str,
+    files: usize,
+    lines: u64,
+    idle: Option<Duration>,
+    encoding: Encoding,
+) -> anyhow::Result<Figures> {
     let mut gen = LineGen::new(42, ctx.line_bytes);
     let mut bytes = 0;
     for i in 0..files {
         let share = lines / files as u64 + u64::from((i as u64) < lines % files as u64);
-        bytes += write_file(&stage.log_file(i), &mut gen, share)?;
+        bytes += match encoding {
+            Encoding::Utf8 => write_file(&stage.log_file(i), &mut gen, share)?,
+            Encoding::Gbk => write_gbk_file(&stage.log_file(i), &mut gen, share)?,
+        };
     }
     let tally = stage.tally(ctx)?;
     let broker_cpu0 = stage.endpoint.pid().map(cpu_seconds).transpose()?;

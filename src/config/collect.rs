@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::records::{Format, MetaHeader, RecordOptions};
+
 /// What this host lets an etcd value ask for, from the local configuration (etcd cannot raise it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryLimits {
@@ -52,6 +54,9 @@ pub struct CollectEntry {
     pub fields: BTreeMap<String, String>,
     /// Overrides `tail.skip_empty_lines` for this entry.
     pub skip_empty_lines: Option<bool>,
+    /// Encoding, format, metadata headers, line filters, throttle, ignore_older (all optional).
+    #[serde(flatten)]
+    pub records: RecordOptions,
 }
 
 /// Which file paths an entry covers: its path (a file, or a glob) minus its `exclude` globs. Built
@@ -114,6 +119,7 @@ impl CollectEntry {
             multiline: None,
             fields: BTreeMap::new(),
             skip_empty_lines: None,
+            records: RecordOptions::default(),
         }
     }
 }
@@ -162,6 +168,33 @@ struct RawEntry {
     #[serde(default)]
     fields: BTreeMap<String, String>,
     skip_empty_lines: Option<bool>,
+    // Record options (config::records), listed one by one: serde's flatten cannot be combined with
+    // deny_unknown_fields.
+    encoding: Option<String>,
+    #[serde(default)]
+    format: Format,
+    #[serde(default)]
+    headers: Vec<MetaHeader>,
+    #[serde(default)]
+    include_lines: Vec<String>,
+    #[serde(default)]
+    exclude_lines: Vec<String>,
+    max_bytes_per_s: Option<u64>,
+    ignore_older_ms: Option<u64>,
+}
+
+impl RawEntry {
+    fn records(&self) -> RecordOptions {
+        RecordOptions {
+            encoding: self.encoding.clone(),
+            format: self.format,
+            headers: self.headers.clone(),
+            include_lines: self.include_lines.clone(),
+            exclude_lines: self.exclude_lines.clone(),
+            max_bytes_per_s: self.max_bytes_per_s,
+            ignore_older_ms: self.ignore_older_ms,
+        }
+    }
 }
 
 /// True when `path` is a glob pattern rather than one file.
@@ -273,6 +306,7 @@ pub fn parse_value(
             }
         }
         if entry_problems.is_empty() {
+            let records = raw.records();
             entries.push(CollectEntry {
                 path: raw.path,
                 topic: raw.topic,
@@ -283,6 +317,7 @@ pub fn parse_value(
                 multiline: raw.multiline,
                 fields: raw.fields,
                 skip_empty_lines: raw.skip_empty_lines,
+                records,
             });
         }
     }
@@ -358,12 +393,13 @@ fn check(raw: &RawEntry, limits: &EntryLimits) -> Vec<String> {
             "fields hold {fields_bytes} bytes, more than {MAX_FIELDS_BYTES} (they ride on every record)"
         ));
     }
+    problems.extend(raw.records().check());
     problems
 }
 
 /// The regex crate's syntax errors span several lines (pattern, caret, reason); keep the reason
 /// so each problem stays on one line.
-fn regex_reason(err: &regex::Error) -> String {
+pub(crate) fn regex_reason(err: &regex::Error) -> String {
     let text = err.to_string();
     let last = text
         .lines()
@@ -430,6 +466,7 @@ mod tests {
                 multiline: None,
                 fields: BTreeMap::new(),
                 skip_empty_lines: None,
+                records: RecordOptions::default(),
             }]
         );
     }
@@ -452,6 +489,15 @@ mod tests {
             multiline: Some(r"^\d{4}-\d{2}-\d{2} ".into()),
             fields: [("env".to_owned(), "prod".to_owned())].into(),
             skip_empty_lines: Some(true),
+            records: RecordOptions {
+                encoding: Some("gbk".into()),
+                format: Format::Json,
+                headers: vec![MetaHeader::Id, MetaHeader::Host, MetaHeader::Offset],
+                include_lines: vec!["ERROR".into()],
+                exclude_lines: vec!["^DEBUG".into()],
+                max_bytes_per_s: Some(1 << 20),
+                ignore_older_ms: Some(86_400_000),
+            },
         };
         let others = [KeyMode::None, KeyMode::Path, KeyMode::Host].map(|key| CollectEntry {
             path: format!("/var/log/{key:?}.log"),
@@ -648,6 +694,20 @@ mod tests {
             r#"[{"path":"/a","topic":"t","fields":{"":"x"}}]"#,
             "fields has an empty name",
         );
+        // The record options are checked with the rest, under the entry's label.
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","include_lines":["(x"],"encoding":"nope"}]"#,
+            "entry 1 (/a): include_lines \"(x\" is not a valid regex: unclosed group",
+        );
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","encoding":"nope"}]"#,
+            "entry 1 (/a): encoding \"nope\" is not a WHATWG encoding label",
+        );
+        assert_problem(
+            r#"[{"path":"/a","topic":"t","headers":["id","colour"]}]"#,
+            "unknown variant `colour`",
+        );
+        assert_problem(r#"[{"path":"/a","topic":"t","format":"xml"}]"#, "xml");
         for problem in problems(r#"[{"path":"/a","topic":"t","multiline":"(abc"}]"#) {
             assert!(!problem.contains('\n'), "{problem:?}");
         }

@@ -6,6 +6,7 @@ pub mod collect;
 pub mod etcd;
 pub mod host;
 pub mod read_policy;
+pub mod records;
 pub mod reload;
 pub mod saved;
 pub mod settings;

@@ -193,6 +193,7 @@ impl Shipper {
                     route: route.clone(),
                     ticket,
                     lines,
+                    headers: Vec::new(),
                 });
                 ctx.metrics.host_metrics_sampled("kafka", n);
             }

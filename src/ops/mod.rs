@@ -4,4 +4,5 @@
 pub mod fleet;
 pub mod http;
 pub mod kafka_probe;
+pub mod preview;
 pub mod status;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rdkafka::bindings as rd;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::IntoOpaque;
@@ -133,4 +134,80 @@ pub fn produce_batch(
         }
     }
     outcome
+}
+
+/// Enqueues one record carrying its own `headers` on `topic` (no lookup by name, unlike `send`),
+/// for records whose headers differ one from the next (the batch call takes none). librdkafka
+/// takes the headers only when it takes the record: on failure they and the opaque come back with
+/// the error code.
+pub fn produce_with_headers(
+    producer: &KafkaProducer,
+    topic: &TopicHandle,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: OwnedHeaders,
+    opaque: Opaque,
+) -> Result<(), (RDKafkaErrorCode, OwnedHeaders, Opaque)> {
+    use rd::rd_kafka_vtype_t as V;
+    let vu = |vtype: V, u: rd::rd_kafka_vu_s__bindgen_ty_1| rd::rd_kafka_vu_t { vtype, u };
+    let mem = |bytes: &[u8]| rd::rd_kafka_vu_s__bindgen_ty_1 {
+        mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+            ptr: bytes.as_ptr() as *mut c_void,
+            size: bytes.len(),
+        },
+    };
+    // `as_borrowed` is the native headers pointer seen as a zero-sized type (how rdkafka itself
+    // reads it); ownership passes to librdkafka only on success, below.
+    let hdrs = headers.as_borrowed() as *const BorrowedHeaders as *mut rd::rd_kafka_headers_t;
+    let opaque_ptr = opaque.into_ptr();
+    let mut vus = vec![
+        vu(
+            V::RD_KAFKA_VTYPE_RKT,
+            rd::rd_kafka_vu_s__bindgen_ty_1 {
+                rkt: topic.ptr.as_ptr(),
+            },
+        ),
+        vu(
+            V::RD_KAFKA_VTYPE_PARTITION,
+            rd::rd_kafka_vu_s__bindgen_ty_1 {
+                i32_: partition.unwrap_or(PARTITION_UA),
+            },
+        ),
+        vu(V::RD_KAFKA_VTYPE_VALUE, mem(payload)),
+        vu(
+            V::RD_KAFKA_VTYPE_OPAQUE,
+            rd::rd_kafka_vu_s__bindgen_ty_1 { ptr: opaque_ptr },
+        ),
+        vu(
+            V::RD_KAFKA_VTYPE_MSGFLAGS,
+            rd::rd_kafka_vu_s__bindgen_ty_1 {
+                i: rd::RD_KAFKA_MSG_F_COPY,
+            },
+        ),
+        vu(
+            V::RD_KAFKA_VTYPE_HEADERS,
+            rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs },
+        ),
+    ];
+    if let Some(k) = key {
+        vus.push(vu(V::RD_KAFKA_VTYPE_KEY, mem(k)));
+    }
+    // SAFETY: every pointer in `vus` is valid for the call; RD_KAFKA_MSG_F_COPY makes librdkafka
+    // copy the value and key; the topic handle outlives the call.
+    let err =
+        unsafe { rd::rd_kafka_produceva(producer.client().native_ptr(), vus.as_ptr(), vus.len()) };
+    if err.is_null() {
+        // librdkafka owns the headers now and frees them with the message.
+        std::mem::forget(headers);
+        return Ok(());
+    }
+    // SAFETY: a non-null error is ours to read and destroy; the record was not taken, so its
+    // opaque reference is still ours.
+    let code = unsafe {
+        let code = RDKafkaErrorCode::from(rd::rd_kafka_error_code(err));
+        rd::rd_kafka_error_destroy(err);
+        code
+    };
+    Err((code, headers, unsafe { Opaque::from_ptr(opaque_ptr) }))
 }

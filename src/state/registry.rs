@@ -330,6 +330,11 @@ impl Registry {
         self.lock().files.get(&key).is_some_and(|r| r.open)
     }
 
+    /// Whether `key` has a record: claimed now, or stored in the checkpoint.
+    pub fn knows(&self, key: FileKey) -> bool {
+        self.lock().files.contains_key(&key)
+    }
+
     /// Pulls acknowledged offsets from live progress (the one place the record copies them), expires
     /// gone records, and returns the checkpoint snapshot when anything changed since the last call.
     pub fn sync(&self, retention: Duration) -> Option<Vec<FileCheckpoint>> {

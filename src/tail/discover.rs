@@ -4,7 +4,7 @@
 //! Discovery is identity-based: a file is started when its device + inode is not claimed, whatever its
 //! name. So after `app.log` → `app.log.1` the renamed file keeps its tailer and the new `app.log` gets one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -19,10 +19,12 @@ use super::applied::AppliedEntries;
 use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::rotated::RotatedFiles;
+use super::throttle::Throttle;
 use super::watch::WatchHub;
 use super::{TailOptions, Tailer};
 use crate::config::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
 use crate::config::read_policy::{PolicyError, ReadPolicy};
+use crate::record::{Pipeline, RecordSpec};
 use crate::sink::{Batch, Route};
 use crate::state::identity::{FileKey, Fingerprint};
 use crate::state::registry::Registry;
@@ -37,6 +39,8 @@ pub struct Shared {
     pub opts: TailOptions,
     pub glob_rescan: std::time::Duration,
     pub hostname: String,
+    /// This host's IP, for records that carry it (`headers`, `format: "json"`).
+    pub ip: String,
     /// Entries already applied on this host (where `"from": "end"` no longer applies).
     pub applied: Arc<AppliedEntries>,
     pub rotated: Arc<RotatedFiles>,
@@ -65,6 +69,7 @@ impl Shared {
             opts,
             glob_rescan: std::time::Duration::from_secs(1),
             hostname: "localhost".into(),
+            ip: "127.0.0.1".into(),
             applied: Arc::new(AppliedEntries::in_memory()),
             rotated: RotatedFiles::new(64),
             files: tokio::runtime::Handle::current(),
@@ -91,18 +96,28 @@ struct Discoverer {
     noted: HashSet<PathBuf>,
     tailers: JoinSet<()>,
     cancel: CancellationToken,
+    /// The entry's record stage, compiled once; `None` for raw entries.
+    spec: Option<Arc<RecordSpec>>,
+    /// The entry's `max_bytes_per_s`, shared by all its files.
+    throttle: Option<Arc<Throttle>>,
+    /// Files found older than `ignore_older_ms`, with the identity, modification time and size they
+    /// had: left alone (not even opened) until that time changes.
+    ignored: HashMap<PathBuf, Ignored>,
+    /// Ignored files that changed since, with the size they had: read from the end of their last
+    /// line then, so only what was written after is shipped (as Filebeat does since 5.1).
+    woke: HashMap<FileKey, u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Ignored {
+    key: FileKey,
+    mtime: Option<std::time::SystemTime>,
+    size: u64,
 }
 
 /// Runs the entry until `cancel`; then stops its tailers and waits for them to let go of their files.
 pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut d = Discoverer {
-        paths: PathMatcher::new(&entry),
-        entry,
-        shared,
-        noted: HashSet::new(),
-        tailers: JoinSet::new(),
-        cancel,
-    };
+    let mut d = Discoverer::new(entry, shared, cancel);
     let dir_wake = Arc::new(Notify::new());
     let dir = watch_dir_of(&d.entry.path);
     if let Some(dir) = &dir {
@@ -139,6 +154,24 @@ fn watch_dir_of(path: &str) -> Option<PathBuf> {
 }
 
 impl Discoverer {
+    fn new(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) -> Discoverer {
+        Discoverer {
+            paths: PathMatcher::new(&entry),
+            spec: RecordSpec::for_entry(&entry),
+            throttle: entry
+                .records
+                .max_bytes_per_s
+                .map(|rate| Arc::new(Throttle::new(rate, shared.metrics.records(&entry.topic)))),
+            ignored: HashMap::new(),
+            woke: HashMap::new(),
+            entry,
+            shared,
+            noted: HashSet::new(),
+            tailers: JoinSet::new(),
+            cancel,
+        }
+    }
+
     /// Whether the entry is applied for the first time on this host: only then does `"from": "end"`
     /// apply, to the files existing now; later files (even those created while the agent was down)
     /// start at 0. If the fact cannot be stored, this start still counts as the first.
@@ -204,6 +237,7 @@ impl Discoverer {
     fn scan(&mut self, from_end: bool) {
         let paths = self.matches();
         self.forget_unmatched_problems(&paths);
+        self.ignored.retain(|p, _| paths.contains(p));
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
             self.shared.metrics.file_waiting(&p);
@@ -219,6 +253,11 @@ impl Discoverer {
         // Most scans find only files already tailed: a stat tells that without an open (which costs
         // more and raises a file event).
         if std::fs::metadata(path).is_ok_and(|m| self.shared.registry.is_open(FileKey::of(&m))) {
+            return;
+        }
+        if self.entry.records.ignore_older_ms.is_some()
+            && std::fs::metadata(path).is_ok_and(|m| self.ignores(path, &m))
+        {
             return;
         }
         // The policy judges where the path leads (symlinks followed); that target is what is opened.
@@ -266,8 +305,13 @@ impl Discoverer {
             return;
         }
         let registry = &self.shared.registry;
-        let claim = match registry.claim(key, path, &self.entry.topic, &file, meta.len(), from_end)
-        {
+        // A file ignored while it was this long: a new file whose end is its last line within that
+        // size (what "from": "end" does with the size it had).
+        let (size, from_end) = match self.woke.get(&key) {
+            Some(&was) => (was.min(meta.len()), true),
+            None => (meta.len(), from_end),
+        };
+        let claim = match registry.claim(key, path, &self.entry.topic, &file, size, from_end) {
             Ok(Some(c)) => c,
             Ok(None) if registry.at_capacity() => {
                 let max = registry.max_open();
@@ -283,6 +327,7 @@ impl Discoverer {
             }
         };
         self.noted.remove(path);
+        self.woke.remove(&key);
         self.shared.metrics.file_opened(
             path,
             key,
@@ -303,13 +348,32 @@ impl Discoverer {
             &self.shared.metrics,
         ));
         let wake = self.shared.hub.file_waker(path);
+        let mut splitter =
+            LineSplitter::new(claim.offset, o.read_buffer_bytes, max_line, skip_empty);
+        let records = self.spec.as_ref().map(|spec| {
+            let newline = spec.newline();
+            // A start found by "from": "end" (a `\n` byte) may sit inside a UTF-16 newline: reading
+            // starts after its second byte, on a code unit boundary.
+            let start = claim.offset + u64::from(newline.width() == 2 && claim.offset % 2 == 1);
+            splitter = LineSplitter::new(start, o.read_buffer_bytes, max_line, skip_empty)
+                .with_newline(newline)
+                .tracking_starts();
+            Box::new(Pipeline::new(
+                spec.clone(),
+                &self.entry,
+                &path.to_string_lossy(),
+                &self.shared.hostname,
+                &self.shared.ip,
+                &self.shared.metrics,
+            ))
+        });
         let tailer = Tailer {
             path: path.to_path_buf(),
             key,
             file: Arc::new(file),
             fingerprint: claim.fingerprint,
             progress: claim.progress,
-            splitter: LineSplitter::new(claim.offset, o.read_buffer_bytes, max_line, skip_empty),
+            splitter,
             route,
             tx: self.shared.tx.clone(),
             registry: self.shared.registry.clone(),
@@ -325,6 +389,8 @@ impl Discoverer {
                 .and_then(|p| regex::bytes::Regex::new(p).ok())
                 .map(|re| Multiline::new(re, max_line)),
             rotated_files: self.shared.rotated.clone(),
+            records,
+            throttle: self.throttle.clone(),
             state: Default::default(),
         };
         let cancel = self.cancel.child_token();
@@ -334,6 +400,45 @@ impl Discoverer {
             tailer.run(cancel).await;
             hub.drop_file_waker(&p, &wake);
         });
+    }
+
+    /// `ignore_older_ms`: whether to leave the file at `path` (stat `meta`) alone. A file is judged
+    /// when first found: older than the limit and unknown to the checkpoint, it is ignored until its
+    /// modification time changes; files the checkpoint knows are read as always.
+    fn ignores(&mut self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        let Some(limit) = self.entry.records.ignore_older_ms else {
+            return false;
+        };
+        let key = FileKey::of(meta);
+        let mtime = meta.modified().ok();
+        if let Some(was) = self.ignored.get(path).copied() {
+            if was.key == key && was.mtime == mtime {
+                return true;
+            }
+            self.ignored.remove(path);
+            self.noted.remove(path);
+            self.shared.metrics.clear_file_problem(path);
+            if was.key == key {
+                // Written since it was ignored: read what came after.
+                self.woke.insert(key, was.size);
+                return false;
+            }
+        }
+        if self.shared.registry.knows(key) {
+            return false;
+        }
+        let idle_ms = mtime
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        if idle_ms <= limit {
+            return false;
+        }
+        let size = meta.len();
+        self.ignored
+            .insert(path.to_path_buf(), Ignored { key, mtime, size });
+        self.noted.insert(path.to_path_buf());
+        self.shared.metrics.file_ignored(path, idle_ms, limit);
+        true
     }
 
     /// A file the checkpoint knows under a path of this entry, whose identity is no longer at that path
@@ -428,14 +533,7 @@ mod tests {
 
     fn discoverer(pattern: &Path, shared: Arc<Shared>) -> Discoverer {
         let entry = Arc::new(CollectEntry::new(pattern.to_string_lossy(), "t"));
-        Discoverer {
-            paths: PathMatcher::new(&entry),
-            entry,
-            shared,
-            noted: HashSet::new(),
-            tailers: JoinSet::new(),
-            cancel: CancellationToken::new(),
-        }
+        Discoverer::new(entry, shared, CancellationToken::new())
     }
 
     #[tokio::test]

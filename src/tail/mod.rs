@@ -15,6 +15,7 @@ pub mod memory;
 pub mod multiline;
 pub mod reader;
 pub mod rotated;
+pub mod throttle;
 pub mod watch;
 
 use std::fs::File;
@@ -72,6 +73,11 @@ pub struct Tailer {
     pub multiline: Option<Multiline>,
     /// The bound on rotated files held open, shared by every tailer.
     pub rotated_files: Arc<rotated::RotatedFiles>,
+    /// The record stage (decode, filter, envelope, metadata headers); `None` for raw entries, whose
+    /// lines ship as read.
+    pub records: Option<Box<crate::record::Pipeline>>,
+    /// The entry's `max_bytes_per_s`, shared by its files.
+    pub throttle: Option<Arc<throttle::Throttle>>,
     /// The tailer's own bookkeeping (start it at its default).
     pub state: TailerState,
 }
@@ -109,7 +115,9 @@ impl Tailer {
         if start.offset > 0 {
             // The file may have been rewritten between the claim and now.
             self.state.guard = Some((start.offset, start.tail_hash));
-            let mid = reader::resumes_mid_line(&self.file, start.offset).unwrap_or(false);
+            let newline = self.splitter.newline();
+            let mid =
+                reader::resumes_mid_line_at(&self.file, start.offset, newline).unwrap_or(false);
             self.splitter.resume_mid_line(mid);
         }
         loop {
@@ -125,7 +133,17 @@ impl Tailer {
             let available = size
                 .as_ref()
                 .map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
-            let n = match self.splitter.fill_from(&self.file, available) {
+            // Throttled: read no more than granted; the rest stays "more to read", so the loop
+            // comes straight back to wait for tokens instead of napping as if at the end.
+            let (granted, cap) = match &self.throttle {
+                Some(t) => {
+                    let want = available.min(self.opts.read_buffer_bytes as u64);
+                    let granted = t.take(want, &cancel).await;
+                    (Some((t.clone(), granted)), granted)
+                }
+                None => (None, available),
+            };
+            let n = match self.splitter.fill_from(&self.file, cap) {
                 Ok(n) => n,
                 Err(e) => {
                     self.metrics
@@ -133,6 +151,9 @@ impl Tailer {
                     0
                 }
             };
+            if let Some((t, granted)) = granted {
+                t.refund(granted.saturating_sub(n as u64));
+            }
             if n > 0 {
                 last_growth = Instant::now();
                 // Growth announced by an event: events work for this file, so polling stays a slow
@@ -152,6 +173,10 @@ impl Tailer {
             }
             // More is readable (the read was cut by the buffer bound) or already buffered.
             let more = split.limited || (n > 0 && (n as u64) < available);
+            let split = match &self.records {
+                Some(p) => p.decode(split),
+                None => split,
+            };
             let split = match &mut self.multiline {
                 Some(m) => m.feed(split),
                 None => split,
@@ -294,6 +319,10 @@ impl Tailer {
             // Through the grouper: the partial line belongs after (or to) the held group, so records
             // stay in file order and the registered offsets only grow.
             let split = self.splitter.flush_partial();
+            let split = match &self.records {
+                Some(p) => p.decode(split),
+                None => split,
+            };
             let split = match &mut self.multiline {
                 Some(m) => {
                     let mut out = m.feed(split);
@@ -376,6 +405,15 @@ impl Tailer {
             offset: split.end_offset,
             tail_hash: tail,
         };
+        let (split, headers) = match &self.records {
+            Some(p) => {
+                let r = p.finish(split, &self.file, &self.fingerprint);
+                (r.split, r.headers)
+            }
+            None => (split, Vec::new()),
+        };
+        // Every record filtered out: the bytes are consumed all the same, so the offset (and a
+        // rotated file's release) is not held back by lines that will never ship.
         if split.lines.is_empty() {
             self.progress.advance_without_records(mark);
             return Flow::Continue;
@@ -414,6 +452,7 @@ impl Tailer {
             route: self.route.clone(),
             ticket,
             lines: split.lines,
+            headers,
         });
         Flow::Continue
     }
@@ -852,6 +891,8 @@ mod tests {
             forget_when_done: false,
             multiline: None,
             rotated_files: rotated::RotatedFiles::new(64),
+            records: None,
+            throttle: None,
             state: TailerState::default(),
         };
         let cancel = CancellationToken::new();

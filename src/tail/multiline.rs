@@ -17,6 +17,8 @@ pub struct Multiline {
     parts: Vec<(Bytes, bool)>,
     size: usize,
     end: u64,
+    /// Offset of the group's first byte, when the lines fed carry their starts.
+    first_byte: Option<u64>,
 }
 
 impl Multiline {
@@ -27,6 +29,7 @@ impl Multiline {
             parts: Vec::new(),
             size: 0,
             end: 0,
+            first_byte: None,
         }
     }
 
@@ -54,6 +57,7 @@ impl Multiline {
         out.lines.push(record);
         out.continues.push(false);
         out.ends.push(self.end);
+        out.starts.extend(self.first_byte.take());
         out.end_offset = self.end;
     }
 
@@ -66,7 +70,9 @@ impl Multiline {
             ..Split::default()
         };
         let mut continues = split.continues.into_iter();
+        let mut starts = split.starts.into_iter();
         for (line, end) in split.lines.into_iter().zip(split.ends) {
+            let line_start = starts.next();
             // A later piece of one line is never the start of a record, and adds no separator.
             let cont = continues.next().unwrap_or(false) && !self.parts.is_empty();
             let sep = usize::from(!cont && !self.parts.is_empty());
@@ -74,6 +80,9 @@ impl Multiline {
             let too_big = self.size + sep + line.len() > self.max_bytes;
             if starts || too_big {
                 self.emit(&mut out);
+            }
+            if self.parts.is_empty() {
+                self.first_byte = line_start;
             }
             self.size += line.len() + usize::from(!cont && !self.parts.is_empty());
             self.parts.push((line, cont));
@@ -86,6 +95,7 @@ impl Multiline {
     pub fn clear(&mut self) {
         self.parts.clear();
         self.size = 0;
+        self.first_byte = None;
     }
 
     /// Ships the held group (idle past the timeout, or the file is rotated away).
@@ -137,6 +147,18 @@ mod tests {
         let out = m.feed(split_of(b"cont\nS1\naaaa\nbbbb\nS2\n"));
         assert_eq!(texts(&out), vec!["cont", "S1\naaaa", "bbbb"]);
         assert_eq!(texts(&m.flush()), vec!["S2"]);
+    }
+
+    /// A group's start is its first line's: the record's id and `log.offset` point there.
+    #[test]
+    fn a_group_starts_at_its_first_line() {
+        let mut m = Multiline::new(Regex::new("^S").unwrap(), 100);
+        let mut s = LineSplitter::new(100, 1024, 1024, false).tracking_starts();
+        s.push(b"S1\n  a\nS2\n  b\nS3\n");
+        let out = m.feed(s.take_lines(100));
+        assert_eq!(texts(&out), vec!["S1\n  a", "S2\n  b"]);
+        assert_eq!(out.starts, vec![100, 107]);
+        assert_eq!(m.flush().starts, vec![114]);
     }
 
     /// The chunks of one over-long line are one line: joined without a separator, and a chunk that

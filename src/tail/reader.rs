@@ -32,6 +32,85 @@ pub struct Split {
     /// The last (up to) `TAIL_HASH_LEN` consumed bytes, when the consumed chunk holds that many: the
     /// tail hash is then taken from memory instead of being read back from the file.
     pub tail: Bytes,
+    /// File offset of each line's first byte, only when the splitter tracks them (entries whose
+    /// records carry an offset or an id); empty otherwise, so the raw path pays nothing.
+    pub starts: Vec<u64>,
+}
+
+/// What ends a line in the file's encoding. The byte `\n` serves every ASCII-compatible encoding
+/// (in GBK, Big5, Shift_JIS, EUC-KR... no trail byte is 0x0A); UTF-16 encodes it in two bytes, at an
+/// even file offset (a 0x0A at an odd offset is half of another character).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Newline {
+    #[default]
+    Byte,
+    /// `0A 00`.
+    Utf16Le,
+    /// `00 0A`.
+    Utf16Be,
+}
+
+impl Newline {
+    pub fn width(self) -> usize {
+        match self {
+            Newline::Byte => 1,
+            Newline::Utf16Le | Newline::Utf16Be => 2,
+        }
+    }
+
+    /// The encoded `\n` and `\r`.
+    fn units(self) -> ([u8; 2], [u8; 2]) {
+        match self {
+            Newline::Utf16Be => ([0, b'\n'], [0, b'\r']),
+            _ => ([b'\n', 0], [b'\r', 0]),
+        }
+    }
+
+    /// Where the first newline at or after `pos` starts in `buf` (whose first byte is at file offset
+    /// `base`), and where the next search must start when there is none (a UTF-16 newline may be
+    /// cut in half at the end of `buf`).
+    #[inline]
+    fn find(self, buf: &[u8], pos: usize, base: u64) -> Result<usize, usize> {
+        if self == Newline::Byte {
+            return memchr::memchr(b'\n', &buf[pos..])
+                .map(|i| pos + i)
+                .ok_or(buf.len());
+        }
+        let (nl, _) = self.units();
+        // The 0x0A byte of the pair: first (LE) or second (BE).
+        let lf_at = usize::from(self == Newline::Utf16Be);
+        let mut from = pos + lf_at;
+        while from < buf.len() {
+            let Some(i) = memchr::memchr(b'\n', &buf[from..]).map(|i| from + i) else {
+                break;
+            };
+            let unit = i - lf_at;
+            if (base + unit as u64) % 2 == 0 {
+                match buf.get(unit..unit + 2) {
+                    Some(pair) if pair == nl => return Ok(unit),
+                    Some(_) => {}
+                    None => return Err(unit),
+                }
+            }
+            from = i + 1;
+        }
+        Err(buf.len().saturating_sub(1).max(pos))
+    }
+
+    /// The end of a line's content: before its `\r` when the line (from `start` to `end`) ends in one.
+    #[inline]
+    fn strip_cr(self, buf: &[u8], start: usize, end: usize) -> usize {
+        let w = self.width();
+        let cr = match self {
+            Newline::Byte => end > start && buf[end - 1] == b'\r',
+            _ => end >= start + w && buf[end - w..end] == self.units().1,
+        };
+        if cr {
+            end - w
+        } else {
+            end
+        }
+    }
 }
 
 impl Split {
@@ -51,6 +130,7 @@ impl Split {
         self.long_lines_split += later.long_lines_split;
         self.empty_skipped += later.empty_skipped;
         self.tail = later.tail;
+        self.starts.extend(later.starts);
     }
 }
 
@@ -70,6 +150,8 @@ pub struct LineSplitter {
     max_line: usize,
     read_size: usize,
     skip_empty: bool,
+    newline: Newline,
+    track_starts: bool,
 }
 
 impl LineSplitter {
@@ -84,7 +166,29 @@ impl LineSplitter {
             max_line: max_line.max(1),
             read_size: read_size.max(1),
             skip_empty,
+            newline: Newline::Byte,
+            track_starts: false,
         }
+    }
+
+    /// Cuts lines at `newline` instead of the byte `\n` (a UTF-16 file); over-long lines are then cut
+    /// at even lengths, so a chunk never splits a code unit.
+    pub fn with_newline(mut self, newline: Newline) -> Self {
+        self.newline = newline;
+        if newline.width() == 2 {
+            self.max_line = (self.max_line & !1).max(2);
+        }
+        self
+    }
+
+    /// Records each line's start offset in [`Split::starts`].
+    pub fn tracking_starts(mut self) -> Self {
+        self.track_starts = true;
+        self
+    }
+
+    pub fn newline(&self) -> Newline {
+        self.newline
     }
 
     /// Offset of the next byte to read from the file.
@@ -184,27 +288,25 @@ impl LineSplitter {
                 split.limited = true;
                 break;
             }
-            let found = memchr::memchr(b'\n', &self.buf[pos..]).map(|i| pos + i);
+            let found = self.newline.find(&self.buf, pos, self.base);
             match found {
-                Some(nl) if nl - start <= self.max_line => {
-                    let mut content_end = nl;
-                    if content_end > start && self.buf[content_end - 1] == b'\r' {
-                        content_end -= 1;
-                    }
+                Ok(nl) if nl - start <= self.max_line => {
+                    let content_end = self.newline.strip_cr(&self.buf, start, nl);
+                    let next = nl + self.newline.width();
                     let was_long = std::mem::replace(&mut self.in_long_line, false);
                     if content_end == start && (self.skip_empty || was_long) {
                         // An empty remainder of a long line that was already chunked is no record.
                         if !was_long {
                             split.empty_skipped += 1;
                         }
-                        self.consume_without_record(&mut ranges, start, nl + 1);
+                        self.consume_without_record(&mut ranges, start, next);
                     } else {
-                        ranges.push((start, content_end, nl + 1, was_long));
+                        ranges.push((start, content_end, next, was_long));
                     }
-                    start = nl + 1;
+                    start = next;
                     pos = start;
                 }
-                _ => {
+                found => {
                     // No newline within max_line bytes of the line start: cut a chunk if that much is here.
                     if self.buf.len() - start >= self.max_line {
                         let end = start + self.max_line;
@@ -216,7 +318,7 @@ impl LineSplitter {
                         start = end;
                         pos = start;
                     } else {
-                        pos = self.buf.len();
+                        pos = found.err().unwrap_or(self.buf.len());
                         break;
                     }
                 }
@@ -239,6 +341,9 @@ impl LineSplitter {
                 split.lines.push(chunk.slice(s..e));
                 split.ends.push(self.base + end as u64);
                 split.continues.push(continues);
+                if self.track_starts {
+                    split.starts.push(self.base + s as u64);
+                }
             }
         }
         self.base += consumed as u64;
@@ -267,17 +372,16 @@ impl LineSplitter {
         if chunk.len() as u64 >= TAIL_HASH_LEN {
             split.tail = chunk.slice(chunk.len() - TAIL_HASH_LEN as usize..);
         }
+        if self.track_starts {
+            split.starts.push(self.base);
+        }
         self.base += chunk.len() as u64;
         self.scanned = 0;
         // The line's end is still to come: its newline (or its `\n` after a flushed `\r`) then ends a
         // line already shipped, and is no empty record.
         let continues = std::mem::replace(&mut self.in_long_line, true);
         // A flushed CRLF line may end in its `\r`: not content. The offset still covers it.
-        let content = if chunk.ends_with(b"\r") {
-            chunk.slice(..chunk.len() - 1)
-        } else {
-            chunk
-        };
+        let content = chunk.slice(..self.newline.strip_cr(&chunk, 0, chunk.len()));
         split.lines.push(content);
         split.continues.push(continues);
         split.ends.push(self.base);
@@ -292,12 +396,23 @@ const SMALL_PARTIAL: usize = 16 * 1024;
 /// Whether reading at `offset` starts inside a line: the byte before it is not a newline (the stored
 /// offset ends a chunk of an over-long line or a flushed partial line). Nothing else needs storing.
 pub fn resumes_mid_line(file: &File, offset: u64) -> io::Result<bool> {
-    if offset == 0 {
-        return Ok(false);
+    resumes_mid_line_at(file, offset, Newline::Byte)
+}
+
+/// [`resumes_mid_line`] for a file whose newline is `newline`.
+pub fn resumes_mid_line_at(file: &File, offset: u64, newline: Newline) -> io::Result<bool> {
+    let w = newline.width() as u64;
+    if offset < w {
+        return Ok(offset > 0);
     }
-    let mut byte = [0u8; 1];
-    let n = file.read_at(&mut byte, offset - 1)?;
-    Ok(n == 1 && byte[0] != b'\n')
+    let mut bytes = [0u8; 2];
+    let before = &mut bytes[..w as usize];
+    let n = file.read_at(before, offset - w)?;
+    let ends_line = match newline {
+        Newline::Byte => before[0] == b'\n',
+        _ => *before == newline.units().0,
+    };
+    Ok(n == w as usize && !ends_line)
 }
 
 #[cfg(test)]
@@ -540,5 +655,126 @@ mod tests {
         assert_eq!(lines(&s.take_lines(10)), vec![&b"partial"[..]]);
         s.release_if_caught_up();
         assert_eq!(s.capacity(), 0, "an empty buffer keeps its allocation");
+    }
+
+    fn utf16(text: &str, newline: Newline) -> Vec<u8> {
+        text.encode_utf16()
+            .flat_map(|u| match newline {
+                Newline::Utf16Be => u.to_be_bytes(),
+                _ => u.to_le_bytes(),
+            })
+            .collect()
+    }
+
+    fn decode16(bytes: &[u8], newline: Newline) -> String {
+        let units: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| match newline {
+                Newline::Utf16Be => u16::from_be_bytes([c[0], c[1]]),
+                _ => u16::from_le_bytes([c[0], c[1]]),
+            })
+            .collect();
+        String::from_utf16_lossy(&units)
+    }
+
+    /// U+0A0A is `0A 0A` in UTF-16LE and U+0A00 `00 0A` in LE / `0A 00` in BE: 0x0A bytes that are no
+    /// newline. Only the code unit U+000A at an even offset ends a line; `\r\n` loses its `\r`.
+    #[test]
+    fn utf16_lines_end_at_the_encoded_newline_only() {
+        for newline in [Newline::Utf16Le, Newline::Utf16Be] {
+            let text = "a\u{0A0A}\u{0A00}b\r\n\u{0A00}\ntail";
+            let bytes = utf16(text, newline);
+            let mut s = LineSplitter::new(0, 1024, 1024, false)
+                .with_newline(newline)
+                .tracking_starts();
+            s.push(&bytes);
+            let split = s.take_lines(100);
+            let got: Vec<String> = split.lines.iter().map(|l| decode16(l, newline)).collect();
+            assert_eq!(got, vec!["a\u{0A0A}\u{0A00}b", "\u{0A00}"], "{newline:?}");
+            assert_eq!(split.starts, vec![0, 12]);
+            assert_eq!(split.ends, vec![12, 16]);
+            assert_eq!(s.pending_len(), 8);
+            let flushed = s.flush_partial();
+            assert_eq!(decode16(&flushed.lines[0], newline), "tail");
+            assert_eq!(flushed.starts, vec![16]);
+        }
+    }
+
+    /// A UTF-16 newline cut in half by the end of a read is found once its second byte comes.
+    #[test]
+    fn a_utf16_newline_split_across_reads_is_found() {
+        let mut s = LineSplitter::new(0, 1024, 1024, false).with_newline(Newline::Utf16Le);
+        s.push(&[b'x', 0, b'\n']);
+        assert!(s.take_lines(10).is_empty());
+        s.push(&[0]);
+        let split = s.take_lines(10);
+        assert_eq!(lines(&split), vec![&[b'x', 0][..]]);
+        assert_eq!(split.end_offset, 4);
+        // Over-long lines are cut at even lengths.
+        let mut s = LineSplitter::new(0, 1024, 5, false).with_newline(Newline::Utf16Le);
+        s.push(&utf16("abcdef", Newline::Utf16Le));
+        let split = s.take_lines(10);
+        assert!(split.lines.iter().all(|l| l.len() == 4), "{split:?}");
+    }
+
+    #[test]
+    fn a_utf16_resume_point_is_mid_line_unless_after_an_encoded_newline() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &utf16("ab\ncd", Newline::Utf16Le)).unwrap();
+        let at = |o| resumes_mid_line_at(f.as_file(), o, Newline::Utf16Le).unwrap();
+        assert!(!at(0));
+        assert!(at(2));
+        assert!(at(5), "inside the newline");
+        assert!(!at(6));
+    }
+
+    proptest::proptest! {
+        /// Whatever the text and however the reads cut it, UTF-16 lines decode to the text's lines,
+        /// and each line's start and end are its byte offsets in the file.
+        #[test]
+        fn utf16_splitting_matches_the_text(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("\n".to_owned()),
+                    proptest::strategy::Just("\r\n".to_owned()),
+                    proptest::strategy::Just("\u{0A0A}".to_owned()),
+                    proptest::strategy::Just("\u{0A00}".to_owned()),
+                    proptest::strategy::Just("\u{1F600}".to_owned()),
+                    "[a-z错误ü]{0,5}",
+                ],
+                0..40,
+            ),
+            cuts in proptest::collection::vec(1usize..9, 1..50),
+            big_endian in proptest::bool::ANY,
+        ) {
+            let newline = if big_endian { Newline::Utf16Be } else { Newline::Utf16Le };
+            let text: String = pieces.concat();
+            let bytes = utf16(&text, newline);
+            let mut s = LineSplitter::new(0, 4096, 1 << 20, false)
+                .with_newline(newline)
+                .tracking_starts();
+            let mut got = Split::default();
+            let mut at = 0;
+            for cut in cuts.iter().cycle() {
+                if at >= bytes.len() {
+                    break;
+                }
+                let end = (at + cut).min(bytes.len());
+                s.push(&bytes[at..end]);
+                at = end;
+                got.append(s.take_lines(1000));
+            }
+            let mut expected: Vec<String> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned()).collect();
+            // The last piece has no newline: it stays pending.
+            let pending = expected.pop().unwrap_or_default();
+            let lines: Vec<String> = got.lines.iter().map(|l| decode16(l, newline)).collect();
+            proptest::prop_assert_eq!(lines, expected);
+            proptest::prop_assert_eq!(decode16(&bytes[bytes.len() - s.pending_len()..], newline), pending);
+            for (i, (start, end)) in got.starts.iter().zip(&got.ends).enumerate() {
+                let line = &bytes[*start as usize..*end as usize];
+                proptest::prop_assert!(line.starts_with(&got.lines[i]));
+                proptest::prop_assert_eq!(start % 2, 0);
+            }
+        }
     }
 }
