@@ -244,6 +244,15 @@ impl Logs {
     }
 }
 
+/// etcd, tansu, the three files collected by their exact paths, and the agent (with `/metrics`).
+async fn start_shipping() -> anyhow::Result<(World, Logs, Agent)> {
+    let w = World::start(IP, &[TOPIC], 3).await?;
+    let logs = Logs::create(&w.logs_dir())?;
+    put_logs(&w, &logs).await?;
+    let agent = Agent::start(&bin(), &w.http_config())?;
+    Ok((w, logs, agent))
+}
+
 /// The seed format: one `{"path","topic"}` per live file (exact paths, no glob).
 async fn put_logs(w: &World, logs: &Logs) -> anyhow::Result<()> {
     let live = logs.live_paths();
@@ -621,10 +630,7 @@ fn missing(logs: &Logs, got: &[Consumed]) -> Vec<(char, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_writing_with_rename_rotations() -> anyhow::Result<()> {
     let started = Instant::now();
-    let w = World::start(IP, &[TOPIC], 3).await?;
-    let mut logs = Logs::create(&w.logs_dir())?;
-    put_logs(&w, &logs).await?;
-    let mut agent = Agent::start(&bin(), &w.http_config())?;
+    let (w, mut logs, mut agent) = start_shipping().await?;
     let plan = [
         (12_000, Step::Rotate),
         (24_000, Step::Rotate),
@@ -648,10 +654,7 @@ async fn kill_9_while_writing_with_rename_rotations() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_writing_with_copytruncate_rotations() -> anyhow::Result<()> {
     let started = Instant::now();
-    let w = World::start(IP, &[TOPIC], 3).await?;
-    let mut logs = Logs::create(&w.logs_dir())?;
-    put_logs(&w, &logs).await?;
-    let mut agent = Agent::start(&bin(), &w.http_config())?;
+    let (w, mut logs, mut agent) = start_shipping().await?;
     let plan = [
         (15_000, Step::Rotate),
         (30_000, Step::Rotate),

@@ -97,43 +97,34 @@ impl FileProgress {
         file: Arc<File>,
         bytes: u64,
     ) -> Arc<Ticket> {
-        let records = Arc::new(Records {
-            remaining: AtomicUsize::new(ends.len()),
-            ends,
-            file: Some(file),
-            out_of_order: AtomicBool::new(false),
-        });
-        let mut st = self.lock();
-        let seq = st.first_seq + st.pending.len() as u64;
-        st.pending.push_back(Pending {
-            mark,
-            done: false,
-            records: Some(records.clone()),
-        });
-        drop(st);
-        Arc::new(Ticket {
-            progress: self.clone(),
-            seq,
-            records: records.ends.len(),
-            bytes,
-            state: records,
-        })
+        self.enqueue(Some(mark), ends, Some(file), bytes)
     }
 
     /// A ticket for `records` records that stand for no file bytes (host-metric points): their
     /// delivery settles it like any batch, and [`FileProgress::in_flight`] counts it until then, but
     /// there is no offset to checkpoint.
     pub fn issue_unbacked(self: &Arc<Self>, records: usize, bytes: u64) -> Arc<Ticket> {
+        self.enqueue(None, vec![0; records], None, bytes)
+    }
+
+    /// Queues a batch whose completion moves the acknowledged mark to `mark` (`None`: leaves it
+    /// where it is) and returns its ticket.
+    fn enqueue(
+        self: &Arc<Self>,
+        mark: Option<Mark>,
+        ends: Vec<u64>,
+        file: Option<Arc<File>>,
+        bytes: u64,
+    ) -> Arc<Ticket> {
         let records = Arc::new(Records {
-            remaining: AtomicUsize::new(records),
-            ends: vec![0; records],
-            file: None,
+            remaining: AtomicUsize::new(ends.len()),
+            ends,
+            file,
             out_of_order: AtomicBool::new(false),
         });
         let mut st = self.lock();
         let seq = st.first_seq + st.pending.len() as u64;
-        // Completing it leaves the acknowledged mark where it is.
-        let mark = st.acked.clone();
+        let mark = mark.unwrap_or_else(|| st.acked.clone());
         st.pending.push_back(Pending {
             mark,
             done: false,

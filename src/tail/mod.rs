@@ -50,6 +50,21 @@ pub struct TailOptions {
     pub skip_empty_lines: bool,
 }
 
+impl TailOptions {
+    /// The local `[tail]` settings every entry starts from.
+    pub fn from_settings(t: &crate::config::settings::TailSettings) -> TailOptions {
+        TailOptions {
+            poll_interval: t.poll_interval,
+            read_buffer_bytes: t.read_buffer_bytes,
+            max_line_bytes: t.max_line_bytes,
+            partial_line_timeout: t.partial_line_timeout,
+            rotated_idle_timeout: t.rotated_idle_timeout,
+            batch_max_lines: t.batch_max_lines,
+            skip_empty_lines: t.skip_empty_lines,
+        }
+    }
+}
+
 pub struct Tailer {
     pub path: PathBuf,
     pub key: FileKey,

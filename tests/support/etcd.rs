@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, CompactionOptions, ConnectOptions, Permission};
 
 use super::free_port;
-use super::process::Proc;
+use super::process::{start_on_fresh_ports, Proc};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,9 +25,7 @@ impl Etcd {
     /// Starts etcd and waits until a `Get` succeeds.
     pub async fn start() -> anyhow::Result<Etcd> {
         let bin = etcd_bin();
-        let mut last_err = None;
-        // Another process may grab a port between `free_port` and etcd's bind; new ports fix that.
-        for _ in 0..START_ATTEMPTS {
+        start_on_fresh_ports(START_ATTEMPTS, || async {
             let dir = tempfile::Builder::new().prefix("etcd-").tempdir()?;
             let (client_port, peer_port) = (free_port(), free_port());
             let client = format!("http://127.0.0.1:{client_port}");
@@ -65,14 +63,12 @@ impl Etcd {
             };
             etcd.proc.spawn()?;
             match etcd.wait_ready().await {
-                Ok(()) => return Ok(etcd),
-                Err(e) if etcd.proc.bind_failed() => {
-                    last_err = Some(e);
-                }
-                Err(e) => return Err(e),
+                Ok(()) => Ok(Ok(etcd)),
+                Err(e) if etcd.proc.bind_failed() => Ok(Err(e)),
+                Err(e) => Err(e),
             }
-        }
-        Err(last_err.expect("at least one attempt"))
+        })
+        .await
     }
 
     /// `127.0.0.1:PORT`, the form the agent's `etcd.endpoints` takes.
@@ -94,20 +90,7 @@ impl Etcd {
 
     /// A connected client, authenticated once `enable_auth` has run.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(REQUEST_TIMEOUT);
-        if let Some((user, password)) = &self.credentials {
-            opts = opts.with_user(user.clone(), password.clone());
-        }
-        let endpoint = self.endpoint();
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            Client::connect([endpoint.as_str()], Some(opts)),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("etcd connect to {endpoint} hung"))?
-        .map_err(|e| anyhow::anyhow!("etcd connect to {endpoint}: {e}"))
+        connect(&self.endpoint(), self.credentials.as_ref()).await
     }
 
     /// Puts and returns the revision of the write.
@@ -218,40 +201,36 @@ impl Etcd {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let mut last_err = String::from("no attempt yet");
-        while start.elapsed() < READY_TIMEOUT {
-            if let Some(status) = self.proc.try_exit()? {
-                anyhow::bail!(
-                    "etcd exited during startup ({status}); log tail:\n{}",
-                    self.proc.log_tail(30)
-                );
-            }
-            match self.probe().await {
-                // Whoever answered may be another etcd that holds our client port.
-                Ok(()) if self.proc.bind_failed() => {
-                    self.proc.kill();
-                    anyhow::bail!("etcd could not bind its ports {}", self.endpoint())
-                }
-                Ok(()) => return Ok(()),
-                Err(e) => last_err = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!(
-            "etcd on {} not ready within {READY_TIMEOUT:?} (last error: {last_err}); log tail:\n{}",
-            self.endpoint(),
-            self.proc.log_tail(30)
-        )
-    }
-
-    async fn probe(&self) -> anyhow::Result<()> {
-        let mut client = self.client().await?;
-        tokio::time::timeout(Duration::from_secs(2), client.get("harness-probe", None))
+        let what = format!("etcd on {}", self.endpoint());
+        let (endpoint, credentials) = (self.endpoint(), self.credentials.clone());
+        self.proc
+            .wait_ready(&what, READY_TIMEOUT, Duration::from_millis(50), || {
+                probe(endpoint.clone(), credentials.clone())
+            })
             .await
-            .map_err(|_| anyhow::anyhow!("get hung"))??;
-        Ok(())
     }
+}
+
+async fn connect(endpoint: &str, credentials: Option<&(String, String)>) -> anyhow::Result<Client> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(REQUEST_TIMEOUT);
+    if let Some((user, password)) = credentials {
+        opts = opts.with_user(user.clone(), password.clone());
+    }
+    tokio::time::timeout(REQUEST_TIMEOUT, Client::connect([endpoint], Some(opts)))
+        .await
+        .map_err(|_| anyhow::anyhow!("etcd connect to {endpoint} hung"))?
+        .map_err(|e| anyhow::anyhow!("etcd connect to {endpoint}: {e}"))
+}
+
+/// Ready: a `Get` answers.
+async fn probe(endpoint: String, credentials: Option<(String, String)>) -> anyhow::Result<()> {
+    let mut client = connect(&endpoint, credentials.as_ref()).await?;
+    tokio::time::timeout(Duration::from_secs(2), client.get("harness-probe", None))
+        .await
+        .map_err(|_| anyhow::anyhow!("get hung"))??;
+    Ok(())
 }
 
 fn etcd_bin() -> PathBuf {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::free_port;
-use super::process::Proc;
+use super::process::{start_on_fresh_ports, Proc};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,9 +30,7 @@ impl Influx {
             "{} not found: run scripts/install-deps.sh (apt package influxdb)",
             bin.display()
         );
-        let mut last_err = None;
-        // Another process may take a port between `free_port` and influxd's bind; new ports fix it.
-        for _ in 0..START_ATTEMPTS {
+        start_on_fresh_ports(START_ATTEMPTS, || async {
             let dir = tempfile::Builder::new().prefix("influxdb-").tempdir()?;
             let (port, rpc_port) = (free_port(), free_port());
             let d = dir.path().display();
@@ -76,12 +74,12 @@ bind-address = "127.0.0.1:{rpc_port}"
             let mut influx = Influx { proc, port, dir };
             influx.proc.spawn()?;
             match influx.wait_ready().await {
-                Ok(()) => return Ok(influx),
-                Err(e) if influx.proc.bind_failed() => last_err = Some(e),
-                Err(e) => return Err(e),
+                Ok(()) => Ok(Ok(influx)),
+                Err(e) if influx.proc.bind_failed() => Ok(Err(e)),
+                Err(e) => Err(e),
             }
-        }
-        Err(last_err.expect("at least one attempt"))
+        })
+        .await
     }
 
     /// `http://127.0.0.1:PORT`, the form `[influxdb] url` takes.
@@ -193,59 +191,52 @@ bind-address = "127.0.0.1:{rpc_port}"
     /// One HTTP/1.0 exchange (the server closes the connection, so the body is all that follows
     /// the head, never chunked): (status, body).
     async fn request(&self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-        let port = self.port;
-        let io = async move {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            let req = format!(
-                "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(req.as_bytes()).await?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            let (head, body) = text
-                .split_once("\r\n\r\n")
-                .ok_or_else(|| anyhow::anyhow!("no HTTP head in {text:?}"))?;
-            let code = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))?;
-            anyhow::Ok((code, body.to_owned()))
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, io)
-            .await
-            .map_err(|_| anyhow::anyhow!("influxd {method} {path} hung for {REQUEST_TIMEOUT:?}"))?
+        request(self.port, method, path, body).await
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let mut last_err = String::from("no attempt yet");
-        while start.elapsed() < READY_TIMEOUT {
-            if let Some(status) = self.proc.try_exit()? {
-                anyhow::bail!(
-                    "influxd exited during startup ({status}); log tail:\n{}",
-                    self.proc.log_tail(30)
-                );
-            }
-            match self.request("GET", "/ping", "").await {
-                Ok((204, _)) if self.proc.bind_failed() => {
-                    self.proc.kill();
-                    anyhow::bail!("influxd could not bind its ports ({})", self.url())
-                }
-                Ok((204, _)) => return Ok(()),
-                Ok((code, body)) => last_err = format!("{code} {body}"),
-                Err(e) => last_err = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        anyhow::bail!(
-            "influxd on {} not ready within {READY_TIMEOUT:?} (last error: {last_err}); log tail:\n{}",
-            self.url(),
-            self.proc.log_tail(30)
-        )
+        let (what, port) = (format!("influxd on {}", self.url()), self.port);
+        self.proc
+            .wait_ready(
+                &what,
+                READY_TIMEOUT,
+                Duration::from_millis(100),
+                || async move {
+                    match request(port, "GET", "/ping", "").await? {
+                        (204, _) => Ok(()),
+                        (code, body) => Err(anyhow::anyhow!("{code} {body}")),
+                    }
+                },
+            )
+            .await
     }
+}
+
+/// One HTTP/1.0 request to influxd on `port`: (status, body).
+async fn request(port: u16, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let io = async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow::anyhow!("no HTTP head in {text:?}"))?;
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))?;
+        anyhow::Ok((code, body.to_owned()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, io)
+        .await
+        .map_err(|_| anyhow::anyhow!("influxd {method} {path} hung for {REQUEST_TIMEOUT:?}"))?
 }
 
 /// Percent-encodes a query-string value.

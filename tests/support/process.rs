@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
+use std::future::Future;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -226,6 +227,45 @@ impl Proc {
     }
 
     /// Whether this run failed to bind a port (the wording of both Go and Rust programs).
+    /// Polls `probe` until it answers, every `every`, for at most `timeout`. Fails at once, with the
+    /// log tail, when the process exits, and when what answered cannot be ours (our bind failed:
+    /// another process holds the port). `what` names the service in errors.
+    pub async fn wait_ready<F, Fut>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut probe: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let start = Instant::now();
+        let mut last_err = String::from("no attempt yet");
+        while start.elapsed() < timeout {
+            if let Some(status) = self.try_exit()? {
+                anyhow::bail!(
+                    "{what} exited during startup ({status}); log tail:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            match probe().await {
+                Ok(()) if self.bind_failed() => {
+                    self.kill();
+                    anyhow::bail!("{what} could not bind its ports")
+                }
+                Ok(()) => return Ok(()),
+                Err(e) => last_err = e.to_string(),
+            }
+            tokio::time::sleep(every).await;
+        }
+        anyhow::bail!(
+            "{what} not ready within {timeout:?} (last error: {last_err}); log tail:\n{}",
+            self.log_tail(30)
+        )
+    }
+
     pub fn bind_failed(&self) -> bool {
         self.log_since(self.run_start)
             .to_ascii_lowercase()
@@ -243,6 +283,25 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Starts a service on fresh ports, up to `attempts` times: another process may take a port between
+/// `free_port` and the service's bind, and new ports fix that. `attempt` spawns one and waits until it
+/// is ready; it returns the service, or the error with whether the service's own bind failed (only
+/// that is retried).
+pub async fn start_on_fresh_ports<T, F, Fut>(attempts: usize, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Result<T, anyhow::Error>>>,
+{
+    let mut last_err = None;
+    for _ in 0..attempts {
+        match attempt().await? {
+            Ok(service) => return Ok(service),
+            Err(bind_failed) => last_err = Some(bind_failed),
+        }
+    }
+    Err(last_err.expect("at least one attempt"))
 }
 
 /// Removes terminal colour codes, which tracing emits even into files unless told otherwise.

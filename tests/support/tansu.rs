@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::consume::topic_partitions;
 use super::free_port;
-use super::process::Proc;
+use super::process::{start_on_fresh_ports, Proc};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -38,9 +38,7 @@ impl Tansu {
     /// Starts the broker and waits until it answers a metadata request.
     pub async fn start(storage: Storage) -> anyhow::Result<Tansu> {
         let bin = tansu_bin()?;
-        let mut last_err = None;
-        // Another process may grab the port between `free_port` and tansu's bind; a new one fixes it.
-        for _ in 0..START_ATTEMPTS {
+        start_on_fresh_ports(START_ATTEMPTS, || async {
             let dir = tempfile::Builder::new().prefix("tansu-").tempdir()?;
             let port = free_port();
             let url = format!("tcp://127.0.0.1:{port}");
@@ -77,12 +75,12 @@ impl Tansu {
             };
             tansu.proc.spawn()?;
             match tansu.wait_ready().await {
-                Ok(()) => return Ok(tansu),
-                Err(e) if tansu.proc.bind_failed() => last_err = Some(e),
-                Err(e) => return Err(e),
+                Ok(()) => Ok(Ok(tansu)),
+                Err(e) if tansu.proc.bind_failed() => Ok(Err(e)),
+                Err(e) => Err(e),
             }
-        }
-        Err(last_err.expect("at least one attempt"))
+        })
+        .await
     }
 
     /// `127.0.0.1:PORT`, the form `kafka.brokers` and `bootstrap.servers` take.
@@ -174,39 +172,24 @@ impl Tansu {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let mut last_err = String::from("no attempt yet");
-        while start.elapsed() < READY_TIMEOUT {
-            if let Some(status) = self.proc.try_exit()? {
-                anyhow::bail!(
-                    "tansu exited during startup ({status}); log tail:\n{}",
-                    self.proc.log_tail(30)
-                );
-            }
-            // A cheap TCP probe first: an rdkafka client against a closed port logs and retries.
-            let addr = ([127, 0, 0, 1], self.port).into();
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                let bootstrap = self.bootstrap();
-                match tokio::task::spawn_blocking(move || answers_metadata(&bootstrap)).await? {
-                    // Whoever answered may be another process on our port: tansu 0.6 only logs
-                    // the failed bind, panics a worker thread and, a moment later, exits 0.
-                    Ok(()) if self.proc.bind_failed() => {
-                        self.proc.kill();
-                        anyhow::bail!("tansu could not bind {}", self.bootstrap())
-                    }
-                    Ok(()) => return Ok(()),
-                    Err(e) => last_err = e.to_string(),
-                }
-            } else {
-                last_err = "TCP connect refused".to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::bail!(
-            "tansu on {} not ready within {READY_TIMEOUT:?} (last error: {last_err}); log tail:\n{}",
-            self.bootstrap(),
-            self.proc.log_tail(30)
-        )
+        let (what, port) = (format!("tansu on {}", self.bootstrap()), self.port);
+        self.proc
+            .wait_ready(
+                &what,
+                READY_TIMEOUT,
+                Duration::from_millis(50),
+                || async move {
+                    // A cheap TCP probe first: an rdkafka client against a closed port logs and retries.
+                    let addr = ([127, 0, 0, 1], port).into();
+                    TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                        .map_err(|_| anyhow::anyhow!("TCP connect refused"))?;
+                    let bootstrap = format!("127.0.0.1:{port}");
+                    // Whoever answers may be another process on our port: tansu 0.6 only logs the
+                    // failed bind, panics a worker thread and, a moment later, exits 0.
+                    tokio::task::spawn_blocking(move || answers_metadata(&bootstrap)).await?
+                },
+            )
+            .await
     }
 }
 
