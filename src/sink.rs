@@ -13,6 +13,7 @@ pub mod classify;
 pub mod health;
 pub mod metadata;
 mod native;
+pub mod poll;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -32,6 +33,7 @@ use crate::ops::telemetry::{Metrics, TopicCounters};
 use crate::state::progress::Ticket;
 use classify::{classify, Disposition};
 pub use health::KafkaHealth;
+pub use poll::KafkaProducer;
 
 /// Where and how the lines of one file are produced; shared by all of the file's batches.
 #[derive(Debug)]
@@ -115,12 +117,16 @@ struct Retry {
 pub enum SinkError {
     #[error("cannot create the Kafka producer: {0}")]
     Create(#[source] KafkaError),
+    #[error("cannot start the Kafka producer's event thread: {0}")]
+    Poller(#[source] std::io::Error),
 }
 
 pub struct SinkContext {
     metrics: Arc<Metrics>,
     retry_tx: mpsc::UnboundedSender<Retry>,
     health: Arc<KafkaHealth>,
+    /// librdkafka's request count at its last statistics report.
+    requests_seen: std::sync::atomic::AtomicU64,
 }
 
 impl SinkContext {
@@ -132,6 +138,22 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    /// Only the request count is taken from librdkafka's statistics (`statistics.interval.ms`).
+    fn stats_raw(&self, statistics: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Totals {
+            tx: u64,
+        }
+        if let Ok(t) = serde_json::from_slice::<Totals>(statistics) {
+            let before = self
+                .requests_seen
+                .swap(t.tx, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .kafka_requests
+                .inc_by(t.tx.saturating_sub(before));
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -223,8 +245,6 @@ impl ProducerContext for SinkContext {
     }
 }
 
-pub type KafkaProducer = ThreadedProducer<SinkContext>;
-
 pub struct Sink {
     producer: Arc<KafkaProducer>,
     retry_rx: mpsc::UnboundedReceiver<Retry>,
@@ -255,8 +275,11 @@ impl Sink {
             metrics: metrics.clone(),
             retry_tx,
             health: health.clone(),
+            requests_seen: Default::default(),
         };
-        let producer: KafkaProducer = cfg.create_with_context(ctx).map_err(SinkError::Create)?;
+        let base: BaseProducer<SinkContext> =
+            cfg.create_with_context(ctx).map_err(SinkError::Create)?;
+        let producer = KafkaProducer::start(base).map_err(SinkError::Poller)?;
         Ok(Sink {
             producer: Arc::new(producer),
             retry_rx,

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub status_publishes: Counter,
     pub status_publish_failures: Counter,
     pub start_time_seconds: Gauge,
+    /// Requests sent to Kafka brokers, from librdkafka's statistics (what a trickle costs the cluster).
+    pub kafka_requests: Counter,
     per_file: bool,
     /// Latest problem per file path (unreadable, record rejected), for the status published to etcd.
     file_problems: Mutex<HashMap<PathBuf, FileProblem>>,
@@ -107,6 +109,7 @@ impl Metrics {
             status_publishes: Counter::default(),
             status_publish_failures: Counter::default(),
             start_time_seconds: Gauge::default(),
+            kafka_requests: Counter::default(),
             per_file,
             file_problems: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -232,6 +235,11 @@ impl Metrics {
             "start_time_seconds",
             "Unix time the agent started",
             m.start_time_seconds.clone(),
+        );
+        r.register(
+            "kafka_requests",
+            "Requests sent to Kafka brokers (librdkafka statistics, updated every few seconds)",
+            m.kafka_requests.clone(),
         );
         m.start_time_seconds
             .set((crate::clock::now_ms() / 1000) as i64);

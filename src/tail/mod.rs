@@ -167,7 +167,9 @@ impl Tailer {
             if self.rewritten_since_guard() {
                 continue;
             }
-            if self.splitter.release_if_caught_up() {
+            // Only once a nap ended with nothing new (idle, not merely caught up): a busy file catches
+            // up after every read, and would free and allocate its buffer each time.
+            if n == 0 && !by_event && self.splitter.release_if_caught_up() {
                 memory::released();
             }
             let off = self.splitter.read_offset();

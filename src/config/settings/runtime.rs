@@ -180,6 +180,9 @@ pub(super) const MANAGED_PROPERTIES: &[(&str, &str)] = &[
 /// `message.max.bytes` is the line limit plus this.
 pub const RECORD_OVERHEAD_BYTES: usize = 65_536;
 
+/// How often librdkafka reports its statistics (only the request count is read from them).
+pub const STATISTICS_INTERVAL_MS: u64 = 5_000;
+
 /// librdkafka's ceiling for `message.max.bytes`.
 pub const MESSAGE_MAX_BYTES_CEILING: usize = 1_000_000_000;
 
@@ -195,6 +198,16 @@ impl Settings {
         if !props.iter().any(|(k, _)| k.trim() == "message.max.bytes") {
             let max = (self.tail.max_line_bytes_limit + RECORD_OVERHEAD_BYTES).max(1_000_000);
             props.push(("message.max.bytes".into(), max.to_string()));
+        }
+        // The request count (logagent_kafka_requests_total) comes from librdkafka's statistics.
+        if !props
+            .iter()
+            .any(|(k, _)| k.trim() == "statistics.interval.ms")
+        {
+            props.push((
+                "statistics.interval.ms".into(),
+                STATISTICS_INTERVAL_MS.to_string(),
+            ));
         }
         props
     }
