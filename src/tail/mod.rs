@@ -85,6 +85,13 @@ pub struct TailerState {
     guard: Option<(u64, String)>,
     /// Raised by [`rotated::RotatedFiles`] when this rotated file should be let go; set once rotated.
     evict: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The end of the last batch shipped and the hash of the bytes before it: the guard at the end
+    /// of the data, without reading those bytes again.
+    shipped: Option<(u64, String)>,
+    /// When the path was last checked to still name this file: at most once per idle nap (2 s by
+    /// default), as often as an idle file is polled, since a trickling file reaches its end once per
+    /// line. A later check only delays the rotated flag: the open file is read to its end anyway.
+    path_checked: Option<Instant>,
 }
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
@@ -173,7 +180,10 @@ impl Tailer {
                 memory::released();
             }
             let off = self.splitter.read_offset();
-            self.state.guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
+            self.state.guard = match self.state.shipped.take() {
+                Some((at, hash)) if at == off => Some((at, hash)),
+                _ => tail_hash(&self.file, off).ok().map(|h| (off, h)),
+            };
             // Growth since the fstat raises a file event, which ends the nap at once; without events
             // the nap is the plain poll interval after growth.
             match self.at_eof(size, last_growth, &cancel).await {
@@ -218,6 +228,13 @@ impl Tailer {
         true
     }
 
+    /// The longest nap: the poll interval of a file idle for a while.
+    fn idle_nap(&self) -> Duration {
+        self.opts
+            .poll_interval
+            .saturating_mul(1 << IDLE_BACKOFF_DOUBLINGS)
+    }
+
     /// How long to sleep at the end of the data: the poll interval, doubled per idle poll up to
     /// [`IDLE_BACKOFF_DOUBLINGS`] times, but never past the moment a partial line or a rotated file is due.
     fn nap(&self, idle_polls: u32, last_growth: Instant) -> Duration {
@@ -258,7 +275,14 @@ impl Tailer {
             self.registry
                 .update_fingerprint(self.key, &self.fingerprint);
         }
-        if !self.rotated && !self.path_still_names_file() {
+        let check_path = self
+            .state
+            .path_checked
+            .is_none_or(|at| at.elapsed() >= self.idle_nap());
+        if check_path {
+            self.state.path_checked = Some(Instant::now());
+        }
+        if !self.rotated && check_path && !self.path_still_names_file() {
             self.rotated = true;
             self.metrics.file_rotated(&self.path, self.key);
         }
@@ -329,6 +353,7 @@ impl Tailer {
     fn restart_at_zero(&mut self, size: u64) {
         self.metrics
             .file_truncated(&self.path, size, self.splitter.read_offset());
+        self.state.shipped = None;
         self.progress = self.registry.new_generation(self.key, Mark::default());
         self.progress.set_size(size);
         self.splitter.reset(0);
@@ -374,6 +399,7 @@ impl Tailer {
         } else {
             tail_hash(&self.file, split.end_offset).unwrap_or_default()
         };
+        self.state.shipped = Some((split.end_offset, tail.clone()));
         let mark = Mark {
             offset: split.end_offset,
             tail_hash: tail,

@@ -4,10 +4,17 @@
 //! directories, never files: a watch on a file follows its inode through a rename, and what we need to
 //! hear about is the *name*. Events only wake tailers and discoverers early; every one of them also polls,
 //! so a lost or coalesced event (queue overflow, NFS, a watch that failed) costs latency, never data.
+//!
+//! Wake-ups are gathered for [`COALESCE`] before they are delivered ([`Coalescer`]): on a host with
+//! many trickling files, events arrive one per line at their own moments, and waking a tailer per
+//! event costs a thread wake-up on the files runtime, then one on the sink's, per line. Gathered, the
+//! tailers woken in one window run back to back on an already awake worker, and their batches reach
+//! the sink together.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -23,6 +30,87 @@ struct Routes {
 pub struct WatchHub {
     watcher: Mutex<Option<RecommendedWatcher>>,
     routes: Arc<Mutex<Routes>>,
+    coalescer: Arc<Coalescer>,
+}
+
+/// How long event wake-ups are gathered before delivery: the latency events add, far below the
+/// producer's linger.
+pub const COALESCE: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+struct Pending {
+    wakers: Vec<Arc<Notify>>,
+    stop: bool,
+}
+
+/// Delivers gathered wake-ups once per window, from a thread of its own ("file-events"), which
+/// stops when the hub is dropped.
+#[derive(Default)]
+pub struct Coalescer {
+    pending: Mutex<Pending>,
+    ready: Condvar,
+    /// Windows delivered (each wakes every tailer and discoverer it gathered).
+    rounds: std::sync::atomic::AtomicU64,
+}
+
+impl Coalescer {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push<'a>(&self, wakers: impl IntoIterator<Item = &'a Arc<Notify>>) {
+        let mut p = self.lock();
+        let was_empty = p.wakers.is_empty();
+        p.wakers.extend(wakers.into_iter().cloned());
+        if was_empty && !p.wakers.is_empty() {
+            self.ready.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.ready.notify_one();
+    }
+
+    /// Windows delivered so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn run(&self, window: Duration) {
+        loop {
+            {
+                let mut p = self.lock();
+                while p.wakers.is_empty() && !p.stop {
+                    p = self.ready.wait(p).unwrap_or_else(|e| e.into_inner());
+                }
+                if p.stop {
+                    return;
+                }
+            }
+            std::thread::sleep(window);
+            let wakers = std::mem::take(&mut self.lock().wakers);
+            self.rounds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for n in wakers {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Starts the delivery thread; it returns once [`Coalescer::stop`] is called.
+    fn spawn(window: Duration) -> Arc<Coalescer> {
+        let c = Arc::new(Coalescer::default());
+        let runner = c.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("file-events".into())
+            .spawn(move || runner.run(window))
+        {
+            // Without the thread, events wake nobody: polling alone, as without inotify.
+            warn!("cannot start the file event thread, relying on polling only: {e}");
+        }
+        c
+    }
 }
 
 fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
@@ -50,31 +138,29 @@ impl WatchHub {
     pub fn new() -> Arc<WatchHub> {
         let routes: Arc<Mutex<Routes>> = Arc::default();
         let r = routes.clone();
+        let coalescer = Coalescer::spawn(COALESCE);
+        let c = coalescer.clone();
         let watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
                     let routes = lock(&r);
                     if event.need_rescan() {
                         // The kernel queue overflowed: any file may have changed.
-                        routes.files.values().flatten().for_each(|n| n.notify_one());
-                        routes
-                            .dirs
-                            .values()
-                            .flat_map(|(_, ns)| ns)
-                            .for_each(|n| n.notify_one());
+                        c.push(routes.files.values().flatten());
+                        c.push(routes.dirs.values().flat_map(|(_, ns)| ns));
                         return;
                     }
                     let (file, dir) = concerns(&event.kind);
                     for path in &event.paths {
                         if let Some(ns) = routes.files.get(path).filter(|_| file) {
-                            ns.iter().for_each(|n| n.notify_one());
+                            c.push(ns);
                         }
                         if let Some((_, ns)) = path
                             .parent()
                             .and_then(|d| routes.dirs.get(d))
                             .filter(|_| dir)
                         {
-                            ns.iter().for_each(|n| n.notify_one());
+                            c.push(ns);
                         }
                     }
                 }
@@ -90,7 +176,13 @@ impl WatchHub {
         Arc::new(WatchHub {
             watcher: Mutex::new(watcher),
             routes,
+            coalescer,
         })
+    }
+
+    /// Event windows delivered so far (each wakes every tailer and discoverer an event named).
+    pub fn wake_rounds(&self) -> u64 {
+        self.coalescer.rounds()
     }
 
     /// Wakes `waker` on any event in `dir` (a created, renamed or removed name). Reference-counted.
@@ -162,5 +254,39 @@ impl WatchHub {
                 routes.files.remove(path);
             }
         }
+    }
+}
+
+impl Drop for WatchHub {
+    fn drop(&mut self) {
+        self.coalescer.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events arriving within a window are delivered together: one round wakes every tailer named,
+    /// instead of one thread wake-up per event.
+    #[tokio::test]
+    async fn events_within_a_window_are_delivered_in_one_round() {
+        let c = Coalescer::spawn(Duration::from_millis(200));
+        let wakers: Vec<Arc<Notify>> = (0..50).map(|_| Arc::new(Notify::new())).collect();
+        for w in &wakers {
+            c.push([w]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for (i, w) in wakers.iter().enumerate() {
+            tokio::time::timeout(Duration::from_secs(5), w.notified())
+                .await
+                .unwrap_or_else(|_| panic!("waker {i} was never woken"));
+        }
+        assert!(
+            c.rounds() <= 2,
+            "50 events 1 ms apart took {} delivery rounds",
+            c.rounds()
+        );
+        c.stop();
     }
 }
