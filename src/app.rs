@@ -111,7 +111,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let registry = Registry::new(loaded.files, metrics.clone());
     registry.set_max_open(settings.tail.max_open_files);
 
-    let sink = Sink::new(&settings.producer_properties(), metrics.clone())?;
+    let mut sink = Sink::new(&settings.producer_properties(), metrics.clone())?;
+    sink.set_idle_flush(settings.kafka.idle_flush);
     let producer = sink.producer();
     let kafka = sink.health.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);

@@ -11,6 +11,7 @@
 
 pub mod classify;
 pub mod health;
+pub mod hold;
 pub mod metadata;
 mod native;
 pub mod poll;
@@ -253,6 +254,8 @@ pub struct Sink {
     /// Topic handles for batch produce calls; `None` when librdkafka refused one (then `send` is used).
     topics: HashMap<String, Option<native::TopicHandle>>,
     pub health: Arc<KafkaHealth>,
+    /// How long small batches are held to go out together ([`hold`]).
+    idle_flush: Duration,
 }
 
 const PARTITIONS_TTL: Duration = Duration::from_secs(60);
@@ -287,7 +290,13 @@ impl Sink {
             partitions: HashMap::new(),
             topics: HashMap::new(),
             health,
+            idle_flush: Duration::ZERO,
         })
+    }
+
+    /// Small batches wait up to `idle_flush` to go to Kafka together (`kafka.idle_flush_ms`).
+    pub fn set_idle_flush(&mut self, idle_flush: Duration) {
+        self.idle_flush = idle_flush;
     }
 
     pub fn producer(&self) -> Arc<KafkaProducer> {
@@ -308,17 +317,27 @@ impl Sink {
             });
             halt
         };
-        loop {
-            tokio::select! {
+        // Held batches are dropped with the channel's at a stop: never acknowledged, read again.
+        let mut held = hold::Held::default();
+        'run: loop {
+            let due = held.due(self.idle_flush);
+            let ready = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 Some(retry) = self.retry_rx.recv() => {
                     if !self.resend(retry, &stop).await { break; }
+                    continue;
                 }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => held.take(),
                 batch = rx.recv() => match batch {
-                    Some(batch) => if !self.produce(batch, &stop).await { break; },
+                    Some(batch) => held.offer(batch, self.idle_flush),
                     None => break,
                 },
+            };
+            for batch in ready {
+                if !self.produce(batch, &stop).await {
+                    break 'run;
+                }
             }
         }
         debug!("sink stopped taking batches");

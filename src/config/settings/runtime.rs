@@ -130,6 +130,8 @@ pub struct KafkaSettings {
     pub client_id: String,
     pub compression: String,
     pub linger: Duration,
+    /// How long small batches wait to go to Kafka together ([`crate::sink::hold`]); 0: never.
+    pub idle_flush: Duration,
     pub batch_size_bytes: usize,
     pub batch_num_messages: usize,
     pub queue_max_kbytes: usize,
@@ -295,6 +297,7 @@ impl fmt::Debug for KafkaSettings {
             .field("client_id", &self.client_id)
             .field("compression", &self.compression)
             .field("linger", &self.linger)
+            .field("idle_flush", &self.idle_flush)
             .field("batch_size_bytes", &self.batch_size_bytes)
             .field("batch_num_messages", &self.batch_num_messages)
             .field("queue_max_kbytes", &self.queue_max_kbytes)
