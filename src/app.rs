@@ -142,6 +142,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         policy,
     });
 
+    shared.hub.report_to(metrics.file_events_degraded.clone());
     let (desired_tx, desired_rx) = watch::channel(None);
     let (status_tx, status_rx) = watch::channel(SourceStatus::default());
     let source = ConfigSource {

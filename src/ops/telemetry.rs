@@ -68,6 +68,8 @@ pub struct Metrics {
     pub start_time_seconds: Gauge,
     /// Requests sent to Kafka brokers, from librdkafka's statistics (what a trickle costs the cluster).
     pub kafka_requests: Counter,
+    /// 1 once inotify instances or watches ran out (files are then picked up by polling).
+    pub file_events_degraded: Gauge,
     per_file: bool,
     /// Latest problem per file path (unreadable, record rejected), for the status published to etcd.
     file_problems: Mutex<HashMap<PathBuf, FileProblem>>,
@@ -110,6 +112,7 @@ impl Metrics {
             status_publish_failures: Counter::default(),
             start_time_seconds: Gauge::default(),
             kafka_requests: Counter::default(),
+            file_events_degraded: Gauge::default(),
             per_file,
             file_problems: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -240,6 +243,11 @@ impl Metrics {
             "kafka_requests",
             "Requests sent to Kafka brokers (librdkafka statistics, updated every few seconds)",
             m.kafka_requests.clone(),
+        );
+        r.register(
+            "file_events_degraded",
+            "1 once inotify instances or watches ran out: files without events are picked up by polling",
+            m.file_events_degraded.clone(),
         );
         m.start_time_seconds
             .set((crate::clock::now_ms() / 1000) as i64);

@@ -17,7 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{RecursiveMode, Watcher};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
@@ -27,10 +28,19 @@ struct Routes {
     dirs: HashMap<PathBuf, (usize, Vec<Arc<Notify>>)>,
 }
 
+/// An inotify watcher (or a stand-in, for tests that run out of watches).
+pub type DirWatcher = Box<dyn Watcher + Send>;
+/// What a [`DirWatcher`] calls with each event.
+pub type EventSink = Box<dyn FnMut(notify::Result<notify::Event>) + Send>;
+
 pub struct WatchHub {
-    watcher: Mutex<Option<RecommendedWatcher>>,
+    watcher: Mutex<Option<DirWatcher>>,
     routes: Arc<Mutex<Routes>>,
     coalescer: Arc<Coalescer>,
+    /// Set once inotify instances or watches ran out: polling alone from then on (said once).
+    degraded: std::sync::atomic::AtomicBool,
+    /// `logagent_file_events_degraded`, once the agent's metrics are attached.
+    gauge: Mutex<Option<Gauge>>,
 }
 
 /// How long event wake-ups are gathered before delivery: the latency events add, far below the
@@ -136,12 +146,21 @@ impl WatchHub {
     /// Creates the hub. Without inotify (limits reached, unsupported filesystem) it still works, by
     /// polling alone, and says so once.
     pub fn new() -> Arc<WatchHub> {
+        Self::with_watcher(|sink| {
+            notify::recommended_watcher(sink).map(|w| Box::new(w) as DirWatcher)
+        })
+    }
+
+    /// The hub over the watcher `make` builds (inotify in the agent).
+    pub fn with_watcher(
+        make: impl FnOnce(EventSink) -> notify::Result<DirWatcher>,
+    ) -> Arc<WatchHub> {
         let routes: Arc<Mutex<Routes>> = Arc::default();
         let r = routes.clone();
         let coalescer = Coalescer::spawn(COALESCE);
         let c = coalescer.clone();
-        let watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        let watcher = make(Box::new(
+            move |res: notify::Result<notify::Event>| match res {
                 Ok(event) => {
                     let routes = lock(&r);
                     if event.need_rescan() {
@@ -165,19 +184,50 @@ impl WatchHub {
                     }
                 }
                 Err(e) => debug!("file event error (polling covers it): {e}"),
-            });
-        let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                warn!("file events unavailable, relying on polling only: {e}");
-                None
-            }
+            },
+        ));
+        let (watcher, failed) = match watcher {
+            Ok(w) => (Some(w), None),
+            Err(e) => (None, Some(e)),
         };
-        Arc::new(WatchHub {
+        let hub = Arc::new(WatchHub {
             watcher: Mutex::new(watcher),
             routes,
             coalescer,
-        })
+            degraded: Default::default(),
+            gauge: Mutex::new(None),
+        });
+        if let Some(e) = failed {
+            hub.degrade(&format!("no inotify instance: {e}"));
+        }
+        hub
+    }
+
+    /// Exports whether file events are degraded as `gauge` (1: polling only, for some or all files).
+    pub fn report_to(&self, gauge: Gauge) {
+        gauge.set(i64::from(self.events_degraded()));
+        *self.gauge.lock().unwrap_or_else(|e| e.into_inner()) = Some(gauge);
+    }
+
+    /// Whether inotify instances or watches ran out (polling alone covers what they would).
+    pub fn events_degraded(&self) -> bool {
+        self.degraded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Says once that events ran out; polling, which every tailer and discoverer does anyway, covers
+    /// the rest: idle files are polled every 2 s at most, and a file found growing by polling is
+    /// polled at the plain interval. Nothing else changes (host limits are never touched).
+    fn degrade(&self, why: &str) {
+        if self
+            .degraded
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        warn!("file events ran out ({why}); files without them are picked up by polling (raise fs.inotify.max_user_watches / max_user_instances to get events back)");
+        if let Some(g) = &*self.gauge.lock().unwrap_or_else(|e| e.into_inner()) {
+            g.set(1);
+        }
     }
 
     /// Event windows delivered so far (each wakes every tailer and discoverer an event named).
@@ -201,8 +251,14 @@ impl WatchHub {
                 .unwrap_or_else(|e| e.into_inner())
                 .as_mut()
             {
-                if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
-                    debug!(dir = %dir.display(), "cannot watch directory (polling covers it): {e}");
+                match w.watch(dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => {}
+                    Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                        self.degrade(&format!("cannot watch {}: {e}", dir.display()));
+                    }
+                    Err(e) => {
+                        debug!(dir = %dir.display(), "cannot watch directory (polling covers it): {e}")
+                    }
                 }
             }
         }
