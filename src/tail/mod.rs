@@ -96,6 +96,10 @@ pub struct TailerState {
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
 const IDLE_BACKOFF_DOUBLINGS: u32 = 3;
+/// ... and this many times once an event announced its growth (32 × 250 ms = 8 s): events work for
+/// it, and polling is only the net for a lost one. With 10,000 files, polls every 2 s were 5,000
+/// wake-ups a second.
+const EVENT_BACKOFF_DOUBLINGS: u32 = 5;
 
 enum Flow {
     Continue,
@@ -110,6 +114,8 @@ impl Tailer {
         // Polls in a row that found nothing: an idle file is polled less and less often (file events
         // still wake it at once).
         let mut idle_polls = 0u32;
+        // How far idle polls back off: further once events are known to work for this file.
+        let mut backoff_cap = IDLE_BACKOFF_DOUBLINGS;
         // Whether the last wake-up came from a file event rather than the poll timer.
         let mut by_event = false;
         let start = self.progress.acked();
@@ -144,7 +150,12 @@ impl Tailer {
                 last_growth = Instant::now();
                 // Growth announced by an event: events work for this file, so polling stays a slow
                 // fallback. Growth found by polling: events are missing here, keep polling briskly.
-                idle_polls = if by_event { IDLE_BACKOFF_DOUBLINGS } else { 0 };
+                backoff_cap = if by_event {
+                    EVENT_BACKOFF_DOUBLINGS
+                } else {
+                    IDLE_BACKOFF_DOUBLINGS
+                };
+                idle_polls = if by_event { backoff_cap } else { 0 };
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
@@ -196,7 +207,7 @@ impl Tailer {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => true,
                 _ = tokio::time::sleep(nap) => {
-                    idle_polls = idle_polls.saturating_add(1);
+                    idle_polls = idle_polls.saturating_add(1).min(backoff_cap);
                     false
                 }
             };
@@ -236,10 +247,10 @@ impl Tailer {
     }
 
     /// How long to sleep at the end of the data: the poll interval, doubled per idle poll up to
-    /// [`IDLE_BACKOFF_DOUBLINGS`] times, but never past the moment a partial line or a rotated file is due.
+    /// [`IDLE_BACKOFF_DOUBLINGS`] times ([`EVENT_BACKOFF_DOUBLINGS`] when events work), but never past the moment a partial line or a rotated file is due.
     fn nap(&self, idle_polls: u32, last_growth: Instant) -> Duration {
         let base = self.opts.poll_interval;
-        let mut nap = base.saturating_mul(1 << idle_polls.min(IDLE_BACKOFF_DOUBLINGS));
+        let mut nap = base.saturating_mul(1 << idle_polls.min(EVENT_BACKOFF_DOUBLINGS));
         let due = if self.rotated {
             Some(self.opts.rotated_idle_timeout)
         } else if self.splitter.pending_len() > 0
