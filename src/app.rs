@@ -111,7 +111,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let registry = Registry::new(loaded.files, metrics.clone());
     registry.set_max_open(settings.tail.max_open_files);
 
-    let sink = Sink::new(&settings.producer_properties(), metrics.clone())?;
+    let mut sink = Sink::new(&settings.producer_properties(), metrics.clone())?;
+    sink.set_idle_flush(settings.kafka.idle_flush);
     let producer = sink.producer();
     let kafka = sink.health.clone();
     let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
@@ -136,6 +137,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         policy,
     });
 
+    shared.hub.report_to(metrics.file_events_degraded.clone());
     let (desired_tx, desired_rx) = watch::channel(None);
     let (status_tx, status_rx) = watch::channel(SourceStatus::default());
     let source = ConfigSource {

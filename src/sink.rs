@@ -11,8 +11,10 @@
 
 pub mod classify;
 pub mod health;
+pub mod hold;
 pub mod metadata;
 mod native;
+pub mod poll;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -33,6 +35,7 @@ use crate::state::progress::Ticket;
 use crate::telemetry::{Metrics, TopicCounters};
 use classify::{classify, Disposition};
 pub use health::KafkaHealth;
+pub use poll::KafkaProducer;
 
 /// Where and how the lines of one file are produced; shared by all of the file's batches.
 #[derive(Debug)]
@@ -121,12 +124,16 @@ struct Retry {
 pub enum SinkError {
     #[error("cannot create the Kafka producer: {0}")]
     Create(#[source] KafkaError),
+    #[error("cannot start the Kafka producer's event thread: {0}")]
+    Poller(#[source] std::io::Error),
 }
 
 pub struct SinkContext {
     metrics: Arc<Metrics>,
     retry_tx: mpsc::UnboundedSender<Retry>,
     health: Arc<KafkaHealth>,
+    /// librdkafka's request count at its last statistics report.
+    requests_seen: std::sync::atomic::AtomicU64,
 }
 
 impl SinkContext {
@@ -138,6 +145,22 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    /// Only the request count is taken from librdkafka's statistics (`statistics.interval.ms`).
+    fn stats_raw(&self, statistics: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Totals {
+            tx: u64,
+        }
+        if let Ok(t) = serde_json::from_slice::<Totals>(statistics) {
+            let before = self
+                .requests_seen
+                .swap(t.tx, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .kafka_requests
+                .inc_by(t.tx.saturating_sub(before));
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -230,8 +253,6 @@ impl ProducerContext for SinkContext {
     }
 }
 
-pub type KafkaProducer = ThreadedProducer<SinkContext>;
-
 pub struct Sink {
     producer: Arc<KafkaProducer>,
     retry_rx: mpsc::UnboundedReceiver<Retry>,
@@ -240,6 +261,8 @@ pub struct Sink {
     /// Topic handles for batch produce calls; `None` when librdkafka refused one (then `send` is used).
     topics: HashMap<String, Option<native::TopicHandle>>,
     pub health: Arc<KafkaHealth>,
+    /// How long small batches are held to go out together ([`hold`]).
+    idle_flush: Duration,
 }
 
 const PARTITIONS_TTL: Duration = Duration::from_secs(60);
@@ -263,8 +286,11 @@ impl Sink {
             metrics: metrics.clone(),
             retry_tx,
             health: health.clone(),
+            requests_seen: Default::default(),
         };
-        let producer: KafkaProducer = cfg.create_with_context(ctx).map_err(SinkError::Create)?;
+        let base: BaseProducer<SinkContext> =
+            cfg.create_with_context(ctx).map_err(SinkError::Create)?;
+        let producer = KafkaProducer::start(base).map_err(SinkError::Poller)?;
         Ok(Sink {
             producer: Arc::new(producer),
             retry_rx,
@@ -272,7 +298,13 @@ impl Sink {
             partitions: HashMap::new(),
             topics: HashMap::new(),
             health,
+            idle_flush: Duration::ZERO,
         })
+    }
+
+    /// Small batches wait up to `idle_flush` to go to Kafka together (`kafka.idle_flush_ms`).
+    pub fn set_idle_flush(&mut self, idle_flush: Duration) {
+        self.idle_flush = idle_flush;
     }
 
     pub fn producer(&self) -> Arc<KafkaProducer> {
@@ -284,17 +316,27 @@ impl Sink {
     /// so they are read again at the next start. The agent passes a child of the health's
     /// `fatal_signal()`, so a fatal error seen in a delivery report also ends every wait in here.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Batch>, stop: CancellationToken) {
-        loop {
-            tokio::select! {
+        // Held batches are dropped with the channel's at a stop: never acknowledged, read again.
+        let mut held = hold::Held::default();
+        'run: loop {
+            let due = held.due(self.idle_flush);
+            let ready = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 Some(retry) = self.retry_rx.recv() => {
                     if !self.resend(retry, &stop).await { break; }
+                    continue;
                 }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => held.take(),
                 batch = rx.recv() => match batch {
-                    Some(batch) => if !self.produce(batch, &stop).await { break; },
+                    Some(batch) => held.offer(batch, self.idle_flush),
                     None => break,
                 },
+            };
+            for batch in ready {
+                if !self.produce(batch, &stop).await {
+                    break 'run;
+                }
             }
         }
         debug!("sink stopped taking batches");

@@ -81,6 +81,10 @@ pub struct Metrics {
     pub start_time_seconds: Gauge,
     /// Host metrics and their InfluxDB writer (see [`HostMetricsCounters`]).
     pub host_metrics: HostMetricsCounters,
+    /// Requests sent to Kafka brokers, from librdkafka's statistics (what a trickle costs the cluster).
+    pub kafka_requests: Counter,
+    /// 1 once inotify instances or watches ran out (files are then picked up by polling).
+    pub file_events_degraded: Gauge,
     per_file: bool,
     /// Latest problem per file path (unreadable, record rejected), for the status published to etcd.
     file_problems: Mutex<HashMap<PathBuf, FileProblem>>,
@@ -129,6 +133,8 @@ impl Metrics {
             status_publish_failures: Counter::default(),
             start_time_seconds: Gauge::default(),
             host_metrics: HostMetricsCounters::default(),
+            kafka_requests: Counter::default(),
+            file_events_degraded: Gauge::default(),
             per_file,
             file_problems: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -276,6 +282,16 @@ impl Metrics {
             m.start_time_seconds.clone(),
         );
         m.host_metrics.register(r);
+        r.register(
+            "kafka_requests",
+            "Requests sent to Kafka brokers (librdkafka statistics, updated every few seconds)",
+            m.kafka_requests.clone(),
+        );
+        r.register(
+            "file_events_degraded",
+            "1 once inotify instances or watches ran out: files without events are picked up by polling",
+            m.file_events_degraded.clone(),
+        );
         m.start_time_seconds
             .set((crate::clock::now_ms() / 1000) as i64);
         Arc::new(Metrics { registry, ..m })

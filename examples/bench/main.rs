@@ -38,6 +38,8 @@ enum Scenario {
     Ten,
     /// 1,000 files, each written one line per second.
     Idle1000,
+    /// 10,000 files, each written one line every 10 s.
+    Idle10000,
     /// Restart with a backlog after part of the file was shipped.
     Backlog,
     /// 400 files of ~600 KB: RSS once every file is shipped and the agent idles.
@@ -123,6 +125,12 @@ fn print(f: &Figures) {
     if let Some(pct) = f.idle_cpu_pct {
         line.push_str(&format!("  idle CPU {pct:.2} % of a core"));
     }
+    if let Some(r) = f.requests_per_s {
+        line.push_str(&format!("  {r:.1} Kafka requests/s"));
+    }
+    if let Some(ms) = f.pickup_ms {
+        line.push_str(&format!("  last line in Kafka {ms:.0} ms after written"));
+    }
     if let (Some(read), Some(re)) = (f.read_bytes, f.rescanned) {
         line.push_str(&format!(
             "  read {:.0} MB{}",
@@ -176,6 +184,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Hot,
             Scenario::Ten,
             Scenario::Idle1000,
+            Scenario::Idle10000,
             Scenario::Backlog,
             Scenario::Wide,
             Scenario::Hostmetrics,
@@ -193,7 +202,15 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         let r = match s {
             Scenario::Hot => scenario::throughput(&ctx, "hot", 1),
             Scenario::Ten => scenario::throughput(&ctx, "ten", 10),
-            Scenario::Idle1000 => scenario::idle(&ctx),
+            Scenario::Idle1000 => {
+                scenario::idle(&ctx, "idle1000", 1000, std::time::Duration::from_secs(1))
+            }
+            Scenario::Idle10000 => scenario::idle(
+                &ctx,
+                "idle10000",
+                10_000,
+                std::time::Duration::from_secs(10),
+            ),
             Scenario::Backlog => scenario::backlog(&ctx),
             Scenario::Wide => scenario::wide(&ctx),
             Scenario::Hostmetrics => hostmetrics::run(&ctx),

@@ -53,6 +53,12 @@ pub struct Figures {
     pub broker_cpu_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_cpu_pct: Option<f64>,
+    /// Produce (and other) requests the agent sent per second while trickling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_s: Option<f64>,
+    /// From the last trickled line written to it being in Kafka.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pickup_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_mib: Option<f64>,
     /// Bytes the restarted agent read (files and sockets), for the backlog's no-re-scan check.
@@ -73,6 +79,8 @@ struct Stage {
     endpoint: Endpoint,
     partitions: Vec<i32>,
     runs: usize,
+    /// The agent's /metrics port (for the request count librdkafka reports).
+    http_port: u16,
 }
 
 impl Stage {
@@ -95,6 +103,9 @@ impl Stage {
         let topic = format!("bench_{name}");
         let endpoint = Endpoint::start(ctx.broker, dir.path(), &topic, ctx.partitions)?;
         let partitions = topic_partitions(&endpoint.bootstrap(), &topic)?;
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut entry =
             serde_json::json!({ "path": format!("{}/*.log", logs.display()), "topic": topic });
         if let (Some(e), Some(x)) = (entry.as_object_mut(), extra.as_object()) {
@@ -115,8 +126,10 @@ format = "compact"
 endpoints = ["{etcd}"]
 [kafka]
 brokers = ["{brokers}"]
+[kafka.options]
+"statistics.interval.ms" = "1000"
 [http]
-listen = ""
+listen = "127.0.0.1:{http_port}"
 "#,
             state = state.display(),
             etcd = ctx.etcd.endpoint,
@@ -131,6 +144,7 @@ listen = ""
             endpoint,
             partitions,
             runs: 0,
+            http_port,
         })
     }
 
@@ -163,6 +177,22 @@ listen = ""
             &self.dir.path().join(format!("agent-{}.log", self.runs)),
             &[],
         )
+    }
+
+    /// Requests the agent sent to Kafka so far (its librdkafka statistics, via /metrics).
+    fn kafka_requests(&self) -> anyhow::Result<f64> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.http_port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("logagent_kafka_requests_total "))
+            .context("no logagent_kafka_requests_total in /metrics")?
+            .trim()
+            .parse()
+            .context("request count")
     }
 
     fn log_file(&self, i: usize) -> PathBuf {
@@ -377,11 +407,16 @@ pub fn wide(ctx: &Ctx) -> anyhow::Result<Figures> {
     throughput_then_idle(ctx, "wide", files, lines, Some(Duration::from_secs(5)))
 }
 
-/// `idle1000`: many files, each written one line per second; the agent's CPU share while trickling.
-pub fn idle(ctx: &Ctx) -> anyhow::Result<Figures> {
-    let name = "idle1000";
-    let files = ctx.files.unwrap_or(1000).max(1);
-    let secs = ctx.idle_secs.max(3);
+/// `idle1000`/`idle10000`: many files, each written one line every `period`, the writes spread
+/// evenly; the agent's CPU share and request rate while trickling.
+pub fn idle(
+    ctx: &Ctx,
+    name: &str,
+    default_files: usize,
+    period: Duration,
+) -> anyhow::Result<Figures> {
+    let files = ctx.files.unwrap_or(default_files).max(1);
+    let secs = ctx.idle_secs.max(3).max(2 * period.as_secs());
     let mut stage = Stage::new(ctx, name)?;
     let mut gen = LineGen::new(7, ctx.line_bytes);
     let mut bytes = 0;
@@ -393,24 +428,29 @@ pub fn idle(ctx: &Ctx) -> anyhow::Result<Figures> {
     let mut agent = stage.spawn_agent(ctx)?;
     tally.wait_for(&mut agent, files as u64)?;
 
-    // One line per file per second, spread evenly over the second.
     let mut handles: Vec<std::fs::File> = paths
         .iter()
         .map(|p| std::fs::OpenOptions::new().append(true).open(p))
         .collect::<Result<_, _>>()?;
-    let slot = Duration::from_secs(1) / files as u32;
-    let warmup = Duration::from_secs(2);
+    let slot = period / files as u32;
+    let warmup = Duration::from_secs(2).max(period);
     let start = Instant::now();
-    let mut window: Option<(Instant, f64)> = None;
+    // The request count is missing from agents built before it existed: figures without it.
+    let mut window: Option<(Instant, f64, Option<f64>)> = None;
     let mut buf = Vec::with_capacity(512);
     let mut trickled = 0u64;
-    for tick in 0..secs * files as u64 {
+    let ticks = (secs as f64 / period.as_secs_f64()) as u64 * files as u64;
+    for tick in 0..ticks {
         let due = start + slot * tick as u32;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
         if window.is_none() && start.elapsed() >= warmup {
-            window = Some((Instant::now(), cpu_seconds(agent.pid())?));
+            window = Some((
+                Instant::now(),
+                cpu_seconds(agent.pid())?,
+                stage.kafka_requests().ok(),
+            ));
         }
         buf.clear();
         let n = gen.line(&mut buf);
@@ -418,19 +458,30 @@ pub fn idle(ctx: &Ctx) -> anyhow::Result<Figures> {
         bytes += n as u64;
         trickled += 1;
     }
-    let (w_start, w_cpu) = window.context("trickle shorter than its warm-up")?;
+    let written = Instant::now();
+    let (w_start, w_cpu, w_req) = window.context("trickle shorter than its warm-up")?;
     let idle_cpu = cpu_seconds(agent.pid())? - w_cpu;
     let idle_wall = w_start.elapsed();
     let total = files as u64 + trickled;
     let (done, cpu) = tally.wait_for(&mut agent, total)?;
+    // librdkafka reports every second: the window's requests, read once the last report is in.
+    std::thread::sleep(
+        (written + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
+    );
+    let requests = w_req.and_then(|w| Some(stage.kafka_requests().ok()? - w));
     let mut f = figures(ctx, name, files, trickled, bytes, done - start, cpu);
     f.idle_cpu_pct = Some(100.0 * idle_cpu / idle_wall.as_secs_f64());
+    f.requests_per_s = requests.map(|r| r / (idle_wall.as_secs_f64() + 1.1));
+    f.pickup_ms = Some(done.saturating_duration_since(written).as_secs_f64() * 1e3);
     f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
     f.rss_mib = Some(status_mib(agent.pid(), "VmRSS:")?);
     let counts = tally.settled(files as u64)?;
     f.records = counts;
     f.complete = exact(counts, trickled) && stage.checkpoint_at_end(Duration::from_secs(5));
-    f.note = format!("{files} files x 1 line/s for {secs} s; wall = trickle + drain");
+    f.note = format!(
+        "{files} files x 1 line per {} s for {secs} s; wall = trickle + drain",
+        period.as_secs()
+    );
     agent.stop(STOP_GRACE);
     Ok(f)
 }

@@ -1,6 +1,6 @@
 //! librdkafka's batch produce call, which rdkafka does not wrap.
 //!
-//! `ThreadedProducer::send` costs, per record, a C string of the topic name, a topic lookup by name
+//! `BaseProducer::send` costs, per record, a C string of the topic name, a topic lookup by name
 //! under a lock and an argument list to parse. `rd_kafka_produce_batch` enqueues a whole batch for one
 //! partition with one topic lookup. The records carry the same delivery opaque as `send` would give
 //! them, so delivery reports reach `ProducerContext::delivery` unchanged.

@@ -630,4 +630,84 @@ mod tests {
             );
         }
     }
+
+    /// A stand-in for inotify once `fs.inotify.max_user_watches` is used up: every watch fails.
+    struct OutOfWatches;
+
+    impl notify::Watcher for OutOfWatches {
+        fn new<F: notify::EventHandler>(_: F, _: notify::Config) -> notify::Result<Self> {
+            Ok(OutOfWatches)
+        }
+        fn watch(&mut self, _: &Path, _: notify::RecursiveMode) -> notify::Result<()> {
+            Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
+        }
+        fn unwatch(&mut self, _: &Path) -> notify::Result<()> {
+            Ok(())
+        }
+        fn kind() -> notify::WatcherKind {
+            notify::WatcherKind::NullWatcher
+        }
+    }
+
+    /// Out of inotify watches: the agent says so (gauge, one warning) and polling picks up lines,
+    /// the first ones and those appended later, with no event ever arriving.
+    #[tokio::test]
+    async fn out_of_inotify_watches_says_so_and_polling_picks_up_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        std::fs::write(&log, "one\n").unwrap();
+        let hub = WatchHub::with_watcher(|_| Ok(Box::new(OutOfWatches)));
+        let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        hub.report_to(gauge.clone());
+        let (base, mut rx) = shared(ReadPolicy::allow_all());
+        let shared = Arc::new(Shared {
+            registry: base.registry.clone(),
+            hub: hub.clone(),
+            metrics: base.metrics.clone(),
+            tx: base.tx.clone(),
+            opts: base.opts.clone(),
+            glob_rescan: Duration::from_millis(100),
+            hostname: "h".into(),
+            ip: base.ip.clone(),
+            applied: base.applied.clone(),
+            rotated: base.rotated.clone(),
+            files: tokio::runtime::Handle::current(),
+            policy: base.policy.clone(),
+        });
+        drop(base);
+        let entry = Arc::new(CollectEntry::new(
+            dir.path().join("*.log").to_string_lossy(),
+            "t",
+        ));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry, shared, cancel.clone()));
+        let mut lines = Vec::new();
+        while lines.len() < 2 {
+            let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no batch within 10 s; got {lines:?}"))
+                .expect("channel open");
+            lines.extend(batch.lines);
+            if lines.len() == 1 {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                f.write_all(b"two\n").unwrap();
+            }
+        }
+        let got: Vec<String> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).trim_end().to_owned())
+            .collect();
+        assert_eq!(got, ["one", "two"]);
+        assert!(
+            hub.events_degraded(),
+            "running out of watches went unnoticed"
+        );
+        assert_eq!(gauge.get(), 1, "logagent_file_events_degraded not raised");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the discoverer did not stop within 10 s")
+            .unwrap();
+    }
 }

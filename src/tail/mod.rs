@@ -106,10 +106,21 @@ pub struct TailerState {
     guard: Option<(u64, String)>,
     /// Raised by [`rotated::RotatedFiles`] when this rotated file should be let go; set once rotated.
     evict: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The end of the last batch shipped and the hash of the bytes before it: the guard at the end
+    /// of the data, without reading those bytes again.
+    shipped: Option<(u64, String)>,
+    /// When the path was last checked to still name this file: at most once per idle nap (2 s by
+    /// default), as often as an idle file is polled, since a trickling file reaches its end once per
+    /// line. A later check only delays the rotated flag: the open file is read to its end anyway.
+    path_checked: Option<Instant>,
 }
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
 const IDLE_BACKOFF_DOUBLINGS: u32 = 3;
+/// ... and this many times once an event announced its growth (32 × 250 ms = 8 s): events work for
+/// it, and polling is only the net for a lost one. With 10,000 files, polls every 2 s were 5,000
+/// wake-ups a second.
+const EVENT_BACKOFF_DOUBLINGS: u32 = 5;
 
 enum Flow {
     Continue,
@@ -124,6 +135,8 @@ impl Tailer {
         // Polls in a row that found nothing: an idle file is polled less and less often (file events
         // still wake it at once).
         let mut idle_polls = 0u32;
+        // How far idle polls back off: further once events are known to work for this file.
+        let mut backoff_cap = IDLE_BACKOFF_DOUBLINGS;
         // Whether the last wake-up came from a file event rather than the poll timer.
         let mut by_event = false;
         let start = self.progress.acked();
@@ -173,7 +186,12 @@ impl Tailer {
                 last_growth = Instant::now();
                 // Growth announced by an event: events work for this file, so polling stays a slow
                 // fallback. Growth found by polling: events are missing here, keep polling briskly.
-                idle_polls = if by_event { IDLE_BACKOFF_DOUBLINGS } else { 0 };
+                backoff_cap = if by_event {
+                    EVENT_BACKOFF_DOUBLINGS
+                } else {
+                    IDLE_BACKOFF_DOUBLINGS
+                };
+                idle_polls = if by_event { backoff_cap } else { 0 };
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
@@ -207,11 +225,16 @@ impl Tailer {
             if self.rewritten_since_guard() {
                 continue;
             }
-            if self.splitter.release_if_caught_up() {
+            // Only once a nap ended with nothing new (idle, not merely caught up): a busy file catches
+            // up after every read, and would free and allocate its buffer each time.
+            if n == 0 && !by_event && self.splitter.release_if_caught_up() {
                 memory::released();
             }
             let off = self.splitter.read_offset();
-            self.state.guard = tail_hash(&self.file, off).ok().map(|h| (off, h));
+            self.state.guard = match self.state.shipped.take() {
+                Some((at, hash)) if at == off => Some((at, hash)),
+                _ => tail_hash(&self.file, off).ok().map(|h| (off, h)),
+            };
             // Growth since the fstat raises a file event, which ends the nap at once; without events
             // the nap is the plain poll interval after growth.
             match self.at_eof(size, last_growth, &cancel).await {
@@ -224,7 +247,7 @@ impl Tailer {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => true,
                 _ = tokio::time::sleep(nap) => {
-                    idle_polls = idle_polls.saturating_add(1);
+                    idle_polls = idle_polls.saturating_add(1).min(backoff_cap);
                     false
                 }
             };
@@ -256,11 +279,18 @@ impl Tailer {
         true
     }
 
+    /// The longest nap: the poll interval of a file idle for a while.
+    fn idle_nap(&self) -> Duration {
+        self.opts
+            .poll_interval
+            .saturating_mul(1 << IDLE_BACKOFF_DOUBLINGS)
+    }
+
     /// How long to sleep at the end of the data: the poll interval, doubled per idle poll up to
-    /// [`IDLE_BACKOFF_DOUBLINGS`] times, but never past the moment a partial line or a rotated file is due.
+    /// [`IDLE_BACKOFF_DOUBLINGS`] times ([`EVENT_BACKOFF_DOUBLINGS`] when events work), but never past the moment a partial line or a rotated file is due.
     fn nap(&self, idle_polls: u32, last_growth: Instant) -> Duration {
         let base = self.opts.poll_interval;
-        let mut nap = base.saturating_mul(1 << idle_polls.min(IDLE_BACKOFF_DOUBLINGS));
+        let mut nap = base.saturating_mul(1 << idle_polls.min(EVENT_BACKOFF_DOUBLINGS));
         let due = if self.rotated {
             Some(self.opts.rotated_idle_timeout)
         } else if self.splitter.pending_len() > 0
@@ -296,7 +326,14 @@ impl Tailer {
             self.registry
                 .update_fingerprint(self.key, &self.fingerprint);
         }
-        if !self.rotated && !self.path_still_names_file() {
+        let check_path = self
+            .state
+            .path_checked
+            .is_none_or(|at| at.elapsed() >= self.idle_nap());
+        if check_path {
+            self.state.path_checked = Some(Instant::now());
+        }
+        if !self.rotated && check_path && !self.path_still_names_file() {
             self.rotated = true;
             self.metrics.file_rotated(&self.path, self.key);
         }
@@ -371,6 +408,7 @@ impl Tailer {
     fn restart_at_zero(&mut self, size: u64) {
         self.metrics
             .file_truncated(&self.path, size, self.splitter.read_offset());
+        self.state.shipped = None;
         self.progress = self.registry.new_generation(self.key, Mark::default());
         self.progress.set_size(size);
         self.splitter.reset(0);
@@ -416,6 +454,7 @@ impl Tailer {
         } else {
             tail_hash(&self.file, split.end_offset).unwrap_or_default()
         };
+        self.state.shipped = Some((split.end_offset, tail.clone()));
         let mark = Mark {
             offset: split.end_offset,
             tail_hash: tail,

@@ -132,6 +132,8 @@ pub struct KafkaSettings {
     pub client_id: String,
     pub compression: String,
     pub linger: Duration,
+    /// How long small batches wait to go to Kafka together ([`crate::sink::hold`]); 0: never.
+    pub idle_flush: Duration,
     pub batch_size_bytes: usize,
     pub batch_num_messages: usize,
     pub queue_max_kbytes: usize,
@@ -182,6 +184,9 @@ pub(super) const MANAGED_PROPERTIES: &[(&str, &str)] = &[
 /// `message.max.bytes` is the line limit plus this.
 pub const RECORD_OVERHEAD_BYTES: usize = 65_536;
 
+/// How often librdkafka reports its statistics (only the request count is read from them).
+pub const STATISTICS_INTERVAL_MS: u64 = 5_000;
+
 /// librdkafka's ceiling for `message.max.bytes`.
 pub const MESSAGE_MAX_BYTES_CEILING: usize = 1_000_000_000;
 
@@ -197,6 +202,16 @@ impl Settings {
         if !props.iter().any(|(k, _)| k.trim() == "message.max.bytes") {
             let max = (self.tail.max_line_bytes_limit + RECORD_OVERHEAD_BYTES).max(1_000_000);
             props.push(("message.max.bytes".into(), max.to_string()));
+        }
+        // The request count (logagent_kafka_requests_total) comes from librdkafka's statistics.
+        if !props
+            .iter()
+            .any(|(k, _)| k.trim() == "statistics.interval.ms")
+        {
+            props.push((
+                "statistics.interval.ms".into(),
+                STATISTICS_INTERVAL_MS.to_string(),
+            ));
         }
         props
     }
@@ -284,6 +299,7 @@ impl fmt::Debug for KafkaSettings {
             .field("client_id", &self.client_id)
             .field("compression", &self.compression)
             .field("linger", &self.linger)
+            .field("idle_flush", &self.idle_flush)
             .field("batch_size_bytes", &self.batch_size_bytes)
             .field("batch_num_messages", &self.batch_num_messages)
             .field("queue_max_kbytes", &self.queue_max_kbytes)

@@ -347,6 +347,7 @@ impl RawKafka {
         );
         // librdkafka's own limits, checked here so a bad value fails at startup with a key name.
         problems.range("kafka.linger_ms", self.linger_ms, 0, 900_000);
+        problems.range("kafka.idle_flush_ms", self.idle_flush_ms, 0, 60_000);
         let batch_size_bytes = problems.range(
             "kafka.batch_size_bytes",
             self.batch_size_bytes,
@@ -405,6 +406,7 @@ impl RawKafka {
             client_id,
             compression: self.compression.clone(),
             linger: Duration::from_millis(self.linger_ms),
+            idle_flush: Duration::from_millis(self.idle_flush_ms),
             batch_size_bytes,
             batch_num_messages,
             queue_max_kbytes,
