@@ -5,23 +5,14 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::{
-    agent_config, append_lines, consume_for, free_port, scrape, wait_until, with_http_listener,
-    Agent, Etcd, Influx, Storage, Tansu,
-};
+use support::{append_lines, bin, consume_for, scrape, wait_until, Agent, Influx, Storage, World};
 
 const IP: &str = "10.20.30.41";
-const KEY: &str = "collect_log_conf/10.20.30.41";
 const HOST: &str = "hm-test-host";
 const EVENT: Duration = Duration::from_secs(60);
 const MEASUREMENTS: [&str; 7] = ["cpu", "mem", "swap", "disk", "diskio", "net", "system"];
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -98,22 +89,10 @@ fn f64_of(row: &serde_json::Map<String, serde_json::Value>, col: &str) -> f64 {
 /// accepts them as they are, and InfluxQL reads back CPU usage and memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_produced_to_kafka_are_valid_line_protocol_for_influxdb() -> anyhow::Result<()> {
-    let (etcd, kafka, influx) = tokio::try_join!(
-        Etcd::start(),
-        Tansu::start(Storage::Memory),
-        Influx::start()
-    )?;
-    kafka.create_topic("host_metrics", 3).await?;
-    let dir = tempfile::tempdir()?;
+    let (w, influx) = tokio::try_join!(World::start(IP, &["host_metrics"], 3), Influx::start())?;
     let started_ns = now_ns();
-    let mut agent = start_agent(&agent_config(
-        &dir.path().join("state"),
-        &etcd.endpoint(),
-        &kafka.bootstrap(),
-        IP,
-    ))?;
-    etcd.put(
-        KEY,
+    let mut agent = start_agent(&w.config())?;
+    w.put_value(
         r#"[{"type":"host_metrics","topic":"host_metrics","interval_ms":2000,"mountpoints":["/"]}]"#,
     )
     .await?;
@@ -123,8 +102,7 @@ async fn points_produced_to_kafka_are_valid_line_protocol_for_influxdb() -> anyh
     // Two samples at least: the second carries the CPU usage rates.
     let start = Instant::now();
     let records = loop {
-        let r = consume_for(&kafka.bootstrap(), "host_metrics", Duration::from_secs(1)).await?;
-        let texts: Vec<String> = r.iter().map(|c| c.text()).collect();
+        let texts = w.read_all("host_metrics").await?;
         if texts
             .iter()
             .any(|t| t.starts_with("cpu,cpu=cpu-total,") && t.contains("usage_idle="))
@@ -236,32 +214,17 @@ fn influx_config(base: &str, influx: &Influx, buffer_max_points: usize) -> Strin
 /// and data, the newest outage points arrive, the oldest were dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn influxdb_output_writes_points_and_rides_out_an_outage() -> anyhow::Result<()> {
-    let (etcd, kafka, mut influx) = tokio::try_join!(
-        Etcd::start(),
-        Tansu::start(Storage::Memory),
-        Influx::start()
-    )?;
+    let (w, mut influx) = tokio::try_join!(World::start(IP, &[], 1), Influx::start())?;
     influx.create_database("telegraf").await?;
-    let dir = tempfile::tempdir()?;
-    let http = free_port();
+    let http = w.http_port;
     // cpu (cores + total), mem, system: points per sample.
     let per_sample = cores() + 3;
-    let base = with_http_listener(
-        &agent_config(
-            &dir.path().join("state"),
-            &etcd.endpoint(),
-            &kafka.bootstrap(),
-            IP,
-        ),
-        http,
-    );
     let mut agent = start_agent(&influx_config(
-        &base,
+        &w.http_config(),
         &influx,
         BUFFERED_SAMPLES * per_sample,
     ))?;
-    etcd.put(
-        KEY,
+    w.put_value(
         r#"[{"type":"host_metrics","output":"influxdb","interval_ms":1000,"collectors":["cpu","mem","system"]}]"#,
     )
     .await?;
@@ -367,18 +330,10 @@ async fn influxdb_output_writes_points_and_rides_out_an_outage() -> anyhow::Resu
 /// bad host_metrics entry rejects the whole value and the last good configuration keeps running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
-    let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
-    kafka.create_topic("hm_live", 1).await?;
-    kafka.create_topic("hm_logs", 1).await?;
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("app.log");
+    let w = World::start(IP, &["hm_live", "hm_logs"], 1).await?;
+    let log = w.log("app.log");
     append_lines(&log, &["first line"])?;
-    let mut agent = start_agent(&agent_config(
-        &dir.path().join("state"),
-        &etcd.endpoint(),
-        &kafka.bootstrap(),
-        IP,
-    ))?;
+    let mut agent = start_agent(&w.config())?;
     let file = serde_json::json!({"path": log, "topic": "hm_logs"});
     let value = |hm: Option<serde_json::Value>| {
         serde_json::to_string(
@@ -390,7 +345,7 @@ async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
         .unwrap()
     };
     let measurements = || async {
-        let r = consume_for(&kafka.bootstrap(), "hm_live", Duration::from_millis(500)).await?;
+        let r = consume_for(w.bootstrap(), "hm_live", Duration::from_millis(500)).await?;
         anyhow::Ok(
             r.iter()
                 .map(|c| head_and_time(&c.text()).0)
@@ -399,8 +354,7 @@ async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
     };
 
     // Added: only `system` points.
-    etcd.put(
-        KEY,
+    w.put_value(
         &value(Some(serde_json::json!({"type":"host_metrics","topic":"hm_live","interval_ms":1000,"collectors":["system"]}))),
     )
     .await?;
@@ -415,12 +369,9 @@ async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
 
     // An invalid value is rejected whole; the running entry keeps sampling.
     let mark = agent.log_len();
-    etcd.put(
-        KEY,
-        &value(Some(
-            serde_json::json!({"type":"host_metrics","topic":"hm_live","interval_ms":5}),
-        )),
-    )
+    w.put_value(&value(Some(
+        serde_json::json!({"type":"host_metrics","topic":"hm_live","interval_ms":5}),
+    )))
     .await?;
     agent
         .wait_for_log_after(mark, "interval_ms 5 is outside", EVENT)
@@ -434,8 +385,7 @@ async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
 
     // Changed: restarted with `mem` instead.
     let mark = agent.log_len();
-    etcd.put(
-        KEY,
+    w.put_value(
         &value(Some(serde_json::json!({"type":"host_metrics","topic":"hm_live","interval_ms":1000,"collectors":["mem"]}))),
     )
     .await?;
@@ -452,7 +402,7 @@ async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
 
     // Removed: no more points; the file entry is untouched and still ships.
     let mark = agent.log_len();
-    etcd.put(KEY, &value(None)).await?;
+    w.put_value(&value(None)).await?;
     agent
         .wait_for_log_after(mark, "stopping host metrics entry", EVENT)
         .await?;
@@ -468,7 +418,7 @@ async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
     append_lines(&log, &["second line"])?;
     let start = Instant::now();
     loop {
-        let r = consume_for(&kafka.bootstrap(), "hm_logs", Duration::from_millis(500)).await?;
+        let r = consume_for(w.bootstrap(), "hm_logs", Duration::from_millis(500)).await?;
         let texts: Vec<String> = r.iter().map(|c| c.text()).collect();
         if texts == ["first line", "second line"] {
             break;
@@ -487,17 +437,9 @@ async fn host_metrics_entries_follow_etcd_live() -> anyhow::Result<()> {
 /// the producer (sent again on failure) and arrive once it is back; none of them is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_taken_while_kafka_is_down_arrive_when_it_returns() -> anyhow::Result<()> {
-    let (etcd, mut kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Sqlite))?;
-    kafka.create_topic("hm_outage", 1).await?;
-    let dir = tempfile::tempdir()?;
-    let mut agent = start_agent(&agent_config(
-        &dir.path().join("state"),
-        &etcd.endpoint(),
-        &kafka.bootstrap(),
-        IP,
-    ))?;
-    etcd.put(
-        KEY,
+    let mut w = World::start_with_storage(IP, Storage::Sqlite, &["hm_outage"], 1).await?;
+    let mut agent = start_agent(&w.config())?;
+    w.put_value(
         r#"[{"type":"host_metrics","topic":"hm_outage","interval_ms":1000,"collectors":["system"]}]"#,
     )
     .await?;
@@ -506,7 +448,7 @@ async fn samples_taken_while_kafka_is_down_arrive_when_it_returns() -> anyhow::R
         .await?;
     // Distinct sample times in the topic (at least once: a point may arrive twice).
     // The broker restarts on the same port: its address outlives the borrow.
-    let bootstrap = kafka.bootstrap();
+    let bootstrap = w.bootstrap().to_owned();
     let sample_times = || async {
         let r = consume_for(&bootstrap, "hm_outage", Duration::from_millis(500)).await?;
         anyhow::Ok(
@@ -520,6 +462,10 @@ async fn samples_taken_while_kafka_is_down_arrive_when_it_returns() -> anyhow::R
         anyhow::ensure!(start.elapsed() < EVENT, "no points before the outage");
     }
 
+    let kafka = w
+        .kafka
+        .as_mut()
+        .expect("World::start_with_storage started tansu");
     let down_ns = now_ns();
     kafka.kill();
     tokio::time::sleep(Duration::from_secs(4)).await;

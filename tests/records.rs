@@ -7,71 +7,27 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use support::{
-    agent_config, append_lines, checkpoint_offsets, consume, free_port, scrape, wait_for,
-    wait_until, with_http_listener, Agent, Consumed, Etcd, Storage, Tansu,
+    append_lines, bin, checkpoint_records, consume, scrape, wait_for, Agent, Consumed, World,
 };
 
 const IP: &str = "10.20.30.46";
-const KEY: &str = "collect_log_conf/10.20.30.46";
 const HOST: &str = "records-host-1";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_logagent"))
-}
-
-/// etcd, tansu and a temp dir with `logs/` and the agent's state dir.
-struct Rig {
-    etcd: Etcd,
-    kafka: Tansu,
-    dir: tempfile::TempDir,
-}
-
-impl Rig {
-    async fn start(topics: &[&str]) -> anyhow::Result<Rig> {
-        let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
-        for t in topics {
-            kafka.create_topic(t, 1).await?;
-        }
-        let dir = tempfile::tempdir()?;
-        std::fs::create_dir_all(dir.path().join("logs"))?;
-        Ok(Rig { etcd, kafka, dir })
-    }
-
-    fn log(&self, name: &str) -> PathBuf {
-        self.dir.path().join("logs").join(name)
-    }
-
-    /// The harness config with this test's host name, `extra` appended to `[tail]`/sections, and
-    /// the HTTP endpoint on `port`.
-    fn config(&self, port: u16, checkpoint_ms: u64) -> String {
-        let c = agent_config(
-            &self.dir.path().join("state"),
-            &self.etcd.endpoint(),
-            &self.kafka.bootstrap(),
-            IP,
-        )
+/// The world's config with this test's host name, checkpoints every `checkpoint_ms` and the HTTP
+/// endpoint on [`World::http_port`].
+fn config(w: &World, checkpoint_ms: u64) -> String {
+    w.http_config()
         .replace("[agent]\n", &format!("[agent]\nhostname = \"{HOST}\"\n"))
         .replace(
             "interval_ms = 200",
             &format!("interval_ms = {checkpoint_ms}"),
-        );
-        with_http_listener(&c, port)
-    }
-
-    async fn put(&self, entries: serde_json::Value) -> anyhow::Result<()> {
-        self.etcd.put(KEY, &entries.to_string()).await?;
-        Ok(())
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
+        )
 }
 
 /// A metric of the agent on `port`, once it has one.
@@ -102,7 +58,7 @@ fn line_starts(content: &[u8]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encodings_are_decoded_byte_exact_into_utf8() -> anyhow::Result<()> {
-    let rig = Rig::start(&["gbk", "utf16le", "utf16be"]).await?;
+    let w = World::start(IP, &["gbk", "utf16le", "utf16be"], 1).await?;
     // GBK: Chinese text, one invalid sequence (a lead byte followed by a space).
     let gbk_lines = [
         "错误: 连接超时 host=db-1",
@@ -116,7 +72,7 @@ async fn encodings_are_decoded_byte_exact_into_utf8() -> anyhow::Result<()> {
         gbk.push(b'\n');
     }
     gbk.extend_from_slice(b"bad \x81 byte\n");
-    std::fs::write(rig.log("gbk.log"), &gbk)?;
+    std::fs::write(w.log("gbk.log"), &gbk)?;
     // UTF-16: a byte order mark, CRLF, and characters whose code units hold 0x0A bytes
     // (U+0A0A, U+0A00) that are no newline, and a surrogate pair.
     let utf16_lines = [
@@ -135,24 +91,26 @@ async fn encodings_are_decoded_byte_exact_into_utf8() -> anyhow::Result<()> {
         .into_iter()
         .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
         .collect();
-    std::fs::write(rig.log("le.log"), &le)?;
-    std::fs::write(rig.log("be.log"), &be)?;
-    rig.put(serde_json::json!([
-        {"path": rig.log("gbk.log"), "topic": "gbk", "encoding": "gbk"},
-        {"path": rig.log("le.log"), "topic": "utf16le", "encoding": "utf-16le"},
-        {"path": rig.log("be.log"), "topic": "utf16be", "encoding": "UTF-16BE"},
-    ]))
+    std::fs::write(w.log("le.log"), &le)?;
+    std::fs::write(w.log("be.log"), &be)?;
+    w.put_value(
+        &serde_json::json!([
+            {"path": w.log("gbk.log"), "topic": "gbk", "encoding": "gbk"},
+            {"path": w.log("le.log"), "topic": "utf16le", "encoding": "utf-16le"},
+            {"path": w.log("be.log"), "topic": "utf16be", "encoding": "UTF-16BE"},
+        ])
+        .to_string(),
+    )
     .await?;
-    let port = free_port();
-    let mut agent = Agent::start(&bin(), &rig.config(port, 200))?;
+    let mut agent = Agent::start(&bin(), &config(&w, 200))?;
 
-    let got = consume(&rig.kafka.bootstrap(), "gbk", 5, WAIT).await?;
+    let got = consume(w.bootstrap(), "gbk", 5, WAIT).await?;
     let values: Vec<Vec<u8>> = got.iter().map(|c| c.value.clone()).collect();
     let mut want: Vec<Vec<u8>> = gbk_lines.iter().map(|l| l.as_bytes().to_vec()).collect();
     want.push("bad \u{FFFD} byte".as_bytes().to_vec());
     assert_eq!(values, want, "GBK records are not the UTF-8 of the lines");
     for topic in ["utf16le", "utf16be"] {
-        let got = consume(&rig.kafka.bootstrap(), topic, utf16_lines.len(), WAIT).await?;
+        let got = consume(w.bootstrap(), topic, utf16_lines.len(), WAIT).await?;
         let values: Vec<&[u8]> = got.iter().map(|c| &c.value[..]).collect();
         let want: Vec<&[u8]> = utf16_lines.iter().map(|l| l.as_bytes()).collect();
         assert_eq!(
@@ -160,25 +118,22 @@ async fn encodings_are_decoded_byte_exact_into_utf8() -> anyhow::Result<()> {
             "{topic}: records are not the UTF-8 of the lines"
         );
     }
-    let errors = metric(port, "logagent_decode_errors_total{topic=\"gbk\"}").await?;
+    let errors = metric(w.http_port, "logagent_decode_errors_total{topic=\"gbk\"}").await?;
     assert_eq!(errors, 1.0, "one invalid GBK sequence");
     assert_eq!(
-        metric(port, "logagent_decode_errors_total{topic=\"utf16le\"}").await?,
+        metric(
+            w.http_port,
+            "logagent_decode_errors_total{topic=\"utf16le\"}"
+        )
+        .await?,
         0.0
     );
     agent.stop_cleanly(WAIT).await?;
     // Offsets stay byte offsets of the file: the checkpoint ends at each file's size.
-    let ck = checkpoint_offsets(&rig.state_dir())?;
-    assert_eq!(
-        ck.get(&rig.log("le.log")),
-        Some(&(le.len() as u64)),
-        "{ck:?}"
-    );
-    assert_eq!(
-        ck.get(&rig.log("gbk.log")),
-        Some(&(gbk.len() as u64)),
-        "{ck:?}"
-    );
+    let ck = checkpoint_records(&w.state_dir())?;
+    let offset = |log: &Path| ck.iter().find(|r| r.path == log).map(|r| r.offset);
+    assert_eq!(offset(&w.log("le.log")), Some(le.len() as u64), "{ck:?}");
+    assert_eq!(offset(&w.log("gbk.log")), Some(gbk.len() as u64), "{ck:?}");
     Ok(())
 }
 
@@ -187,8 +142,8 @@ async fn encodings_are_decoded_byte_exact_into_utf8() -> anyhow::Result<()> {
 /// past the fingerprint length, and different for every line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_envelope_headers_and_ids_stable_across_kill_9() -> anyhow::Result<()> {
-    let rig = Rig::start(&["json"]).await?;
-    let log = rig.log("app.log");
+    let w = World::start(IP, &["json"], 1).await?;
+    let log = w.log("app.log");
     let first: Vec<String> = (0..6)
         .map(|i| format!("{i} GET /x?q=\"quoted\" \\ tab\t ü"))
         .collect();
@@ -198,15 +153,14 @@ async fn json_envelope_headers_and_ids_stable_across_kill_9() -> anyhow::Result<
         "headers": ["id", "host", "ip", "path", "offset"],
         "fields": {"env": "prod", "team": "web"},
     });
-    rig.put(serde_json::json!([entry])).await?;
-    let port = free_port();
+    w.put_value(&serde_json::json!([entry]).to_string()).await?;
     // No checkpoint before the kill: everything is read again after it.
-    let config = rig.config(port, 600_000);
-    let config_path = rig.dir.path().join("logagent.toml");
+    let config = config(&w, 600_000);
+    let config_path = w.dir.path().join("logagent.toml");
     std::fs::write(&config_path, &config)?;
     let mut agent = Agent::start(&bin(), &config)?;
     let before_ms = now_ms() - 1;
-    let got = consume(&rig.kafka.bootstrap(), "json", first.len(), WAIT).await?;
+    let got = consume(w.bootstrap(), "json", first.len(), WAIT).await?;
     let after_ms = now_ms() + 1;
     assert_eq!(got.len(), first.len());
     let content = std::fs::read(&log)?;
@@ -269,13 +223,7 @@ async fn json_envelope_headers_and_ids_stable_across_kill_9() -> anyhow::Result<
         .collect();
     append_lines(&log, &more)?;
     agent.restart()?;
-    let all = consume(
-        &rig.kafka.bootstrap(),
-        "json",
-        2 * first.len() + more.len(),
-        WAIT,
-    )
-    .await?;
+    let all = consume(w.bootstrap(), "json", 2 * first.len() + more.len(), WAIT).await?;
     let content = std::fs::read(&log)?;
     assert!(content.len() > 1024);
     let starts = line_starts(&content);
@@ -337,8 +285,8 @@ async fn json_envelope_headers_and_ids_stable_across_kill_9() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_drop_and_count_records_and_a_filtered_tail_is_checkpointed() -> anyhow::Result<()>
 {
-    let rig = Rig::start(&["filtered"]).await?;
-    let log = rig.log("f.log");
+    let w = World::start(IP, &["filtered"], 1).await?;
+    let log = w.log("f.log");
     let lines: Vec<String> = (0..300)
         .map(|i| match i % 3 {
             0 => format!("{i} ERROR disk"),
@@ -348,33 +296,29 @@ async fn filters_drop_and_count_records_and_a_filtered_tail_is_checkpointed() ->
         .chain((0..50).map(|i| format!("tail {i} INFO")))
         .collect();
     append_lines(&log, &lines)?;
-    rig.put(serde_json::json!([{
-        "path": log, "topic": "filtered",
-        "include_lines": ["ERROR"], "exclude_lines": ["healthcheck$"],
-    }]))
+    w.put_value(
+        &serde_json::json!([{
+            "path": log, "topic": "filtered",
+            "include_lines": ["ERROR"], "exclude_lines": ["healthcheck$"],
+        }])
+        .to_string(),
+    )
     .await?;
-    let port = free_port();
-    let mut agent = Agent::start(&bin(), &rig.config(port, 200))?;
+    let mut agent = Agent::start(&bin(), &config(&w, 200))?;
     let want: Vec<String> = lines
         .iter()
         .filter(|l| l.contains("ERROR") && !l.ends_with("healthcheck"))
         .cloned()
         .collect();
-    let got: Vec<String> = consume(&rig.kafka.bootstrap(), "filtered", want.len(), WAIT)
-        .await?
-        .iter()
-        .map(Consumed::text)
-        .collect();
+    let got = w.texts_within("filtered", want.len(), WAIT).await?;
     assert_eq!(got, want);
-    let size = std::fs::metadata(&log)?.len();
-    let state = rig.state_dir();
-    wait_until("the checkpoint to pass the filtered tail", WAIT, || {
-        let ck = checkpoint_offsets(&state).unwrap_or_default();
-        let log = log.clone();
-        async move { ck.get(&log) == Some(&size) }
-    })
+    // The checkpoint passes the filtered tail.
+    w.wait_all_acknowledged(&log, WAIT).await?;
+    let filtered = metric(
+        w.http_port,
+        "logagent_records_filtered_total{topic=\"filtered\"}",
+    )
     .await?;
-    let filtered = metric(port, "logagent_records_filtered_total{topic=\"filtered\"}").await?;
     assert_eq!(filtered as usize, lines.len() - want.len());
     agent.stop_cleanly(WAIT).await?;
     Ok(())
@@ -384,7 +328,7 @@ async fn filters_drop_and_count_records_and_a_filtered_tail_is_checkpointed() ->
 /// than the rate allows (plus the one-second burst); the wait is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_throttle_slows_reading_and_drops_nothing() -> anyhow::Result<()> {
-    let rig = Rig::start(&["slow"]).await?;
+    let w = World::start(IP, &["slow"], 1).await?;
     const RATE: u64 = 40_000;
     let mut want = HashMap::new();
     let mut total = 0u64;
@@ -393,17 +337,19 @@ async fn the_throttle_slows_reading_and_drops_nothing() -> anyhow::Result<()> {
             .map(|i| format!("{name} {i:05} {}", "z".repeat(90)))
             .collect();
         total += lines.iter().map(|l| l.len() as u64 + 1).sum::<u64>();
-        append_lines(&rig.log(name), &lines)?;
+        append_lines(&w.log(name), &lines)?;
         want.insert(name.to_owned(), lines);
     }
-    rig.put(serde_json::json!([{
-        "path": rig.log("*.log"), "topic": "slow", "max_bytes_per_s": RATE,
-    }]))
+    w.put_value(
+        &serde_json::json!([{
+            "path": w.log("*.log"), "topic": "slow", "max_bytes_per_s": RATE,
+        }])
+        .to_string(),
+    )
     .await?;
-    let port = free_port();
     let start = Instant::now();
-    let mut agent = Agent::start(&bin(), &rig.config(port, 200))?;
-    let got = consume(&rig.kafka.bootstrap(), "slow", 1600, WAIT).await?;
+    let mut agent = Agent::start(&bin(), &config(&w, 200))?;
+    let got = consume(w.bootstrap(), "slow", 1600, WAIT).await?;
     let elapsed = start.elapsed().as_secs_f64();
     let mut by_file: HashMap<String, Vec<String>> = HashMap::new();
     for c in &got {
@@ -417,7 +363,11 @@ async fn the_throttle_slows_reading_and_drops_nothing() -> anyhow::Result<()> {
         elapsed >= floor * 0.9,
         "{total} bytes in {elapsed:.1} s: faster than {RATE} B/s"
     );
-    let throttled = metric(port, "logagent_throttled_seconds_total{topic=\"slow\"}").await?;
+    let throttled = metric(
+        w.http_port,
+        "logagent_throttled_seconds_total{topic=\"slow\"}",
+    )
+    .await?;
     assert!(throttled >= floor * 0.5, "throttled only {throttled} s");
     agent.stop_cleanly(WAIT).await?;
     Ok(())
@@ -427,37 +377,34 @@ async fn the_throttle_slows_reading_and_drops_nothing() -> anyhow::Result<()> {
 /// the old file changes, what is appended ships and its old content does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ignore_older_leaves_old_files_until_they_change() -> anyhow::Result<()> {
-    let rig = Rig::start(&["older"]).await?;
-    append_lines(&rig.log("old.log"), &["ancient 1", "ancient 2"])?;
+    let w = World::start(IP, &["older"], 1).await?;
+    append_lines(&w.log("old.log"), &["ancient 1", "ancient 2"])?;
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
     std::fs::File::options()
         .write(true)
-        .open(rig.log("old.log"))?
+        .open(w.log("old.log"))?
         .set_modified(two_hours_ago)?;
-    append_lines(&rig.log("new.log"), &["fresh 1"])?;
-    rig.put(serde_json::json!([{
-        "path": rig.log("*.log"), "topic": "older", "ignore_older_ms": 3_600_000,
-    }]))
+    append_lines(&w.log("new.log"), &["fresh 1"])?;
+    w.put_value(
+        &serde_json::json!([{
+            "path": w.log("*.log"), "topic": "older", "ignore_older_ms": 3_600_000,
+        }])
+        .to_string(),
+    )
     .await?;
-    let port = free_port();
-    let mut agent = Agent::start(&bin(), &rig.config(port, 200))?;
-    let got: Vec<String> = consume(&rig.kafka.bootstrap(), "older", 1, WAIT)
-        .await?
-        .iter()
-        .map(Consumed::text)
-        .collect();
+    let mut agent = Agent::start(&bin(), &config(&w, 200))?;
+    let got = w.texts_within("older", 1, WAIT).await?;
     assert_eq!(got, vec!["fresh 1"]);
-    assert_eq!(metric(port, "logagent_files_ignored_total").await?, 1.0);
+    assert_eq!(
+        metric(w.http_port, "logagent_files_ignored_total").await?,
+        1.0
+    );
     agent
         .wait_for_log("ignored: not modified for", WAIT)
         .await
         .context("the ignored file is reported")?;
-    append_lines(&rig.log("old.log"), &["appended later"])?;
-    let got: Vec<String> = consume(&rig.kafka.bootstrap(), "older", 2, WAIT)
-        .await?
-        .iter()
-        .map(Consumed::text)
-        .collect();
+    append_lines(&w.log("old.log"), &["appended later"])?;
+    let got = w.texts_within("older", 2, WAIT).await?;
     assert_eq!(got, vec!["fresh 1", "appended later"]);
     agent.stop_cleanly(WAIT).await?;
     Ok(())
@@ -467,19 +414,17 @@ async fn ignore_older_leaves_old_files_until_they_change() -> anyhow::Result<()>
 /// headers; no Kafka is configured to be reachable and nothing is written to the state dir.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_prints_this_hosts_entries_from_etcd() -> anyhow::Result<()> {
-    let etcd = Etcd::start().await?;
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("p.log");
+    let w = World::with_broker(IP, "127.0.0.1:1".to_owned()).await?;
+    let log = w.log("p.log");
     append_lines(&log, &["S one", "  cont", "S two", "noise", "S three"])?;
     let entry = serde_json::json!([{
         "path": log, "topic": "p", "multiline": "^S", "exclude_lines": ["two"],
         "headers": ["offset", "path"], "fields": {"k": "v"},
     }]);
-    etcd.put(KEY, &entry.to_string()).await?;
-    let state = dir.path().join("state");
-    let config = agent_config(&state, &etcd.endpoint(), "127.0.0.1:1", IP);
-    let config_path = dir.path().join("logagent.toml");
-    std::fs::write(&config_path, config)?;
+    w.put_value(&entry.to_string()).await?;
+    let state = w.state_dir();
+    let config_path = w.dir.path().join("logagent.toml");
+    std::fs::write(&config_path, w.config())?;
     let out = preview(&[], Some(&config_path)).await?;
     let p = log.to_string_lossy();
     assert_eq!(

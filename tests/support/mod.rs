@@ -99,23 +99,3 @@ pub fn append_lines<S: AsRef<str>>(path: &Path, lines: &[S]) -> anyhow::Result<(
     f.write_all(buf.as_bytes())?;
     Ok(())
 }
-
-/// The acknowledged offset per path in the agent's checkpoint file under `state_dir` (empty before
-/// the first write).
-pub fn checkpoint_offsets(
-    state_dir: &Path,
-) -> anyhow::Result<std::collections::HashMap<std::path::PathBuf, u64>> {
-    let path = state_dir.join("checkpoints.json");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
-        Err(e) => anyhow::bail!("read {}: {e}", path.display()),
-    };
-    let doc: serde_json::Value = serde_json::from_slice(&bytes)?;
-    Ok(doc["files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| Some((f["path"].as_str()?.into(), f["offset"].as_u64()?)))
-        .collect())
-}

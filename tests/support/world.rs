@@ -47,7 +47,18 @@ pub struct World {
 impl World {
     /// etcd, tansu (in memory) and `topics`, each with `partitions`.
     pub async fn start(ip: &str, topics: &[&str], partitions: i32) -> anyhow::Result<World> {
-        let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(Storage::Memory))?;
+        World::start_with_storage(ip, Storage::Memory, topics, partitions).await
+    }
+
+    /// The same with tansu on `storage`: [`Storage::Sqlite`] keeps what the broker acknowledged
+    /// across a kill and `restart` of [`World::kafka`] (on the same port).
+    pub async fn start_with_storage(
+        ip: &str,
+        storage: Storage,
+        topics: &[&str],
+        partitions: i32,
+    ) -> anyhow::Result<World> {
+        let (etcd, kafka) = tokio::try_join!(Etcd::start(), Tansu::start(storage))?;
         for t in topics {
             kafka.create_topic(t, partitions).await?;
         }
@@ -136,6 +147,12 @@ impl World {
     /// Puts `entries` in the seed format under this host's key; returns the write's revision.
     pub async fn put(&self, entries: &[(&Path, &str)]) -> anyhow::Result<i64> {
         self.etcd.put(&self.key(), &seed_value(entries)).await
+    }
+
+    /// Puts `value` as it is under this host's key (entries with more than a path and a topic, a
+    /// value the agent must reject); returns the write's revision.
+    pub async fn put_value(&self, value: &str) -> anyhow::Result<i64> {
+        self.etcd.put(&self.key(), value).await
     }
 
     /// Every record of `topic`, as text, once at least `n` arrived and then none for a second
