@@ -25,13 +25,15 @@
 //!   `sink::classify` says what an error means, `sink::health` whether Kafka answers.
 //! - [`state`]: file identity, the acknowledged prefix per file, the registry of claims and the
 //!   versioned checkpoint written atomically. The lowest floor: it imports none of the above.
-//! - [`ops`]: metrics and events ([`ops::telemetry`]), `/metrics` `/healthz` `/readyz`
-//!   ([`ops::http`]), status in etcd ([`ops::status`]), `logagent status` ([`ops::fleet`]).
+//! - [`ops`]: what operators see: `/metrics` `/healthz` `/readyz` ([`ops::http`]), status in etcd
+//!   ([`ops::status`]), `logagent status` ([`ops::fleet`]), `logagent preview` ([`ops::preview`]).
+//! - Ground floor, used by all: [`telemetry`] (metric names, one function per observable event),
+//!   [`backoff`] (every retry schedule), [`atomic_file`], [`clock`].
 //! - [`host_metrics`]: `"type": "host_metrics"` entries: /proc samples as InfluxDB line protocol,
 //!   to a topic through the same sink, or to InfluxDB ([`host_metrics::influx`]).
 //! - [`app`]: wiring and the ordered shutdown: stop reading → flush deliveries → final checkpoint
 //!   (a fatal producer error takes the same path and exits non-zero); [`handles`]: what reporters
-//!   read; [`clock`]: wall-clock milliseconds.
+//!   read.
 
 pub mod app;
 pub mod atomic_file;
