@@ -218,7 +218,7 @@ pub struct Entries {
     /// `"type"` absent or `"file"`.
     pub files: Vec<CollectEntry>,
     /// `"type": "host_metrics"`.
-    pub host_metrics: Vec<crate::host_metrics::HostMetricsEntry>,
+    pub host_metrics: Vec<crate::config::host_metrics::HostMetricsEntry>,
 }
 
 /// Parses and checks the value of `key`. Entries are numbered from 1 in problem messages.
@@ -258,7 +258,7 @@ pub fn parse_value(
             }
             Some(Some("host_metrics")) => {
                 let label = format!("entry {number} (host_metrics)");
-                match crate::host_metrics::entry::parse(item, topic_problem, limits.influxdb) {
+                match crate::config::host_metrics::parse(item, topic_problem, limits.influxdb) {
                     Ok(e) => match first_by_output.insert(e.output.id(), number) {
                         Some(first) => problems.push(format!(
                             "{label}: entry {first} already sends host metrics there"
@@ -380,7 +380,7 @@ fn check(raw: &RawEntry, limits: &EntryLimits) -> Vec<String> {
         } else if let Err(err) = regex::Regex::new(pattern) {
             problems.push(format!(
                 "multiline {pattern:?} is not a valid regex: {}",
-                regex_reason(&err)
+                crate::config::records::regex_reason(&err)
             ));
         }
     }
@@ -395,19 +395,6 @@ fn check(raw: &RawEntry, limits: &EntryLimits) -> Vec<String> {
     }
     problems.extend(raw.records().check());
     problems
-}
-
-/// The regex crate's syntax errors span several lines (pattern, caret, reason); keep the reason
-/// so each problem stays on one line.
-pub(crate) fn regex_reason(err: &regex::Error) -> String {
-    let text = err.to_string();
-    let last = text
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or("");
-    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
 
 /// Why Kafka would refuse `topic` as a topic name, if it would.

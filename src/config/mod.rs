@@ -5,6 +5,7 @@
 pub mod collect;
 pub mod etcd;
 pub mod host;
+pub mod host_metrics;
 pub mod read_policy;
 pub mod records;
 pub mod reload;

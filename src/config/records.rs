@@ -110,7 +110,7 @@ impl RecordOptions {
                 if let Err(err) = regex::bytes::Regex::new(pattern) {
                     problems.push(format!(
                         "{name} {pattern:?} is not a valid regex: {}",
-                        crate::config::collect::regex_reason(&err)
+                        regex_reason(&err)
                     ));
                 }
             }
@@ -127,6 +127,19 @@ impl RecordOptions {
         }
         problems
     }
+}
+
+/// The regex crate's syntax errors span several lines (pattern, caret, reason); keep the reason
+/// so each problem stays on one line.
+pub(crate) fn regex_reason(err: &regex::Error) -> String {
+    let text = err.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or("");
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub struct Desired {
     pub revision: i64,
     pub entries: Vec<CollectEntry>,
     /// `"type": "host_metrics"` entries, run beside the file entries.
-    pub host_metrics: Vec<crate::host_metrics::HostMetricsEntry>,
+    pub host_metrics: Vec<crate::config::host_metrics::HostMetricsEntry>,
 }
 
 /// The outcome of the latest value seen, for status reporting.

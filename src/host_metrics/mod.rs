@@ -9,7 +9,7 @@
 //!        └── influxdb: influx::InfluxHandle (bounded buffer) ──▶ influx::run_writer ◀─┘
 //! ```
 //!
-//! - [`entry`]: the entry, parsed and validated with the rest of the etcd value.
+//! - [`crate::config::host_metrics`]: the entry, parsed and validated with the rest of the etcd value.
 //! - [`procfs`]: pure parsers of the /proc files; [`sample`]: a reading, and points from two
 //!   readings (rates from counter differences).
 //! - [`line_protocol`]: points and their escaping; [`influx`]: the InfluxDB writer.
@@ -22,7 +22,6 @@
 //! No checkpoint: a sample is produced once, at least once delivered while the agent runs, and a
 //! metric missed while the agent was down is gone.
 
-pub mod entry;
 pub mod influx;
 pub mod line_protocol;
 pub mod procfs;
@@ -39,10 +38,10 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use crate::config::host_metrics::{Collector, HostMetricsEntry, Output};
 use crate::sink::{Batch, Route};
 use crate::state::progress::{FileProgress, Mark};
 use crate::telemetry::Metrics;
-pub use entry::{Collector, HostMetricsEntry, Output};
 use influx::InfluxHandle;
 use sample::{Filters, HostTags, Sample};
 

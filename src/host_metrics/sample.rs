@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use super::entry::{Collector, HostMetricsEntry};
 use super::line_protocol::Point;
 use super::procfs::{self, CpuTimes, DiskStat, MemInfo, Mount, NetDev};
+use crate::config::host_metrics::{Collector, HostMetricsEntry};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskUsage {
@@ -399,7 +399,7 @@ pub fn points(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host_metrics::entry::Output;
+    use crate::config::host_metrics::Output;
     use crate::host_metrics::line_protocol::FieldValue;
 
     fn entry(collectors: &[Collector]) -> HostMetricsEntry {
