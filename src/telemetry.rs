@@ -63,6 +63,8 @@ pub struct Metrics {
     records_skipped: Family<TopicLabel, Counter>,
     pub files_open: Gauge,
     pub rotations: Counter,
+    /// Live files closed by `tail.close_inactive_ms` (opened again when they change).
+    pub files_closed_inactive: Counter,
     pub truncations: Counter,
     pub long_lines_split: Counter,
     pub partial_lines_flushed: Counter,
@@ -116,6 +118,7 @@ impl Metrics {
             records_skipped: Family::default(),
             files_open: Gauge::default(),
             rotations: Counter::default(),
+            files_closed_inactive: Counter::default(),
             truncations: Counter::default(),
             long_lines_split: Counter::default(),
             partial_lines_flushed: Counter::default(),
@@ -200,6 +203,11 @@ impl Metrics {
             "rotations",
             "Rotations (rename or delete) seen",
             m.rotations.clone(),
+        );
+        r.register(
+            "files_closed_inactive",
+            "Live files closed after tail.close_inactive_ms without new data, every byte acknowledged",
+            m.files_closed_inactive.clone(),
         );
         r.register(
             "truncations",
@@ -396,6 +404,13 @@ impl Metrics {
         self.clear_file_lag(path);
         self.problems().remove(path);
         info!(path = %path.display(), file = %key, offset, "released file ({why})");
+    }
+
+    pub fn file_closed_inactive(&self, path: &Path, key: impl std::fmt::Display, offset: u64) {
+        self.files_closed_inactive.inc();
+        self.clear_file_lag(path);
+        info!(path = %path.display(), file = %key, offset,
+              "closed idle file (tail.close_inactive_ms); reopened when it changes");
     }
 
     pub fn file_rotated(&self, path: &Path, key: impl std::fmt::Display) {

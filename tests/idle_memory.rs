@@ -64,6 +64,7 @@ async fn rss_falls_back_after_a_backlog_across_many_files() {
             max_line_bytes: 1_048_576,
             partial_line_timeout: Duration::from_secs(5),
             rotated_idle_timeout: Duration::from_secs(300),
+            close_inactive: None,
             batch_max_lines: 4_096,
             skip_empty_lines: false,
         },

@@ -106,6 +106,9 @@ impl Harness {
                     max_line_bytes: 1 << 20,
                     partial_line_timeout: Duration::from_secs(5),
                     rotated_idle_timeout: Duration::from_millis(100),
+                    // The model waits for files to be held by a tailer; closing idle ones is tested
+                    // in tests/fleet_files.rs.
+                    close_inactive: None,
                     batch_max_lines: 7,
                     skip_empty_lines: false,
                 },

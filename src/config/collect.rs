@@ -798,7 +798,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             v.host_metrics[0].output,
-            crate::host_metrics::Output::InfluxDb
+            crate::config::host_metrics::Output::InfluxDb
         );
     }
 

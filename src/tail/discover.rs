@@ -27,6 +27,8 @@ use crate::config::read_policy::{PolicyError, ReadPolicy};
 use crate::record::{Pipeline, RecordSpec};
 use crate::sink::{Batch, Route};
 use crate::state::identity::{FileKey, Fingerprint};
+
+use super::inactive::{InactiveFiles, Seen};
 use crate::state::registry::Registry;
 use crate::telemetry::Metrics;
 
@@ -106,6 +108,8 @@ struct Discoverer {
     /// Ignored files that changed since, with the size they had: read from the end of their last
     /// line then, so only what was written after is shipped (as Filebeat does since 5.1).
     woke: HashMap<FileKey, u64>,
+    /// Files of this entry closed by `tail.close_inactive_ms`, left closed until they change.
+    inactive: Arc<InactiveFiles>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -164,6 +168,7 @@ impl Discoverer {
                 .map(|rate| Arc::new(Throttle::new(rate, shared.metrics.records(&entry.topic)))),
             ignored: HashMap::new(),
             woke: HashMap::new(),
+            inactive: Arc::default(),
             entry,
             shared,
             noted: HashSet::new(),
@@ -238,6 +243,7 @@ impl Discoverer {
         let paths = self.matches();
         self.forget_unmatched_problems(&paths);
         self.ignored.retain(|p, _| paths.contains(p));
+        self.inactive.retain(|p| paths.iter().any(|q| q == p));
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
             self.shared.metrics.file_waiting(&p);
@@ -246,13 +252,21 @@ impl Discoverer {
         for path in paths {
             self.try_start(&path, from_end, false);
         }
+        // A file closed for inactivity left its path (renamed, replaced): it may hold lines written
+        // after it was closed; find it by identity and ship them, as after a restart.
+        if self.inactive.take_moved() {
+            self.finish_rotated_while_down();
+        }
     }
 
     /// Opens `path` and starts a tailer unless its file is already tailed.
     fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) {
         // Most scans find only files already tailed: a stat tells that without an open (which costs
         // more and raises a file event).
-        if std::fs::metadata(path).is_ok_and(|m| self.shared.registry.is_open(FileKey::of(&m))) {
+        if std::fs::metadata(path).is_ok_and(|m| {
+            self.shared.registry.is_open(FileKey::of(&m))
+                || self.inactive.still_idle(path, Seen::of(&m))
+        }) {
             return;
         }
         if self.entry.records.ignore_older_ms.is_some()
@@ -391,6 +405,7 @@ impl Discoverer {
             rotated_files: self.shared.rotated.clone(),
             records,
             throttle: self.throttle.clone(),
+            inactive: self.inactive.clone(),
             state: Default::default(),
         };
         let cancel = self.cancel.child_token();
@@ -523,6 +538,7 @@ mod tests {
                     max_line_bytes: 1024,
                     partial_line_timeout: Duration::from_secs(5),
                     rotated_idle_timeout: Duration::from_secs(5),
+                    close_inactive: None,
                     batch_max_lines: 100,
                     skip_empty_lines: false,
                 },

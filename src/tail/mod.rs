@@ -11,6 +11,7 @@
 
 pub mod applied;
 pub mod discover;
+pub mod inactive;
 pub mod memory;
 pub mod multiline;
 pub mod reader;
@@ -46,6 +47,8 @@ pub struct TailOptions {
     pub max_line_bytes: usize,
     pub partial_line_timeout: Duration,
     pub rotated_idle_timeout: Duration,
+    /// `tail.close_inactive_ms` (`None`: never close a live file for inactivity).
+    pub close_inactive: Option<Duration>,
     pub batch_max_lines: usize,
     pub skip_empty_lines: bool,
 }
@@ -59,6 +62,7 @@ impl TailOptions {
             max_line_bytes: t.max_line_bytes,
             partial_line_timeout: t.partial_line_timeout,
             rotated_idle_timeout: t.rotated_idle_timeout,
+            close_inactive: t.close_inactive,
             batch_max_lines: t.batch_max_lines,
             skip_empty_lines: t.skip_empty_lines,
         }
@@ -93,6 +97,8 @@ pub struct Tailer {
     pub records: Option<Box<crate::record::Pipeline>>,
     /// The entry's `max_bytes_per_s`, shared by its files.
     pub throttle: Option<Arc<throttle::Throttle>>,
+    /// Where a file closed by `tail.close_inactive_ms` is noted, for its discoverer.
+    pub inactive: Arc<inactive::InactiveFiles>,
     /// The tailer's own bookkeeping (start it at its default).
     pub state: TailerState,
 }
@@ -400,7 +406,28 @@ impl Tailer {
             // record may expire (else every rotation would add a record for good).
             return Ok(self.finish(true));
         }
+        if !self.rotated && settled && self.opts.close_inactive.is_some_and(|d| idle >= d) {
+            return Ok(self.close_inactive());
+        }
         Ok(Flow::Continue)
+    }
+
+    /// `tail.close_inactive_ms`: nothing new for that long and every byte acknowledged. The record
+    /// keeps the offset; the discoverer claims the file again once its path shows a change.
+    fn close_inactive(&mut self) -> Flow {
+        let mtime = self.file.metadata().ok().and_then(|m| m.modified().ok());
+        let seen = inactive::Seen {
+            key: self.key,
+            // What was read, not the size now: bytes written since show as a change.
+            size: self.splitter.read_offset(),
+            mtime,
+        };
+        self.inactive.closed(&self.path, seen);
+        let offset = self.progress.acked_offset();
+        self.registry.release(self.key, false, false);
+        self.metrics
+            .file_closed_inactive(&self.path, self.key, offset);
+        Flow::Stop
     }
 
     /// The content was truncated or rewritten under us: read it again from 0, in a new generation so
@@ -538,6 +565,7 @@ mod tests {
                     max_line_bytes: 1024,
                     partial_line_timeout: partial,
                     rotated_idle_timeout: rotated,
+                    close_inactive: None,
                     batch_max_lines: 100,
                     skip_empty_lines: false,
                 },
@@ -947,6 +975,7 @@ mod tests {
             rotated_files: rotated::RotatedFiles::new(64),
             records: None,
             throttle: None,
+            inactive: Arc::default(),
             state: TailerState::default(),
         };
         let cancel = CancellationToken::new();

@@ -330,6 +330,9 @@ pub struct TailSettings {
     /// How long a rotated-away file must sit idle at EOF, fully acknowledged, before its
     /// handle is released.
     pub rotated_idle_timeout: Duration,
+    /// A live file with nothing new for this long, every byte acknowledged, is closed until its path
+    /// changes (`None`: never; `tail.close_inactive_ms = 0`).
+    pub close_inactive: Option<Duration>,
     pub glob_rescan: Duration,
     /// In batches.
     pub channel_capacity: usize,

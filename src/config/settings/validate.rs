@@ -552,6 +552,8 @@ impl RawTail {
                 .millis("tail.partial_line_timeout_ms", self.partial_line_timeout_ms),
             rotated_idle_timeout: problems
                 .millis("tail.rotated_idle_timeout_ms", self.rotated_idle_timeout_ms),
+            close_inactive: (self.close_inactive_ms > 0)
+                .then(|| problems.millis("tail.close_inactive_ms", self.close_inactive_ms)),
             glob_rescan: problems.millis("tail.glob_rescan_ms", self.glob_rescan_ms),
             channel_capacity: problems.range(
                 "tail.channel_capacity",
