@@ -406,11 +406,17 @@ impl Metrics {
         info!(path = %path.display(), file = %key, offset, "released file ({why})");
     }
 
-    pub fn file_closed_inactive(&self, path: &Path, key: impl std::fmt::Display, offset: u64) {
+    pub fn file_closed_inactive(
+        &self,
+        path: &Path,
+        key: impl std::fmt::Display,
+        offset: u64,
+        why: &str,
+    ) {
         self.files_closed_inactive.inc();
         self.clear_file_lag(path);
         info!(path = %path.display(), file = %key, offset,
-              "closed idle file (tail.close_inactive_ms); reopened when it changes");
+              "closed idle file ({why}); reopened when it changes");
     }
 
     pub fn file_rotated(&self, path: &Path, key: impl std::fmt::Display) {

@@ -94,3 +94,41 @@ async fn idle_files_are_closed_and_opened_again_when_their_path_changes() -> any
     agent.stop_cleanly(WAIT).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_open_files_the_slots_go_round_the_files_with_data() -> anyhow::Result<()> {
+    let w = World::start(IP, &[TOPIC], 1).await?;
+    let names: Vec<String> = (0..5).map(|i| format!("f{i}.log")).collect();
+    for (i, n) in names.iter().enumerate() {
+        append_lines(&w.log(n), &lines(&format!("f{i} first"), 0..50))?;
+    }
+    w.put(&[(&w.logs_dir().join("*.log"), TOPIC)]).await?;
+    // Two slots for five files, and no closing for inactivity: only making room can ship them all.
+    let env = [
+        ("LOGAGENT_TAIL__MAX_OPEN_FILES", "2"),
+        ("LOGAGENT_TAIL__GLOB_RESCAN_MS", "200"),
+    ];
+    let mut agent = Agent::start_with_env(&bin(), &w.config(), &env)?;
+    let mut want: Vec<String> = (0..5)
+        .flat_map(|i| lines(&format!("f{i} first"), 0..50))
+        .collect();
+    let mut got = w.texts_within(TOPIC, want.len(), WAIT).await?;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every file shipped once through two slots");
+
+    // Again, with every file written once more: the closed ones are opened again as slots free up.
+    for (i, n) in names.iter().enumerate() {
+        append_lines(&w.log(n), &lines(&format!("f{i} second"), 0..20))?;
+    }
+    want.extend((0..5).flat_map(|i| lines(&format!("f{i} second"), 0..20)));
+    let mut got = w.texts_within(TOPIC, want.len(), WAIT).await?;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the second round too, nothing twice");
+    let pid = agent.pid().expect("agent running");
+    let open = names.iter().filter(|n| holds_open(pid, &w.log(n))).count();
+    assert!(open <= 2, "{open} files open with max_open_files = 2");
+    agent.stop_cleanly(WAIT).await?;
+    Ok(())
+}

@@ -84,6 +84,9 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// `tail.max_open_files`: checked under the lock in `claim`, so two discoverers cannot both pass.
     max_open: AtomicUsize,
+    /// A claim was refused at `max_open`: open files that are caught up should make room (see
+    /// [`Registry::slots_wanted`]). Cleared by the next claim that gets a slot.
+    slots_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -112,6 +115,7 @@ impl Registry {
             }),
             metrics,
             max_open: AtomicUsize::new(usize::MAX),
+            slots_wanted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -130,6 +134,13 @@ impl Registry {
     }
 
     /// Whether the open-file cap is reached (why a `claim` may have said no).
+    /// Whether a file is waiting for a slot under `max_open_files`: a tailer whose file is caught
+    /// up and fully acknowledged then closes it (to be opened again when it changes), so the open
+    /// slots rotate through the files with data instead of staying with idle ones.
+    pub fn slots_wanted(&self) -> bool {
+        self.slots_wanted.load(Ordering::Relaxed)
+    }
+
     pub fn at_capacity(&self) -> bool {
         self.open_count() >= self.max_open()
     }
@@ -152,6 +163,7 @@ impl Registry {
     ) -> io::Result<Option<Claim>> {
         let mut inner = self.lock();
         if inner.files.values().filter(|r| r.open).count() >= self.max_open() {
+            self.slots_wanted.store(true, Ordering::Relaxed);
             return Ok(None);
         }
         // A released generation with batches still in flight must settle first: a new one would start
@@ -225,6 +237,7 @@ impl Registry {
             },
         );
         inner.dirty = true;
+        self.slots_wanted.store(false, Ordering::Relaxed);
         Ok(Some(Claim {
             progress,
             offset,

@@ -407,14 +407,23 @@ impl Tailer {
             return Ok(self.finish(true));
         }
         if !self.rotated && settled && self.opts.close_inactive.is_some_and(|d| idle >= d) {
-            return Ok(self.close_inactive());
+            return Ok(self.close_inactive("tail.close_inactive_ms"));
+        }
+        // Another file waits for a slot under max_open_files: a caught-up file makes room (it is
+        // opened again when it changes), so the slots go round the files that have data.
+        if !self.rotated
+            && settled
+            && idle >= self.opts.poll_interval
+            && self.registry.slots_wanted()
+        {
+            return Ok(self.close_inactive("max_open_files reached: making room"));
         }
         Ok(Flow::Continue)
     }
 
     /// `tail.close_inactive_ms`: nothing new for that long and every byte acknowledged. The record
     /// keeps the offset; the discoverer claims the file again once its path shows a change.
-    fn close_inactive(&mut self) -> Flow {
+    fn close_inactive(&mut self, why: &str) -> Flow {
         let mtime = self.file.metadata().ok().and_then(|m| m.modified().ok());
         let seen = inactive::Seen {
             key: self.key,
@@ -426,7 +435,7 @@ impl Tailer {
         let offset = self.progress.acked_offset();
         self.registry.release(self.key, false, false);
         self.metrics
-            .file_closed_inactive(&self.path, self.key, offset);
+            .file_closed_inactive(&self.path, self.key, offset, why);
         Flow::Stop
     }
 
