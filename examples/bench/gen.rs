@@ -105,20 +105,7 @@ impl LineGen {
 
 /// Writes `lines` lines to `path` (appending); returns the bytes written.
 pub fn write_file(path: &std::path::Path, gen: &mut LineGen, lines: u64) -> std::io::Result<u64> {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut total = 0u64;
-    for i in 0..lines {
-        total += gen.line(&mut buf) as u64;
-        if buf.len() >= (1 << 20) - 512 || i + 1 == lines {
-            f.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    Ok(total)
+    write_lines(path, gen, lines, &[Vec::new()])
 }
 
 /// Like [`write_file`], each line led by Chinese text in GBK (two bytes a character), the way
@@ -138,6 +125,16 @@ pub fn write_gbk_file(
         .iter()
         .map(|p| encoding_rs::GBK.encode(p).0.into_owned())
         .collect();
+    write_lines(path, gen, lines, &prefixes)
+}
+
+/// Appends `lines` generated lines, line `i` led by `prefixes[i % len]`, in writes of about 1 MiB.
+fn write_lines(
+    path: &std::path::Path,
+    gen: &mut LineGen,
+    lines: u64,
+    prefixes: &[Vec<u8>],
+) -> std::io::Result<u64> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

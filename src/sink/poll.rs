@@ -210,18 +210,21 @@ mod tests {
     use super::*;
     use rdkafka::config::ClientConfig;
 
-    fn producer(bootstrap: &str) -> KafkaProducer {
-        let (retry_tx, _retry_rx) = tokio::sync::mpsc::unbounded_channel();
-        let ctx = SinkContext {
+    fn context(retry_tx: tokio::sync::mpsc::UnboundedSender<crate::sink::Retry>) -> SinkContext {
+        SinkContext {
             metrics: crate::telemetry::Metrics::new(false),
             retry_tx,
             health: Default::default(),
             requests_seen: Default::default(),
-        };
+        }
+    }
+
+    fn producer(bootstrap: &str) -> KafkaProducer {
+        let (retry_tx, _retry_rx) = tokio::sync::mpsc::unbounded_channel();
         let base: BaseProducer<SinkContext> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("message.timeout.ms", "300")
-            .create_with_context(ctx)
+            .create_with_context(context(retry_tx))
             .unwrap();
         KafkaProducer::start(base).unwrap()
     }
@@ -248,16 +251,10 @@ mod tests {
     #[test]
     fn delivery_reports_are_served_by_the_thread() {
         let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel();
-        let ctx = SinkContext {
-            metrics: crate::telemetry::Metrics::new(false),
-            retry_tx,
-            health: Default::default(),
-            requests_seen: Default::default(),
-        };
         let base: BaseProducer<SinkContext> = ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:1")
             .set("message.timeout.ms", "200")
-            .create_with_context(ctx)
+            .create_with_context(context(retry_tx))
             .unwrap();
         let p = KafkaProducer::start(base).unwrap();
         let route = Arc::new(crate::sink::Route {
