@@ -272,6 +272,8 @@ impl Registry {
     /// file shipped to its end). `gone`: the file no longer exists at its path, so its record may expire.
     pub fn release(&self, key: FileKey, gone: bool, forget: bool) {
         let mut inner = self.lock();
+        // A slot is free now: the file waiting for one takes it at its next claim (or asks again).
+        self.slots_wanted.store(false, Ordering::Relaxed);
         if forget {
             if let Some(rec) = inner.files.get(&key) {
                 if rec.progress.as_ref().is_none_or(|p| p.in_flight() == 0) {
