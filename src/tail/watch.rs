@@ -43,9 +43,11 @@ pub struct WatchHub {
     gauge: Mutex<Option<Gauge>>,
 }
 
-/// How long event wake-ups are gathered before delivery: the latency events add, far below the
-/// producer's linger.
-pub const COALESCE: Duration = Duration::from_millis(50);
+/// How long event wake-ups are gathered before delivery. 0: delivered as soon as the thread takes
+/// them. A 50 ms window cut idle1000's CPU further, but with it the tailer property test found lines
+/// written after a copytruncate never read (tests/tailer_props.rs, 48 cases; passing with the window
+/// at 1 ms and at 0); until that is understood, no window.
+pub const COALESCE: Duration = Duration::ZERO;
 
 #[derive(Default)]
 struct Pending {
