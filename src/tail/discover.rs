@@ -263,16 +263,14 @@ impl Discoverer {
     fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) {
         // Most scans find only files already tailed: a stat tells that without an open (which costs
         // more and raises a file event).
-        if std::fs::metadata(path).is_ok_and(|m| {
-            self.shared.registry.is_open(FileKey::of(&m))
+        // One stat answers all three: tailed now, closed while idle, or too old to read.
+        if let Ok(m) = std::fs::metadata(path) {
+            if self.shared.registry.is_open(FileKey::of(&m))
                 || self.inactive.still_idle(path, Seen::of(&m))
-        }) {
-            return;
-        }
-        if self.entry.records.ignore_older_ms.is_some()
-            && std::fs::metadata(path).is_ok_and(|m| self.ignores(path, &m))
-        {
-            return;
+                || self.ignores(path, &m)
+            {
+                return;
+            }
         }
         // The policy judges where the path leads (symlinks followed); that target is what is opened.
         let target = match self.shared.policy.resolve(path) {
