@@ -271,13 +271,17 @@ impl Tailer {
         }
     }
 
-    /// Whether the bytes before the guarded offset changed (the file was truncated and rewritten while
-    /// we were away); if so, reading restarts at 0 of the new content (beats#45300).
+    /// Whether the bytes before the guarded offset, or the file's head, changed (the file was truncated
+    /// and rewritten while we were away); if so, reading restarts at 0 of the new content (beats#45300).
     fn rewritten_since_guard(&mut self) -> bool {
         let Some((offset, hash)) = self.state.guard.take() else {
             return false;
         };
-        if tail_hash(&self.file, offset).unwrap_or_default() == hash {
+        // The bytes before the offset alone miss a rewrite whose lines end alike (same length, same
+        // user agent): the head, which a new content almost always changes (a timestamp, a first
+        // request), is compared too. A file now shorter than the fingerprint fails the read: rewritten.
+        let same_tail = tail_hash(&self.file, offset).is_ok_and(|h| h == hash);
+        if same_tail && self.fingerprint.matches(&self.file, u64::MAX).unwrap_or(false) {
             return false;
         }
         let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -794,6 +798,33 @@ mod tests {
         std::fs::write(&path, b"NEW-first-line\nNEW-second\n").unwrap();
         let got = records(&mut rx, 4, "old lines then the new content").await;
         assert_eq!(got, vec!["old-1", "old-2", "NEW-first-line", "NEW-second"]);
+        stop(cancel, task).await;
+    }
+
+    /// copytruncate, then more written than before, while the tailer naps at the end: lines of one
+    /// length ending alike (an nginx log's user agent) leave the bytes just before the old offset
+    /// unchanged, so only the file's head tells that the content is new.
+    #[tokio::test(start_paused = true)]
+    async fn a_rewrite_ending_alike_at_the_old_offset_is_read_from_zero() {
+        let ua = "\"Mozilla/5.0 (X11; Linux x86_64) Safari/537.36\"";
+        let lines = |tag: &str, n: usize| -> String {
+            (1..=n).map(|i| format!("{tag}-{i} {ua}\n")).collect()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, lines("old", 2)).unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), shared(tx), cancel.clone()));
+        assert_eq!(records(&mut rx, 2, "the old lines").await.len(), 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        std::fs::write(&path, lines("new", 3)).unwrap();
+        let got = records(&mut rx, 3, "the new content").await;
+        assert_eq!(
+            got,
+            lines("new", 3).lines().collect::<Vec<_>>(),
+            "resumed inside the new content instead of at its start"
+        );
         stop(cancel, task).await;
     }
 
