@@ -645,24 +645,6 @@ mod tests {
         }
     }
 
-    /// A stand-in for inotify once `fs.inotify.max_user_watches` is used up: every watch fails.
-    struct OutOfWatches;
-
-    impl notify::Watcher for OutOfWatches {
-        fn new<F: notify::EventHandler>(_: F, _: notify::Config) -> notify::Result<Self> {
-            Ok(OutOfWatches)
-        }
-        fn watch(&mut self, _: &Path, _: notify::RecursiveMode) -> notify::Result<()> {
-            Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch))
-        }
-        fn unwatch(&mut self, _: &Path) -> notify::Result<()> {
-            Ok(())
-        }
-        fn kind() -> notify::WatcherKind {
-            notify::WatcherKind::NullWatcher
-        }
-    }
-
     /// Out of inotify watches: the agent says so (gauge, one warning) and polling picks up lines,
     /// the first ones and those appended later, with no event ever arriving.
     #[tokio::test]
@@ -670,7 +652,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("a.log");
         std::fs::write(&log, "one\n").unwrap();
-        let hub = WatchHub::with_watcher(|_| Ok(Box::new(OutOfWatches)));
+        let hub = WatchHub::with_max_watches(0);
         let gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
         hub.report_to(gauge.clone());
         let (base, mut rx) = shared(ReadPolicy::allow_all());

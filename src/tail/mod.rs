@@ -281,7 +281,12 @@ impl Tailer {
         // user agent): the head, which a new content almost always changes (a timestamp, a first
         // request), is compared too. A file now shorter than the fingerprint fails the read: rewritten.
         let same_tail = tail_hash(&self.file, offset).is_ok_and(|h| h == hash);
-        if same_tail && self.fingerprint.matches(&self.file, u64::MAX).unwrap_or(false) {
+        if same_tail
+            && self
+                .fingerprint
+                .matches(&self.file, u64::MAX)
+                .unwrap_or(false)
+        {
             return false;
         }
         let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
