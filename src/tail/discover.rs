@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::applied::AppliedEntries;
 use super::multiline::Multiline;
@@ -110,6 +110,9 @@ struct Discoverer {
     woke: HashMap<FileKey, u64>,
     /// Files of this entry closed by `tail.close_inactive_ms`, left closed until they change.
     inactive: Arc<InactiveFiles>,
+    /// Files refused a slot at `tail.max_open_files`, with the identity they had: one rotated away
+    /// before its turn is found by it and read under its new name ([`Discoverer::retry_waiting`]).
+    waiting: HashMap<PathBuf, FileKey>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -169,6 +172,7 @@ impl Discoverer {
             ignored: HashMap::new(),
             woke: HashMap::new(),
             inactive: Arc::default(),
+            waiting: HashMap::new(),
             entry,
             shared,
             noted: HashSet::new(),
@@ -249,9 +253,12 @@ impl Discoverer {
             self.shared.metrics.file_waiting(&p);
             self.noted.insert(p);
         }
-        for path in paths {
-            self.try_start(&path, from_end, false);
+        // Refused again, a file waits again: the scan and the retry below fill the map anew.
+        let waiting = std::mem::take(&mut self.waiting);
+        for path in &paths {
+            self.try_start(path, from_end, false);
         }
+        self.retry_waiting(waiting, &paths);
         // A file closed for inactivity left its path (renamed, replaced): it may hold lines written
         // after it was closed; find it by identity and ship them, as after a restart.
         if self.inactive.take_moved() {
@@ -326,6 +333,7 @@ impl Discoverer {
         let claim = match registry.claim(key, path, &self.entry.topic, &file, size, from_end) {
             Ok(Some(c)) => c,
             Ok(None) if registry.at_capacity() => {
+                self.waiting.insert(path.to_path_buf(), key);
                 let max = registry.max_open();
                 return self.note_problem(
                     path,
@@ -340,6 +348,7 @@ impl Discoverer {
         };
         self.noted.remove(path);
         self.woke.remove(&key);
+        self.waiting.remove(path);
         self.shared.metrics.file_opened(
             path,
             key,
@@ -452,6 +461,32 @@ impl Discoverer {
         self.noted.insert(path.to_path_buf());
         self.shared.metrics.file_ignored(path, idle_ms, limit);
         true
+    }
+
+    /// Files that waited for a slot (`before` the scan) and are no longer where the scan finds them:
+    /// still under a name outside the pattern (rotated earlier), tried there; moved since (renamed,
+    /// a new file created under the old name), found by identity in their directory and tried under
+    /// the new name, as a rotated file (read to its end, then let go); gone, forgotten. Each costs a
+    /// stat, and a directory read only when it moved.
+    fn retry_waiting(&mut self, before: HashMap<PathBuf, FileKey>, matched: &[PathBuf]) {
+        for (path, key) in before {
+            let here = std::fs::metadata(&path).is_ok_and(|m| FileKey::of(&m) == key);
+            if here && matched.contains(&path) {
+                continue; // tried by the scan itself
+            }
+            let found = if here {
+                Some(path.clone())
+            } else {
+                path.parent().and_then(|d| find_by_identity(d, key))
+            };
+            if let Some(found) = found {
+                if found != path {
+                    info!(was = %path.display(), now = %found.display(),
+                          "a file waiting for a slot under max_open_files was rotated; it will be read under its new name");
+                }
+                self.try_start(&found, false, true);
+            }
+        }
     }
 
     /// A file the checkpoint knows under a path of this entry, whose identity is no longer at that path
@@ -643,6 +678,61 @@ mod tests {
                 "read a refused file"
             );
         }
+    }
+
+    /// A file refused at `max_open_files` and rotated away (renamed out of the entry's pattern)
+    /// before it ever got a slot: its identity was remembered, so once a slot frees it is found by
+    /// identity and read from its start under the new name.
+    #[tokio::test]
+    async fn a_file_rotated_away_while_waiting_for_a_slot_is_read_once_one_frees() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, mut rx) = shared(ReadPolicy::allow_all());
+        shared.registry.set_max_open(1);
+        std::fs::write(dir.path().join("a.log"), "a-1\n").unwrap();
+        let mut d = discoverer(&dir.path().join("*.log"), shared.clone());
+        d.scan(false);
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a.log was never read")
+            .unwrap();
+        std::fs::write(dir.path().join("b.log"), "b-1\nb-2\n").unwrap();
+        d.scan(false);
+        assert_eq!(
+            shared.registry.open_count(),
+            1,
+            "b.log got a slot beyond the cap"
+        );
+        // logrotate: renamed, and the application opens a new b.log.
+        std::fs::rename(dir.path().join("b.log"), dir.path().join("b.log.1")).unwrap();
+        std::fs::write(dir.path().join("b.log"), "new-1\n").unwrap();
+        d.scan(false);
+        // a.log, caught up and acknowledged, makes room once a file waits for a slot.
+        for _ in 0..first.lines.len() {
+            first.ticket.record_settled();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the file rotated away while waiting for a slot was never read (got {got:?})"
+            );
+            d.scan(false);
+            if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                for _ in 0..b.lines.len() {
+                    b.ticket.record_settled();
+                }
+                got.extend(
+                    b.lines
+                        .iter()
+                        .map(|l| String::from_utf8_lossy(l).into_owned()),
+                );
+            }
+        }
+        got.sort();
+        assert_eq!(got, ["b-1", "b-2", "new-1"]);
+        d.cancel.cancel();
+        while d.tailers.join_next().await.is_some() {}
     }
 
     /// Out of inotify watches: the agent says so (gauge, one warning) and polling picks up lines,
