@@ -95,11 +95,13 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
-/// Whether any of the 8 bytes of `w` is a control character, `"` or `\` (the bytes JSON escapes;
-/// bytes of multi-byte UTF-8 characters are all >= 0x80 and never match). Exact as a yes/no: the
-/// borrows of the subtraction can only flag bytes above one that truly matches.
+/// The bytes of `w` (8 bytes of a string, little-endian) that JSON escapes — control characters,
+/// `"` and `\` — as their high bits; 0 when there are none. The lowest bit set marks the first
+/// such byte exactly (a subtraction's borrow only flags bytes above a true match), so
+/// `trailing_zeros() / 8` is its index. Bytes of multi-byte UTF-8 characters are all >= 0x80 and
+/// never match.
 #[inline]
-fn word_needs_escape(w: u64) -> bool {
+fn escape_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let q = w ^ (ONES * u64::from(b'"'));
@@ -108,47 +110,56 @@ fn word_needs_escape(w: u64) -> bool {
     let below_space = w.wrapping_sub(ONES * 0x20) & !w;
     let quote = q.wrapping_sub(ONES) & !q;
     let backslash = b.wrapping_sub(ONES) & !b;
-    (below_space | quote | backslash) & HIGHS != 0
+    (below_space | quote | backslash) & HIGHS
+}
+
+/// Appends the escape of `b` (a byte JSON escapes) to `out`.
+#[inline]
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    let esc = ESCAPE[usize::from(b)];
+    if esc == b'u' {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+        ]);
+    } else {
+        out.extend_from_slice(&[b'\\', esc]);
+    }
 }
 
 /// Appends `s` as a quoted JSON string, byte for byte what `serde_json::to_string(s)` gives. Runs
-/// of bytes that need no escape (most log lines are one such run) are copied whole, found eight
-/// bytes at a time.
+/// of bytes that need no escape are copied whole; the next byte to escape is found eight bytes at
+/// a time (serde_json looks at every byte on its own).
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            if !word_needs_escape(w) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = bytes[i];
-        let esc = ESCAPE[usize::from(b)];
-        if esc == 0 {
-            i += 1;
+    while i + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[i..i + 8]);
+        let mask = escape_mask(u64::from_le_bytes(word));
+        if mask == 0 {
+            i += 8;
             continue;
         }
-        out.extend_from_slice(&bytes[start..i]);
-        if esc == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', esc]);
-        }
-        i += 1;
+        let at = i + (mask.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&bytes[start..at]);
+        push_escape(out, bytes[at]);
+        i = at + 1;
         start = i;
+    }
+    for (at, &b) in bytes.iter().enumerate().skip(i) {
+        if ESCAPE[usize::from(b)] != 0 {
+            out.extend_from_slice(&bytes[start..at]);
+            push_escape(out, b);
+            start = at + 1;
+        }
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -229,9 +240,15 @@ mod tests {
         }
 
         #[test]
-        fn every_word_is_judged_as_its_bytes_are(w in any::<u64>()) {
-            let by_bytes = w.to_le_bytes().iter().any(|&b| ESCAPE[usize::from(b)] != 0);
-            prop_assert_eq!(word_needs_escape(w), by_bytes);
+        fn the_mask_finds_the_first_byte_to_escape(
+            bytes in prop::array::uniform8(prop_oneof![
+                any::<u8>(),
+                prop::sample::select(vec![0u8, 0x1f, 0x20, b'"', b'\\', 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff]),
+            ])
+        ) {
+            let first = bytes.iter().position(|&b| ESCAPE[usize::from(b)] != 0);
+            let mask = escape_mask(u64::from_le_bytes(bytes));
+            prop_assert_eq!((mask != 0).then(|| (mask.trailing_zeros() / 8) as usize), first);
         }
     }
 
