@@ -137,12 +137,12 @@ mod tests {
         let small = Fingerprint::of_file(file, 18).unwrap();
         let id_before = {
             let mut fps = IdFingerprints::new(file, &small);
-            record_id("h", &fps.for_end(18).unwrap(), 11)
+            record_id("h", fps.for_end(18).unwrap(), 11)
         };
         f.write_all(&vec![b'x'; 4000]).unwrap();
         let big = Fingerprint::of_file(f.as_file(), 4018).unwrap();
         let mut fps = IdFingerprints::new(f.as_file(), &big);
-        assert_eq!(record_id("h", &fps.for_end(18).unwrap(), 11), id_before);
+        assert_eq!(record_id("h", fps.for_end(18).unwrap(), 11), id_before);
         assert_eq!(fps.for_end(2000).unwrap(), big.hex);
     }
 }
