@@ -11,7 +11,15 @@
 //! per record only the time, the message, the offset and the id are written.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+
+/// Length of a [`rfc3339_ms`] timestamp.
+pub const TIMESTAMP_LEN: usize = "2026-11-26T06:30:00.123Z".len();
+/// Length of a record id (32 hex digits).
+pub const ID_LEN: usize = 32;
+
+const OPEN: &[u8] = br#"{"@timestamp":""#;
+const BEFORE_MESSAGE: &[u8] = br#"","message":"#;
+const BEFORE_ID: &[u8] = br#"},"event":{"id":""#;
 
 /// The parts of the envelope shared by every record of one file, pre-rendered.
 #[derive(Debug)]
@@ -40,19 +48,121 @@ impl FileEnvelope {
         }
     }
 
+    /// The most one record's envelope adds to its message (unescaped): with this reserved per
+    /// record, a batch whose messages need no escaping is written without the buffer growing.
+    pub fn overhead(&self) -> usize {
+        OPEN.len()
+            + TIMESTAMP_LEN
+            + BEFORE_MESSAGE.len()
+            + 2
+            + self.after_message.len()
+            + 20 // u64::MAX
+            + BEFORE_ID.len()
+            + ID_LEN
+            + self.closing.len()
+    }
+
     /// Appends one record's envelope to `out`. `timestamp` is [`rfc3339_ms`] of the read time.
-    pub fn write(&self, out: &mut Vec<u8>, timestamp: &str, message: &str, offset: u64, id: &str) {
-        out.extend_from_slice(br#"{"@timestamp":""#);
+    pub fn write(&self, out: &mut Vec<u8>, timestamp: &str, message: &str, offset: u64, id: &[u8]) {
+        out.extend_from_slice(OPEN);
         out.extend_from_slice(timestamp.as_bytes());
-        out.extend_from_slice(br#"","message":"#);
-        // Writing a str into a Vec cannot fail; serde_json escapes quotes, controls and `\`.
-        let _ = serde_json::to_writer(&mut *out, message);
+        out.extend_from_slice(BEFORE_MESSAGE);
+        write_json_str(out, message);
         out.extend_from_slice(&self.after_message);
-        let _ = write!(out, "{offset}");
-        out.extend_from_slice(br#"},"event":{"id":""#);
-        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+        out.extend_from_slice(BEFORE_ID);
+        out.extend_from_slice(id);
         out.extend_from_slice(&self.closing);
     }
+}
+
+/// What a byte becomes inside a JSON string, as serde_json writes it: 0 (itself), `u` (`\u00XX`)
+/// or the letter after the backslash.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// The bytes of `w` (8 bytes of a string, little-endian) that JSON escapes — control characters,
+/// `"` and `\` — as their high bits; 0 when there are none. The lowest bit set marks the first
+/// such byte exactly (a subtraction's borrow only flags bytes above a true match), so
+/// `trailing_zeros() / 8` is its index. Bytes of multi-byte UTF-8 characters are all >= 0x80 and
+/// never match.
+#[inline]
+fn escape_mask(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let b = w ^ (ONES * u64::from(b'\\'));
+    // "Some byte < n" is `(w - n·ONES) & !w & HIGHS`; "some byte is zero" the same with n = 1.
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = q.wrapping_sub(ONES) & !q;
+    let backslash = b.wrapping_sub(ONES) & !b;
+    (below_space | quote | backslash) & HIGHS
+}
+
+/// Appends the escape of `b` (a byte JSON escapes) to `out`.
+#[inline]
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    let esc = ESCAPE[usize::from(b)];
+    if esc == b'u' {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+        ]);
+    } else {
+        out.extend_from_slice(&[b'\\', esc]);
+    }
+}
+
+/// Appends `s` as a quoted JSON string, byte for byte what `serde_json::to_string(s)` gives. Runs
+/// of bytes that need no escape are copied whole; the next byte to escape is found eight bytes at
+/// a time (serde_json looks at every byte on its own).
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let (mut start, mut i) = (0, 0);
+    while i + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[i..i + 8]);
+        let mask = escape_mask(u64::from_le_bytes(word));
+        if mask == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (mask.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&bytes[start..at]);
+        push_escape(out, bytes[at]);
+        i = at + 1;
+        start = i;
+    }
+    for (at, &b) in bytes.iter().enumerate().skip(i) {
+        if ESCAPE[usize::from(b)] != 0 {
+            out.extend_from_slice(&bytes[start..at]);
+            push_escape(out, b);
+            start = at + 1;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// `unix_ms` as RFC 3339 in UTC with milliseconds: `2026-11-26T06:30:00.123Z`.
@@ -87,6 +197,75 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn escaped(s: &str) -> String {
+        let mut out = b"x".to_vec();
+        write_json_str(&mut out, s);
+        String::from_utf8(out[1..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in [
+            "",
+            "plain ascii line of more than eight bytes",
+            "\"",
+            "\\",
+            "ab\"cdefgh\\ijklmnop\u{0}q\u{1f}\u{7f}",
+            "\u{8}\u{9}\u{a}\u{b}\u{c}\u{d}\u{1b}[0m",
+            "日志 错误 \u{FFFD} \u{10FFFF} é",
+            "1234567\"",
+            "12345678\"",
+            "123456789\n",
+        ] {
+            assert_eq!(escaped(s), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    /// Any char, weighted towards the ones JSON escapes and the bytes around them.
+    fn text() -> impl Strategy<Value = String> {
+        let c = prop_oneof![
+            3 => any::<char>(),
+            3 => (0u8..0x80).prop_map(char::from),
+            2 => prop::sample::select(vec!['"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '!', '#', '[', ']', '\u{7f}', '\u{FFFD}', '\u{80}']),
+        ];
+        prop::collection::vec(c, 0..80).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn escaping_matches_serde_json(s in text()) {
+            prop_assert_eq!(escaped(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn the_mask_finds_the_first_byte_to_escape(
+            bytes in prop::array::uniform8(prop_oneof![
+                any::<u8>(),
+                prop::sample::select(vec![0u8, 0x1f, 0x20, b'"', b'\\', 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff]),
+            ])
+        ) {
+            let first = bytes.iter().position(|&b| ESCAPE[usize::from(b)] != 0);
+            let mask = escape_mask(u64::from_le_bytes(bytes));
+            prop_assert_eq!((mask != 0).then(|| (mask.trailing_zeros() / 8) as usize), first);
+        }
+    }
+
+    #[test]
+    fn overhead_covers_the_largest_envelope_of_an_unescaped_message() {
+        let fields: BTreeMap<String, String> = [("env".to_owned(), "prod".to_owned())].into();
+        let env = FileEnvelope::new("web-1", "10.0.0.5", "/var/log/a.log", &fields);
+        let mut out = Vec::new();
+        env.write(
+            &mut out,
+            &rfc3339_ms(u64::MAX / 1_000_000),
+            "m",
+            u64::MAX,
+            &[b'0'; ID_LEN],
+        );
+        assert_eq!(out.len(), env.overhead() + 1);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_milliseconds() {
@@ -107,7 +286,7 @@ mod tests {
             "2026-11-26T06:30:00.123Z",
             "say \"hi\"\\\t\u{1}中",
             4096,
-            "00ff",
+            b"00ff",
         );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
@@ -125,7 +304,7 @@ mod tests {
         assert!(first_key.starts_with(r#"{"@timestamp":"#), "{first_key}");
         let empty = FileEnvelope::new("h", "i", "/p", &BTreeMap::new());
         let mut out = Vec::new();
-        empty.write(&mut out, "t", "m", 0, "id");
+        empty.write(&mut out, "t", "m", 0, b"id");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["fields"], serde_json::json!({}));
     }

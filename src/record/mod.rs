@@ -14,7 +14,6 @@ pub mod envelope;
 pub mod filter;
 pub mod id;
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::sync::Arc;
 
@@ -146,8 +145,9 @@ impl Pipeline {
             }
         }
         let wants_id = self.envelope.is_some() || self.spec.headers.contains(&MetaHeader::Id);
-        let ids: Vec<String> = if wants_id {
+        let ids: Vec<[u8; envelope::ID_LEN]> = if wants_id {
             let mut fps = id::IdFingerprints::new(file, fingerprint);
+            let mut hasher = id::IdHasher::default();
             split
                 .starts
                 .iter()
@@ -156,7 +156,7 @@ impl Pipeline {
                     // Unreadable head (the file vanished under us): the offset alone still tells
                     // this file's records apart.
                     let fp = fps.for_end(end).unwrap_or_default();
-                    id::record_id(&self.host, &fp, start)
+                    hasher.id(&self.host, fp, start)
                 })
                 .collect()
         } else {
@@ -164,8 +164,11 @@ impl Pipeline {
         };
         if let Some(env) = &self.envelope {
             let timestamp = envelope::rfc3339_ms(crate::clock::now_ms());
-            let size: usize = split.lines.iter().map(|l| l.len() + 200).sum();
-            let mut out = Vec::with_capacity(size + self.path.len() * split.lines.len());
+            // Room for every envelope of messages that need no escaping: no regrowth (and copy)
+            // of the batch's buffer.
+            let size: usize = split.lines.iter().map(Bytes::len).sum::<usize>()
+                + env.overhead() * split.lines.len();
+            let mut out = Vec::with_capacity(size);
             let mut ranges = Vec::with_capacity(split.lines.len());
             let mut errors = 0;
             for (i, line) in split.lines.iter().enumerate() {
@@ -178,7 +181,7 @@ impl Pipeline {
                 errors += bad;
                 let start = out.len();
                 let offset = split.starts.get(i).copied().unwrap_or(0);
-                let id = ids.get(i).map_or("", String::as_str);
+                let id = ids.get(i).map_or(&[][..], |id| &id[..]);
                 env.write(&mut out, &timestamp, &message, offset, id);
                 ranges.push(start..out.len());
             }
@@ -199,7 +202,7 @@ impl Pipeline {
     }
 
     /// Every header of one record: the entry's fields, then the metadata it asks for.
-    fn headers_of(&self, offset: u64, id: Option<&String>) -> OwnedHeaders {
+    fn headers_of(&self, offset: u64, id: Option<&[u8; envelope::ID_LEN]>) -> OwnedHeaders {
         let mut h = OwnedHeaders::new_with_capacity(self.fields.len() + self.spec.headers.len());
         for (k, v) in &self.fields {
             h = h.insert(Header {
@@ -207,22 +210,18 @@ impl Pipeline {
                 value: Some(v.as_bytes()),
             });
         }
-        let mut number = String::new();
+        let mut number = itoa::Buffer::new();
         for m in &self.spec.headers {
-            let value: &str = match m {
-                MetaHeader::Id => id.map_or("", String::as_str),
-                MetaHeader::Host => &self.host,
-                MetaHeader::Ip => &self.ip,
-                MetaHeader::Path => &self.path,
-                MetaHeader::Offset => {
-                    number.clear();
-                    let _ = write!(number, "{offset}");
-                    &number
-                }
+            let value: &[u8] = match m {
+                MetaHeader::Id => id.map_or(&[][..], |id| &id[..]),
+                MetaHeader::Host => self.host.as_bytes(),
+                MetaHeader::Ip => self.ip.as_bytes(),
+                MetaHeader::Path => self.path.as_bytes(),
+                MetaHeader::Offset => number.format(offset).as_bytes(),
             };
             h = h.insert(Header {
                 key: m.header_name(),
-                value: Some(value.as_bytes()),
+                value: Some(value),
             });
         }
         h

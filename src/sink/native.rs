@@ -161,7 +161,12 @@ pub fn produce_with_headers(
     // reads it); ownership passes to librdkafka only on success, below.
     let hdrs = headers.as_borrowed() as *const BorrowedHeaders as *mut rd::rd_kafka_headers_t;
     let opaque_ptr = opaque.into_ptr();
-    let mut vus = vec![
+    // On the stack: one call per record, so no allocation for its argument list.
+    let null = vu(
+        V::RD_KAFKA_VTYPE_END,
+        rd::rd_kafka_vu_s__bindgen_ty_1 { i: 0 },
+    );
+    let mut vus = [
         vu(
             V::RD_KAFKA_VTYPE_RKT,
             rd::rd_kafka_vu_s__bindgen_ty_1 {
@@ -189,14 +194,17 @@ pub fn produce_with_headers(
             V::RD_KAFKA_VTYPE_HEADERS,
             rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs },
         ),
+        null,
     ];
+    let mut count = vus.len() - 1;
     if let Some(k) = key {
-        vus.push(vu(V::RD_KAFKA_VTYPE_KEY, mem(k)));
+        vus[count] = vu(V::RD_KAFKA_VTYPE_KEY, mem(k));
+        count += 1;
     }
     // SAFETY: every pointer in `vus` is valid for the call; RD_KAFKA_MSG_F_COPY makes librdkafka
     // copy the value and key; the topic handle outlives the call.
     let err =
-        unsafe { rd::rd_kafka_produceva(producer.client().native_ptr(), vus.as_ptr(), vus.len()) };
+        unsafe { rd::rd_kafka_produceva(producer.client().native_ptr(), vus.as_ptr(), count) };
     if err.is_null() {
         // librdkafka owns the headers now and frees them with the message.
         std::mem::forget(headers);
