@@ -298,13 +298,7 @@ impl Discoverer {
                 return self.note_problem(path, format!("cannot stat: {e}"), Problem::Unreadable)
             }
         }
-        // O_NONBLOCK: should the path become a FIFO between the stat and the open, the open returns
-        // at once (no effect on a regular file). O_NOFOLLOW: the target has no symlink left to follow.
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(&target)
-        {
+        let file = match open_for_tailing(&target) {
             Ok(f) => f,
             Err(e) => {
                 return self.note_problem(path, format!("cannot open: {e}"), Problem::Unreadable)
@@ -537,6 +531,25 @@ impl Discoverer {
     }
 }
 
+/// Opens a file to tail. O_NONBLOCK: should the path become a FIFO between the stat and the open,
+/// the open returns at once (no effect on a regular file). O_NOFOLLOW: the target has no symlink
+/// left to follow. O_NOATIME: a log read after every write would otherwise have its access time
+/// updated at each read (relatime updates it whenever it is older than the modification time), an
+/// inode write per line that showed in idle1000's profile; it needs the file's owner or
+/// CAP_FOWNER, so without them the file is opened as before.
+pub fn open_for_tailing(path: &Path) -> std::io::Result<File> {
+    let open = |flags| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | flags)
+            .open(path)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        other => other,
+    }
+}
+
 fn find_by_identity(dir: &Path, key: FileKey) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
@@ -678,6 +691,46 @@ mod tests {
                 "read a refused file"
             );
         }
+    }
+
+    /// Reading a file opened to tail leaves its access time alone (the control read, through a
+    /// plain open, shows that this filesystem would update it).
+    #[test]
+    fn tailing_a_file_does_not_update_its_access_time() {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, "line\n").unwrap();
+        let age = |p: &Path| {
+            let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_times(std::fs::FileTimes::new().set_accessed(old))
+                .unwrap();
+            std::fs::metadata(p).unwrap().atime()
+        };
+        let before = age(&p);
+        std::fs::File::open(&p)
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap();
+        assert!(
+            std::fs::metadata(&p).unwrap().atime() > before,
+            "control: this filesystem does not update access times, the test cannot tell"
+        );
+        let before = age(&p);
+        open_for_tailing(&p)
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().atime(),
+            before,
+            "the read updated the access time"
+        );
     }
 
     /// A file refused at `max_open_files` and rotated away (renamed out of the entry's pattern)
