@@ -89,10 +89,67 @@ pub fn hash_hex(bytes: &[u8]) -> String {
     }
 }
 
-fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
+/// Whether the (up to) [`TAIL_HASH_LEN`] bytes before `offset` still hash to `hex` ([`tail_hash`]),
+/// without allocating: the tailer checks this at every wake-up of a trickling file.
+pub fn tail_hash_matches(file: &File, offset: u64, hex: &str) -> io::Result<bool> {
+    let len = offset.min(TAIL_HASH_LEN) as usize;
+    let mut buf = [0u8; TAIL_HASH_LEN as usize];
+    let n = fill_at(file, offset - len as u64, &mut buf[..len])?;
+    if n < len {
+        return Ok(false);
+    }
+    if len == 0 {
+        return Ok(hex.is_empty());
+    }
+    Ok(u64::from_str_radix(hex, 16).is_ok_and(|h| h == xxhash_rust::xxh3::xxh3_64(&buf[..len])))
+}
+
+/// How many of a file's first bytes its tailer keeps, as they are, to tell a rewrite at each
+/// wake-up (the fingerprint's 1 KiB hash cost a tenth of idle1000's samples there).
+pub const HEAD_GUARD_LEN: usize = 64;
+
+/// The first (up to) [`HEAD_GUARD_LEN`] bytes of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    bytes: [u8; HEAD_GUARD_LEN],
+    len: u8,
+}
+
+impl Default for Head {
+    /// No bytes: the start of any file.
+    fn default() -> Head {
+        Head {
+            bytes: [0; HEAD_GUARD_LEN],
+            len: 0,
+        }
+    }
+}
+
+impl Head {
+    pub fn of_file(file: &File) -> io::Result<Head> {
+        let mut head = Head::default();
+        head.len = fill_at(file, 0, &mut head.bytes)? as u8;
+        Ok(head)
+    }
+
+    /// Whether the file still starts with these bytes.
+    pub fn still_starts(&self, file: &File) -> io::Result<bool> {
+        let len = usize::from(self.len);
+        let mut now = [0u8; HEAD_GUARD_LEN];
+        let n = fill_at(file, 0, &mut now[..len])?;
+        Ok(n == len && now[..len] == self.bytes[..len])
+    }
+
+    /// Whether more of the head could be kept now (the file was shorter than it when taken).
+    pub fn can_grow(&self, size: u64) -> bool {
+        usize::from(self.len) < HEAD_GUARD_LEN && size > u64::from(self.len)
+    }
+}
+
+/// Reads into `buf` from `offset` until it is full or the file ends; the bytes read.
+fn fill_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < len {
+    while filled < buf.len() {
         match file.read_at(&mut buf[filled..], offset + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -100,6 +157,12 @@ fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
             Err(e) => return Err(e),
         }
     }
+    Ok(filled)
+}
+
+fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let filled = fill_at(file, offset, &mut buf)?;
     buf.truncate(filled);
     Ok(buf)
 }
@@ -151,6 +214,43 @@ mod tests {
         assert_eq!(fp, Fingerprint::default());
         assert!(fp.matches(&f, 0).unwrap());
         assert_eq!(tail_hash(&f, 0).unwrap(), "");
+    }
+
+    #[test]
+    fn tail_hash_matches_agrees_with_tail_hash() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789abcdefghijklmnopqrstuvwxyz\nmore\n")
+            .unwrap();
+        for off in [0u64, 5, 32, 37, 42] {
+            let h = tail_hash(&f, off).unwrap();
+            assert!(tail_hash_matches(&f, off, &h).unwrap(), "offset {off}");
+            assert!(!tail_hash_matches(&f, off, "0123456789abcdef").unwrap() || off == 0);
+        }
+        assert!(!tail_hash_matches(&f, 37, &tail_hash(&f, 36).unwrap()).unwrap());
+        // Past the end: fewer bytes than the offset implies, so not the same content.
+        assert!(!tail_hash_matches(&f, 100, &tail_hash(&f, 42).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn a_head_tells_a_rewritten_start_and_a_shorter_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        std::fs::write(&p, b"2026-11-26T10:00:00 first line\n").unwrap();
+        let f = File::open(&p).unwrap();
+        let head = Head::of_file(&f).unwrap();
+        assert!(!head.can_grow(31));
+        assert!(head.can_grow(100), "taken of 31 bytes, more can be kept");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"second\n")
+            .unwrap();
+        assert!(head.still_starts(&f).unwrap(), "appending keeps the start");
+        std::fs::write(&p, b"2026-11-26T10:00:01 first line\n").unwrap();
+        assert!(!head.still_starts(&f).unwrap(), "a rewritten start");
+        std::fs::write(&p, b"2026").unwrap();
+        assert!(!head.still_starts(&f).unwrap(), "shorter than the head");
     }
 
     #[test]

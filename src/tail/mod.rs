@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::sink::{Batch, Route};
-use crate::state::identity::{hash_hex, tail_hash, FileKey, Fingerprint, TAIL_HASH_LEN};
+use crate::state::identity::{
+    hash_hex, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head, TAIL_HASH_LEN,
+};
 use crate::state::progress::{FileProgress, Mark};
 use crate::state::registry::Registry;
 use crate::telemetry::Metrics;
@@ -119,6 +121,8 @@ pub struct TailerState {
     /// default), as often as an idle file is polled, since a trickling file reaches its end once per
     /// line. A later check only delays the rotated flag: the open file is read to its end anyway.
     path_checked: Option<Instant>,
+    /// The file's first bytes, for the guard (empty until taken: matches any file).
+    head: Head,
 }
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
@@ -145,6 +149,7 @@ impl Tailer {
         let mut backoff_cap = IDLE_BACKOFF_DOUBLINGS;
         // Whether the last wake-up came from a file event rather than the poll timer.
         let mut by_event = false;
+        self.state.head = Head::of_file(&self.file).unwrap_or_default();
         let start = self.progress.acked();
         if start.offset > 0 {
             // The file may have been rewritten between the claim and now.
@@ -279,14 +284,9 @@ impl Tailer {
         };
         // The bytes before the offset alone miss a rewrite whose lines end alike (same length, same
         // user agent): the head, which a new content almost always changes (a timestamp, a first
-        // request), is compared too. A file now shorter than the fingerprint fails the read: rewritten.
-        let same_tail = tail_hash(&self.file, offset).is_ok_and(|h| h == hash);
-        if same_tail
-            && self
-                .fingerprint
-                .matches(&self.file, u64::MAX)
-                .unwrap_or(false)
-        {
+        // request), is compared too. A file now shorter than either is rewritten.
+        let same_tail = tail_hash_matches(&self.file, offset, &hash).unwrap_or(false);
+        if same_tail && self.state.head.still_starts(&self.file).unwrap_or(false) {
             return false;
         }
         let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -335,6 +335,9 @@ impl Tailer {
         if size < self.splitter.read_offset() {
             self.restart_at_zero(size);
             return Ok(Flow::Continue);
+        }
+        if self.state.head.can_grow(size) {
+            self.state.head = Head::of_file(&self.file)?;
         }
         if self.fingerprint.can_grow(size) {
             self.fingerprint = Fingerprint::of_file(&self.file, size)?;
@@ -461,6 +464,7 @@ impl Tailer {
         if let Some(m) = &mut self.multiline {
             m.clear();
         }
+        self.state.head = Head::of_file(&self.file).unwrap_or_default();
         if let Ok(fp) = Fingerprint::of_file(&self.file, size) {
             self.fingerprint = fp;
             self.registry
