@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::applied::AppliedEntries;
+use super::globwalk::{GlobWalk, RealFs};
 use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::rotated::RotatedFiles;
@@ -93,6 +94,8 @@ struct Discoverer {
     entry: Arc<CollectEntry>,
     shared: Arc<Shared>,
     paths: PathMatcher,
+    /// The entry's glob, compiled for walking (`None` for a plain path or an invalid glob).
+    walk: Option<GlobWalk>,
     /// Paths this entry reported a problem for (the problem itself is Metrics'), so they can be
     /// cleared when the entry stops matching them or stops.
     noted: HashSet<PathBuf>,
@@ -161,6 +164,9 @@ impl Discoverer {
     fn new(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) -> Discoverer {
         Discoverer {
             paths: PathMatcher::new(&entry),
+            walk: is_glob(&entry.path)
+                .then(|| GlobWalk::new(&entry.path))
+                .flatten(),
             spec: RecordSpec::for_entry(&entry),
             throttle: entry
                 .records
@@ -194,11 +200,11 @@ impl Discoverer {
         }
     }
 
-    fn matches(&self) -> Vec<PathBuf> {
+    fn matches(&mut self) -> Vec<PathBuf> {
         let paths: Vec<PathBuf> = if is_glob(&self.entry.path) {
-            match glob::glob(&self.entry.path) {
-                Ok(it) => it.filter_map(Result::ok).collect(),
-                Err(_) => Vec::new(),
+            match &mut self.walk {
+                Some(walk) => walk.scan(&RealFs),
+                None => Vec::new(),
             }
         } else {
             let p = PathBuf::from(&self.entry.path);
@@ -224,9 +230,8 @@ impl Discoverer {
 
     /// Forgets the problems of paths this entry no longer matches (deleted, renamed, excluded), so
     /// neither this map nor the status's per-file problems grow with every file ever seen.
-    fn forget_unmatched_problems(&mut self, matched: &[PathBuf]) {
+    fn forget_unmatched_problems(&mut self, keep: &HashSet<&Path>) {
         let entry_path = Path::new(&self.entry.path);
-        let keep: HashSet<&Path> = matched.iter().map(PathBuf::as_path).collect();
         let stale: Vec<PathBuf> = self
             .noted
             .iter()
@@ -241,9 +246,12 @@ impl Discoverer {
 
     fn scan(&mut self, from_end: bool) {
         let paths = self.matches();
-        self.forget_unmatched_problems(&paths);
-        self.ignored.retain(|p, _| paths.contains(p));
-        self.inactive.retain(|p| paths.iter().any(|q| q == p));
+        // Looked up once per known path, not searched: a tree may match thousands of files.
+        let matched: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        self.forget_unmatched_problems(&matched);
+        self.ignored.retain(|p, _| matched.contains(p.as_path()));
+        self.inactive.retain(|p| matched.contains(p));
+        drop(matched);
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
             self.shared.metrics.file_waiting(&p);
