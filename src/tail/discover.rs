@@ -165,7 +165,7 @@ impl Discoverer {
         Discoverer {
             paths: PathMatcher::new(&entry),
             walk: is_glob(&entry.path)
-                .then(|| GlobWalk::new(&entry.path))
+                .then(|| GlobWalk::new(&entry.path).map(|w| w.pruning(&entry.exclude)))
                 .flatten(),
             spec: RecordSpec::for_entry(&entry),
             throttle: entry

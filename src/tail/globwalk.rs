@@ -6,13 +6,37 @@
 //! one name, hidden names included; `**` matches zero or more directories (symlinks followed), and
 //! as the last component it matches the directories themselves; a pattern ending in `/` matches
 //! directories only; names that are not UTF-8 are skipped; unreadable directories are skipped.
+//!
+//! What differs is the cost of a rescan: the walk remembers each directory's listing with the
+//! directory's stamp (identity, nanosecond mtime and ctime). A directory's mtime moves whenever a
+//! name in it is created, removed or renamed, so a rescan stats every directory it walks and lists
+//! only those whose stamp moved: an unchanged tree of 100 directories costs 100 stats, not 100
+//! listings of every name. Timestamps tick coarsely (a kernel tick; a second on some filesystems,
+//! two on FAT), so a change right after a listing may leave the stamp as it was: a listing made
+//! within [`MTIME_SLACK_NS`] of the directory's last change is not trusted, and the directory is
+//! listed again at the next scan. Directories only are walked that the rest of the pattern can
+//! match in, and never those an `exclude` ending in `/**` covers whole.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::collect::{is_glob, GLOB_OPTIONS};
+
+/// How long after a directory's last change its listing becomes trustworthy: above the coarsest
+/// timestamp granularity the agent expects (FAT's 2 s) and a kernel tick's lag of the file clock.
+pub const MTIME_SLACK_NS: i128 = 2_000_000_000;
+
+/// Whether a listing of a directory then stamped `then`, made at `listed_at_ns` (a clock read before
+/// the stat), still says what the directory stamped `now` holds: nothing moved, and the listing was
+/// made long enough after the last change that a later change would have moved the mtime. (The
+/// ctime is compared only: it catches an mtime set back, as `tar` and `rsync -t` do, and any later
+/// name change moves the mtime as well.)
+pub fn listing_holds(then: DirStamp, listed_at_ns: i128, now: DirStamp) -> bool {
+    then == now && listed_at_ns - then.mtime_ns >= MTIME_SLACK_NS
+}
 
 /// A directory as one stat shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,12 +131,34 @@ enum Component {
     Recursive,
 }
 
-/// An entry's glob, compiled for walking.
+/// A directory's names as last listed.
+struct Listing {
+    stamp: DirStamp,
+    listed_at_ns: i128,
+    entries: Arc<[Entry]>,
+    /// The scan that last walked the directory: listings not walked by the last scan are dropped.
+    scan: u64,
+}
+
+/// An entry's glob, compiled for walking, and the listings of the directories it walked.
 pub struct GlobWalk {
     root: PathBuf,
     components: Vec<Component>,
     /// The pattern ends with `/`: directories only.
     require_dir: bool,
+    /// Directories an exclude covers whole (`<these>/**`): never walked.
+    prune: Vec<glob::Pattern>,
+    memory: HashMap<PathBuf, Listing>,
+    scans: u64,
+}
+
+/// What the last scan did, for tests and debugging.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Directories walked (one stat each).
+    pub walked: usize,
+    /// Of those, directories listed (a read of every name).
+    pub listed: usize,
 }
 
 impl GlobWalk {
@@ -141,24 +187,55 @@ impl GlobWalk {
             root: PathBuf::from("/"),
             components,
             require_dir: pattern.ends_with('/'),
+            prune: Vec::new(),
+            memory: HashMap::new(),
+            scans: 0,
         })
+    }
+
+    /// Leaves out the directories that `excludes` (globs over full paths) cover whole: those an
+    /// exclude ending in `/**` matches, everything under them being excluded. Other excludes are
+    /// the caller's to apply to the matches.
+    pub fn pruning(mut self, excludes: &[String]) -> GlobWalk {
+        self.prune = excludes
+            .iter()
+            .filter_map(|e| e.strip_suffix("/**"))
+            .filter(|prefix| !prefix.is_empty())
+            .filter_map(|prefix| glob::Pattern::new(prefix).ok())
+            .collect();
+        self
     }
 
     /// Every path the pattern matches now, sorted.
     pub fn scan(&mut self, fs: &dyn DirFs) -> Vec<PathBuf> {
+        self.scan_stats(fs).0
+    }
+
+    /// [`GlobWalk::scan`], and what it cost.
+    pub fn scan_stats(&mut self, fs: &dyn DirFs) -> (Vec<PathBuf>, ScanStats) {
+        self.scans += 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
         let mut walk = Walk {
             fs,
             components: &self.components,
             require_dir: self.require_dir,
+            prune: &self.prune,
+            memory: &mut self.memory,
+            scan: self.scans,
+            now,
+            stats: ScanStats::default(),
             found: Vec::new(),
             ancestors: Vec::new(),
         };
-        let root = self.root.clone();
-        walk.visit(&root, 0);
-        let mut found = walk.found;
+        walk.visit(&self.root, 0);
+        let (mut found, stats) = (walk.found, walk.stats);
+        let scan = self.scans;
+        self.memory.retain(|_, l| l.scan == scan);
         found.sort();
         found.dedup();
-        found
+        (found, stats)
     }
 }
 
@@ -166,6 +243,12 @@ struct Walk<'a> {
     fs: &'a dyn DirFs,
     components: &'a [Component],
     require_dir: bool,
+    prune: &'a [glob::Pattern],
+    memory: &'a mut HashMap<PathBuf, Listing>,
+    scan: u64,
+    /// The clock when the scan started (before any stat of it).
+    now: i128,
+    stats: ScanStats,
     found: Vec<PathBuf>,
     /// The directories being walked, by identity: a symlink back up the tree is not followed.
     ancestors: Vec<(u64, u64)>,
@@ -197,9 +280,17 @@ impl Walk<'_> {
             }
             return;
         }
+        if self
+            .prune
+            .iter()
+            .any(|p| p.matches_path_with(dir, GLOB_OPTIONS))
+        {
+            return;
+        }
         let Some(stamp) = self.fs.dir_stamp(dir) else {
             return;
         };
+        self.stats.walked += 1;
         if self.ancestors.contains(&(stamp.dev, stamp.ino)) {
             return;
         }
@@ -257,8 +348,30 @@ impl Walk<'_> {
         }
     }
 
-    fn list(&mut self, dir: &Path, _stamp: DirStamp) -> Option<Arc<[Entry]>> {
-        self.fs.read_dir(dir).ok().map(Arc::from)
+    /// `dir`'s names: remembered when its stamp says nothing changed, else listed (and remembered).
+    fn list(&mut self, dir: &Path, stamp: DirStamp) -> Option<Arc<[Entry]>> {
+        if let Some(l) = self.memory.get_mut(dir) {
+            if listing_holds(l.stamp, l.listed_at_ns, stamp) {
+                l.scan = self.scan;
+                return Some(l.entries.clone());
+            }
+        }
+        self.stats.listed += 1;
+        let Ok(entries) = self.fs.read_dir(dir) else {
+            self.memory.remove(dir);
+            return None;
+        };
+        let entries: Arc<[Entry]> = Arc::from(entries);
+        self.memory.insert(
+            dir.to_path_buf(),
+            Listing {
+                stamp,
+                listed_at_ns: self.now,
+                entries: entries.clone(),
+                scan: self.scan,
+            },
+        );
+        Some(entries)
     }
 }
 
@@ -338,5 +451,188 @@ mod tests {
             .unwrap()
             .scan(&RealFs);
         assert_eq!(got, vec![r.join("a/b.log")]);
+    }
+
+    /// Counts directory reads; with `frozen`, every directory keeps the timestamps it had at its
+    /// first stat, as on a filesystem whose clock ticks too coarsely to show a change.
+    struct Counting {
+        reads: std::cell::Cell<usize>,
+        frozen: bool,
+        stamps: std::cell::RefCell<HashMap<PathBuf, DirStamp>>,
+    }
+
+    impl Counting {
+        fn new(frozen: bool) -> Counting {
+            Counting {
+                reads: Default::default(),
+                frozen,
+                stamps: Default::default(),
+            }
+        }
+
+        fn take(&self) -> usize {
+            self.reads.replace(0)
+        }
+    }
+
+    impl DirFs for Counting {
+        fn dir_stamp(&self, path: &Path) -> Option<DirStamp> {
+            let now = RealFs.dir_stamp(path)?;
+            if !self.frozen {
+                return Some(now);
+            }
+            Some(*self.stamps.borrow_mut().entry(path.into()).or_insert(now))
+        }
+        fn read_dir(&self, dir: &Path) -> io::Result<Vec<Entry>> {
+            self.reads.set(self.reads.get() + 1);
+            RealFs.read_dir(dir)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            RealFs.exists(path)
+        }
+    }
+
+    fn age(dir: &Path, by: std::time::Duration) {
+        let f = std::fs::File::open(dir).unwrap();
+        f.set_modified(std::time::SystemTime::now() - by).unwrap();
+    }
+
+    /// 110 directories under the root (10 × 10 deep), each with 5 `.log` and 5 `.txt` files.
+    fn tree(r: &Path) -> Vec<PathBuf> {
+        let mut dirs = vec![r.to_path_buf()];
+        for a in 0..10 {
+            for b in 0..10 {
+                let d = r.join(format!("d{a}/e{b}"));
+                std::fs::create_dir_all(&d).unwrap();
+                for i in 0..5 {
+                    std::fs::write(d.join(format!("f{i}.log")), b"x\n").unwrap();
+                    std::fs::write(d.join(format!("g{i}.txt")), b"x\n").unwrap();
+                }
+                dirs.push(d);
+            }
+            dirs.push(r.join(format!("d{a}")));
+        }
+        dirs
+    }
+
+    /// A rescan reads only the directories that changed: an unchanged tree costs a stat per
+    /// directory and no listing; a file created deep down is found by reading its directory alone.
+    #[test]
+    fn a_rescan_reads_only_directories_that_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        let dirs = tree(r);
+        // Directories last changed a while ago: their listings can be trusted.
+        for d in &dirs {
+            age(d, std::time::Duration::from_secs(10));
+        }
+        let fs = Counting::new(false);
+        let mut walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
+        assert_eq!(walk.scan(&fs).len(), 500);
+        assert_eq!(fs.take(), 111, "first scan lists every directory");
+        assert_eq!(walk.scan(&fs).len(), 500);
+        assert_eq!(fs.take(), 0, "second scan of an unchanged tree lists no directory");
+
+        let deep = r.join("d7/e3");
+        std::fs::write(deep.join("new.log"), b"x\n").unwrap();
+        std::fs::write(deep.join("new.txt"), b"x\n").unwrap();
+        let found = walk.scan(&fs);
+        assert_eq!(found.len(), 501);
+        assert!(found.contains(&deep.join("new.log")));
+        assert_eq!(fs.take(), 1, "only the changed directory is listed");
+
+        // A new directory is listed, and so is its parent (its mtime changed).
+        std::fs::create_dir(r.join("d2/e5/sub")).unwrap();
+        std::fs::write(r.join("d2/e5/sub/s.log"), b"x\n").unwrap();
+        let found = walk.scan(&fs);
+        assert!(found.contains(&r.join("d2/e5/sub/s.log")));
+        assert_eq!(fs.take(), 2 + 1, "d2/e5, its new sub, and d7/e3 (changed < 2 s ago)");
+
+        // A removed file is gone at the next scan.
+        std::fs::remove_file(deep.join("f0.log")).unwrap();
+        assert!(!walk.scan(&fs).contains(&deep.join("f0.log")));
+    }
+
+    /// A directory listed within the timestamps' granularity of its last change may change again
+    /// without its mtime moving: it is listed again at the next scan, so a file created right after
+    /// the listing is found.
+    #[test]
+    fn a_file_created_in_the_same_mtime_tick_as_the_listing_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        let dirs = tree(r);
+        for d in &dirs {
+            age(d, std::time::Duration::from_secs(10));
+        }
+        let deep = r.join("d4/e4");
+        // Changed just now: the listing below is made in the same tick.
+        std::fs::write(deep.join("first.log"), b"x\n").unwrap();
+        let fs = Counting::new(true);
+        let mut walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
+        assert!(walk.scan(&fs).contains(&deep.join("first.log")));
+        // The filesystem shows no change in `deep`'s stamp (frozen), as within one coarse tick.
+        std::fs::write(deep.join("second.log"), b"x\n").unwrap();
+        assert!(
+            walk.scan(&fs).contains(&deep.join("second.log")),
+            "a file created in the listing's mtime tick was missed"
+        );
+    }
+
+    #[test]
+    fn a_listing_holds_only_if_nothing_moved_and_it_was_made_after_the_slack() {
+        let s = 1_000_000_000i128;
+        let then = DirStamp {
+            dev: 1,
+            ino: 2,
+            mtime_ns: 100 * s,
+            ctime_ns: 100 * s,
+        };
+        assert!(listing_holds(then, 103 * s, then));
+        assert!(listing_holds(then, 102 * s, then), "exactly the slack");
+        assert!(!listing_holds(then, 101 * s, then), "listed in the last change's tick");
+        assert!(!listing_holds(then, 99 * s, then), "a change dated after the listing");
+        let moved = |f: fn(&mut DirStamp)| {
+            let mut now = then;
+            f(&mut now);
+            listing_holds(then, 103 * s, now)
+        };
+        assert!(!moved(|n| n.mtime_ns += 1), "mtime moved by a nanosecond");
+        assert!(!moved(|n| n.ctime_ns += 1), "mtime set back: ctime moved");
+        assert!(!moved(|n| n.ino += 1), "replaced by another directory");
+        assert!(!moved(|n| n.dev += 1), "another filesystem mounted there");
+    }
+
+    /// An exclude ending in `/**` keeps the walk out of the directories it covers; the matches are
+    /// those of the walk without it, minus the excluded paths.
+    #[test]
+    fn directories_an_exclude_covers_whole_are_not_walked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        tree(r);
+        let pattern = format!("{}/**/*.log", r.display());
+        let excludes = vec![
+            format!("{}/d3/**", r.display()),
+            format!("{}/d[56]/e1/**", r.display()),
+            format!("{}/**/f2.log", r.display()),
+        ];
+        let mut e = crate::config::collect::CollectEntry::new(pattern.clone(), "t");
+        e.exclude = excludes.clone();
+        let matcher = crate::config::collect::PathMatcher::new(&e);
+        let want: Vec<PathBuf> = GlobWalk::new(&pattern)
+            .unwrap()
+            .scan(&RealFs)
+            .into_iter()
+            .filter(|p| !matcher.is_excluded(p))
+            .collect();
+        let fs = Counting::new(false);
+        let mut walk = GlobWalk::new(&pattern).unwrap().pruning(&excludes);
+        let got: Vec<PathBuf> = walk
+            .scan(&fs)
+            .into_iter()
+            .filter(|p| !matcher.is_excluded(p))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(want.len(), (100 - 10 - 2) * 4);
+        assert_eq!(fs.take(), 111 - 11 - 2, "d3 and its 10, d5/e1 and d6/e1 not listed");
     }
 }
