@@ -531,7 +531,11 @@ mod tests {
         assert_eq!(walk.scan(&fs).len(), 500);
         assert_eq!(fs.take(), 111, "first scan lists every directory");
         assert_eq!(walk.scan(&fs).len(), 500);
-        assert_eq!(fs.take(), 0, "second scan of an unchanged tree lists no directory");
+        assert_eq!(
+            fs.take(),
+            0,
+            "second scan of an unchanged tree lists no directory"
+        );
 
         let deep = r.join("d7/e3");
         std::fs::write(deep.join("new.log"), b"x\n").unwrap();
@@ -546,7 +550,11 @@ mod tests {
         std::fs::write(r.join("d2/e5/sub/s.log"), b"x\n").unwrap();
         let found = walk.scan(&fs);
         assert!(found.contains(&r.join("d2/e5/sub/s.log")));
-        assert_eq!(fs.take(), 2 + 1, "d2/e5, its new sub, and d7/e3 (changed < 2 s ago)");
+        assert_eq!(
+            fs.take(),
+            2 + 1,
+            "d2/e5, its new sub, and d7/e3 (changed < 2 s ago)"
+        );
 
         // A removed file is gone at the next scan.
         std::fs::remove_file(deep.join("f0.log")).unwrap();
@@ -589,8 +597,14 @@ mod tests {
         };
         assert!(listing_holds(then, 103 * s, then));
         assert!(listing_holds(then, 102 * s, then), "exactly the slack");
-        assert!(!listing_holds(then, 101 * s, then), "listed in the last change's tick");
-        assert!(!listing_holds(then, 99 * s, then), "a change dated after the listing");
+        assert!(
+            !listing_holds(then, 101 * s, then),
+            "listed in the last change's tick"
+        );
+        assert!(
+            !listing_holds(then, 99 * s, then),
+            "a change dated after the listing"
+        );
         let moved = |f: fn(&mut DirStamp)| {
             let mut now = then;
             f(&mut now);
@@ -633,6 +647,10 @@ mod tests {
             .collect();
         assert_eq!(got, want);
         assert_eq!(want.len(), (100 - 10 - 2) * 4);
-        assert_eq!(fs.take(), 111 - 11 - 2, "d3 and its 10, d5/e1 and d6/e1 not listed");
+        assert_eq!(
+            fs.take(),
+            111 - 11 - 2,
+            "d3 and its 10, d5/e1 and d6/e1 not listed"
+        );
     }
 }
