@@ -62,6 +62,12 @@ pub struct Figures {
     /// Each new file's line in Kafka after the file was created and written (glob50k).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub new_file_ms: Vec<f64>,
+    /// Discovery's share of a core while idle (`logagent_discovery_seconds_total`; glob50k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_cpu_pct: Option<f64>,
+    /// Directories discovery listed per second while idle (glob50k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirs_listed_per_s: Option<f64>,
     /// From the restarted agent's start to every file open again (startup10k).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_s: Option<f64>,
@@ -623,11 +629,24 @@ pub fn glob50k(ctx: &Ctx) -> anyhow::Result<Figures> {
     // Start-up done (every tailer caught up): then the idle cost.
     std::thread::sleep(Duration::from_secs(5));
     let secs = ctx.idle_secs.max(3);
+    // Agents built before the discovery metrics existed: figures without them.
+    let discovery = || {
+        Some((
+            stage.metric("logagent_discovery_seconds_total").ok()?,
+            stage.metric("logagent_discovery_dirs_listed_total").ok()?,
+        ))
+    };
+    let disc0 = discovery();
     let cpu0 = cpu_seconds(agent.pid())?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let idle_cpu = cpu_seconds(agent.pid())? - cpu0;
-    f.idle_cpu_pct = Some(100.0 * idle_cpu / t0.elapsed().as_secs_f64());
+    let wall = t0.elapsed().as_secs_f64();
+    f.idle_cpu_pct = Some(100.0 * idle_cpu / wall);
+    if let (Some((s0, l0)), Some((s1, l1))) = (disc0, discovery()) {
+        f.discovery_cpu_pct = Some(100.0 * (s1 - s0) / wall);
+        f.dirs_listed_per_s = Some((l1 - l0) / wall);
+    }
     f.rss_mib = Some(status_mib(agent.pid(), "VmRSS:")?);
 
     // New files in deep directories, created at spread moments of the 1 s rescan tick.

@@ -96,6 +96,9 @@ struct Discoverer {
     paths: PathMatcher,
     /// The entry's glob, compiled for walking (`None` for a plain path or an invalid glob).
     walk: Option<GlobWalk>,
+    /// Matched paths whose file was tailed at the last scan, and that file. While the walk finds the
+    /// path settled (its directory unchanged) and the file still tailed, the path needs no stat.
+    tailed: HashMap<PathBuf, FileKey>,
     /// Paths this entry reported a problem for (the problem itself is Metrics'), so they can be
     /// cleared when the entry stops matching them or stops.
     noted: HashSet<PathBuf>,
@@ -172,6 +175,7 @@ impl Discoverer {
                 .records
                 .max_bytes_per_s
                 .map(|rate| Arc::new(Throttle::new(rate, shared.metrics.records(&entry.topic)))),
+            tailed: HashMap::new(),
             ignored: HashMap::new(),
             woke: HashMap::new(),
             inactive: Arc::default(),
@@ -203,10 +207,27 @@ impl Discoverer {
     fn matches(&mut self) -> Vec<PathBuf> {
         let paths: Vec<PathBuf> = if is_glob(&self.entry.path) {
             match &mut self.walk {
-                Some(walk) => walk.scan(&RealFs),
+                Some(walk) => {
+                    let (found, stats) = walk.scan_stats(&RealFs);
+                    self.shared
+                        .metrics
+                        .discovery_dirs_listed
+                        .inc_by(stats.listed as u64);
+                    found
+                        .into_iter()
+                        .map(|m| {
+                            if !m.settled {
+                                self.tailed.remove(&m.path);
+                            }
+                            m.path
+                        })
+                        .collect()
+                }
                 None => Vec::new(),
             }
         } else {
+            // No directory is remembered for a plain path: its file is stat'ed at every scan.
+            self.tailed.clear();
             let p = PathBuf::from(&self.entry.path);
             if p.exists() {
                 vec![p]
@@ -218,6 +239,12 @@ impl Discoverer {
             .into_iter()
             .filter(|p| !self.paths.is_excluded(p))
             .collect()
+    }
+
+    /// [`Discoverer::note_problem`], for a path left untailed.
+    fn problem(&mut self, path: &Path, problem: String, kind: Problem) -> Option<FileKey> {
+        self.note_problem(path, problem, kind);
+        None
     }
 
     fn note_problem(&mut self, path: &Path, problem: String, kind: Problem) {
@@ -245,12 +272,22 @@ impl Discoverer {
     }
 
     fn scan(&mut self, from_end: bool) {
+        let started = std::time::Instant::now();
+        self.scan_matches(from_end);
+        self.shared
+            .metrics
+            .discovery_seconds
+            .inc_by(started.elapsed().as_secs_f64());
+    }
+
+    fn scan_matches(&mut self, from_end: bool) {
         let paths = self.matches();
         // Looked up once per known path, not searched: a tree may match thousands of files.
         let matched: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
         self.forget_unmatched_problems(&matched);
         self.ignored.retain(|p, _| matched.contains(p.as_path()));
         self.inactive.retain(|p| matched.contains(p));
+        self.tailed.retain(|p, _| matched.contains(p.as_path()));
         drop(matched);
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
@@ -258,7 +295,15 @@ impl Discoverer {
             self.noted.insert(p);
         }
         for path in paths {
-            self.try_start(&path, from_end, false);
+            if let Some(&key) = self.tailed.get(&path) {
+                if self.shared.registry.is_open(key) {
+                    continue;
+                }
+            }
+            match self.try_start(&path, from_end, false) {
+                Some(key) => self.tailed.insert(path, key),
+                None => self.tailed.remove(&path),
+            };
         }
         // A file closed for inactivity left its path (renamed, replaced): it may hold lines written
         // after it was closed; find it by identity and ship them, as after a restart.
@@ -267,37 +312,35 @@ impl Discoverer {
         }
     }
 
-    /// Opens `path` and starts a tailer unless its file is already tailed.
-    fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) {
+    /// Opens `path` and starts a tailer unless its file is already tailed; the file tailed now, if any.
+    fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) -> Option<FileKey> {
         // Most scans find only files already tailed: a stat tells that without an open (which costs
         // more and raises a file event).
         // One stat answers all three: tailed now, closed while idle, or too old to read.
         if let Ok(m) = std::fs::metadata(path) {
-            if self.shared.registry.is_open(FileKey::of(&m))
-                || self.inactive.still_idle(path, Seen::of(&m))
-                || self.ignores(path, &m)
-            {
-                return;
+            if self.shared.registry.is_open(FileKey::of(&m)) {
+                return Some(FileKey::of(&m));
+            }
+            if self.inactive.still_idle(path, Seen::of(&m)) || self.ignores(path, &m) {
+                return None;
             }
         }
         // The policy judges where the path leads (symlinks followed); that target is what is opened.
         let target = match self.shared.policy.resolve(path) {
             Ok(t) => t,
             Err(PolicyError::Refused(r)) => {
-                return self.note_problem(path, r.to_string(), Problem::Refused)
+                return self.problem(path, r.to_string(), Problem::Refused)
             }
             Err(PolicyError::Resolve(e)) => {
-                return self.note_problem(path, format!("cannot open: {e}"), Problem::Unreadable)
+                return self.problem(path, format!("cannot open: {e}"), Problem::Unreadable)
             }
         };
         // Stat before open: opening a FIFO without a writer would block until one appears.
         let not_regular = || "not a regular file (directory, FIFO or device): skipped".to_owned();
         match std::fs::metadata(&target) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => return self.note_problem(path, not_regular(), Problem::Unreadable),
-            Err(e) => {
-                return self.note_problem(path, format!("cannot stat: {e}"), Problem::Unreadable)
-            }
+            Ok(_) => return self.problem(path, not_regular(), Problem::Unreadable),
+            Err(e) => return self.problem(path, format!("cannot stat: {e}"), Problem::Unreadable),
         }
         // O_NONBLOCK: should the path become a FIFO between the stat and the open, the open returns
         // at once (no effect on a regular file). O_NOFOLLOW: the target has no symlink left to follow.
@@ -307,22 +350,18 @@ impl Discoverer {
             .open(&target)
         {
             Ok(f) => f,
-            Err(e) => {
-                return self.note_problem(path, format!("cannot open: {e}"), Problem::Unreadable)
-            }
+            Err(e) => return self.problem(path, format!("cannot open: {e}"), Problem::Unreadable),
         };
         let meta = match file.metadata() {
             Ok(m) => m,
-            Err(e) => {
-                return self.note_problem(path, format!("cannot stat: {e}"), Problem::Unreadable)
-            }
+            Err(e) => return self.problem(path, format!("cannot stat: {e}"), Problem::Unreadable),
         };
         if !meta.is_file() {
-            return self.note_problem(path, not_regular(), Problem::Unreadable);
+            return self.problem(path, not_regular(), Problem::Unreadable);
         }
         let key = FileKey::of(&meta);
         if self.shared.registry.is_open(key) {
-            return;
+            return Some(key);
         }
         let registry = &self.shared.registry;
         // A file ignored while it was this long: a new file whose end is its last line within that
@@ -335,16 +374,14 @@ impl Discoverer {
             Ok(Some(c)) => c,
             Ok(None) if registry.at_capacity() => {
                 let max = registry.max_open();
-                return self.note_problem(
+                return self.problem(
                     path,
                     format!("max_open_files ({max}) reached: not opened yet"),
                     Problem::Unreadable,
                 );
             }
-            Ok(None) => return,
-            Err(e) => {
-                return self.note_problem(path, format!("cannot read: {e}"), Problem::Unreadable)
-            }
+            Ok(None) => return None,
+            Err(e) => return self.problem(path, format!("cannot read: {e}"), Problem::Unreadable),
         };
         self.noted.remove(path);
         self.woke.remove(&key);
@@ -421,6 +458,7 @@ impl Discoverer {
             tailer.run(cancel).await;
             hub.drop_file_waker(&p, &wake);
         });
+        Some(key)
     }
 
     /// `ignore_older_ms`: whether to leave the file at `path` (stat `meta`) alone. A file is judged
@@ -486,7 +524,7 @@ impl Discoverer {
                 };
                 // Not even the fingerprint is read of a file the policy refuses (try_start reports it).
                 if self.shared.policy.resolve(&found).is_err() {
-                    self.try_start(&found, false, true);
+                    let _ = self.try_start(&found, false, true);
                     continue;
                 }
                 let Ok(file) = File::open(&found) else {
@@ -504,7 +542,7 @@ impl Discoverer {
                     warn!(stored = %cp.path.display(), found = %found.display(), offset = cp.offset, size,
                           "file was rotated while the agent was down; shipping its remainder");
                 }
-                self.try_start(&found, false, found != cp.path);
+                let _ = self.try_start(&found, false, found != cp.path);
             }
         }
     }
@@ -651,6 +689,46 @@ mod tests {
                 "read a refused file"
             );
         }
+    }
+
+    /// Files in directories unchanged since the last scan are not stat'ed while tailed; a rotation
+    /// changes the directory, so the new file under the old name is still claimed at the next scan.
+    #[tokio::test]
+    async fn a_rotation_in_a_remembered_directory_is_still_picked_up() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("app.log"), b"one\n").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(10);
+        for d in [
+            root.path().to_path_buf(),
+            root.path().join("a"),
+            deep.clone(),
+        ] {
+            std::fs::File::open(&d).unwrap().set_modified(old).unwrap();
+        }
+        let (shared, _rx) = shared(ReadPolicy::allow_all());
+        let mut d = discoverer(&root.path().join("**/*.log"), shared.clone());
+        d.scan(false);
+        d.scan(false);
+        assert_eq!(d.tailed.len(), 1, "the tailed file is remembered");
+        let first = FileKey::of(&std::fs::metadata(deep.join("app.log")).unwrap());
+        std::fs::rename(deep.join("app.log"), deep.join("app.log.1")).unwrap();
+        std::fs::write(deep.join("app.log"), b"two\n").unwrap();
+        d.scan(false);
+        let second = FileKey::of(&std::fs::metadata(deep.join("app.log")).unwrap());
+        assert!(
+            shared.registry.is_open(first),
+            "the rotated file keeps its tailer"
+        );
+        assert!(
+            shared.registry.is_open(second),
+            "the new app.log was not claimed"
+        );
+        d.cancel.cancel();
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_secs(10), d.tailers.join_next()).await
+        {}
     }
 
     /// A stand-in for inotify once `fs.inotify.max_user_watches` is used up: every watch fails.

@@ -152,6 +152,16 @@ pub struct GlobWalk {
     scans: u64,
 }
 
+/// A path the pattern matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Match {
+    pub path: PathBuf,
+    /// A regular file (per its directory entry) in a directory whose listing held since the last
+    /// scan: the name still names the file it named then (a rename, deletion or creation in the
+    /// directory would have moved its stamp). A symlink is never settled: where it leads may change.
+    pub settled: bool,
+}
+
 /// What the last scan did, for tests and debugging.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScanStats {
@@ -208,11 +218,11 @@ impl GlobWalk {
 
     /// Every path the pattern matches now, sorted.
     pub fn scan(&mut self, fs: &dyn DirFs) -> Vec<PathBuf> {
-        self.scan_stats(fs).0
+        self.scan_stats(fs).0.into_iter().map(|m| m.path).collect()
     }
 
-    /// [`GlobWalk::scan`], and what it cost.
-    pub fn scan_stats(&mut self, fs: &dyn DirFs) -> (Vec<PathBuf>, ScanStats) {
+    /// [`GlobWalk::scan`] with what is known of each match, and what the scan cost.
+    pub fn scan_stats(&mut self, fs: &dyn DirFs) -> (Vec<Match>, ScanStats) {
         self.scans += 1;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -233,8 +243,14 @@ impl GlobWalk {
         let (mut found, stats) = (walk.found, walk.stats);
         let scan = self.scans;
         self.memory.retain(|_, l| l.scan == scan);
-        found.sort();
-        found.dedup();
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        // The same path reached twice (`a/**/**/b`): settled only if both say so.
+        found.dedup_by(|a, b| {
+            a.path == b.path && {
+                b.settled &= a.settled;
+                true
+            }
+        });
         (found, stats)
     }
 }
@@ -249,7 +265,7 @@ struct Walk<'a> {
     /// The clock when the scan started (before any stat of it).
     now: i128,
     stats: ScanStats,
-    found: Vec<PathBuf>,
+    found: Vec<Match>,
     /// The directories being walked, by identity: a symlink back up the tree is not followed.
     ancestors: Vec<(u64, u64)>,
 }
@@ -259,9 +275,9 @@ impl Walk<'_> {
         idx + 1 == self.components.len()
     }
 
-    fn found(&mut self, path: PathBuf, is_dir: impl FnOnce() -> bool) {
+    fn found(&mut self, path: PathBuf, settled: bool, is_dir: impl FnOnce() -> bool) {
         if !self.require_dir || is_dir() {
-            self.found.push(path);
+            self.found.push(Match { path, settled });
         }
     }
 
@@ -274,7 +290,7 @@ impl Walk<'_> {
             }
             if self.last(idx) {
                 let fs = self.fs;
-                self.found(path.clone(), || fs.dir_stamp(&path).is_some());
+                self.found(path.clone(), false, || fs.dir_stamp(&path).is_some());
             } else {
                 self.visit(&path, idx + 1);
             }
@@ -294,7 +310,7 @@ impl Walk<'_> {
         if self.ancestors.contains(&(stamp.dev, stamp.ino)) {
             return;
         }
-        let Some(entries) = self.list(dir, stamp) else {
+        let Some((entries, held)) = self.list(dir, stamp) else {
             return;
         };
         self.ancestors.push((stamp.dev, stamp.ino));
@@ -305,13 +321,14 @@ impl Walk<'_> {
                 Kind::Other => false,
                 Kind::Symlink => self.fs.dir_stamp(&path).is_some(),
             };
-            self.entry(&path, &e.name, is_dir, idx);
+            let settled = held && e.kind == Kind::Other;
+            self.entry(&path, &e.name, is_dir, settled, idx);
         }
         self.ancestors.pop();
     }
 
     /// A name listed in a directory walked at `components[idx]`.
-    fn entry(&mut self, path: &Path, name: &str, is_dir: bool, idx: usize) {
+    fn entry(&mut self, path: &Path, name: &str, is_dir: bool, settled: bool, idx: usize) {
         match &self.components[idx] {
             Component::Recursive => {
                 if is_dir {
@@ -320,40 +337,41 @@ impl Walk<'_> {
                 if self.last(idx) {
                     // `dir/**`: the directories below.
                     if is_dir {
-                        self.found(path.to_path_buf(), || true);
+                        self.found(path.to_path_buf(), false, || true);
                     }
                 } else {
                     // Zero directories more: the name is matched against what follows `**`.
-                    self.entry(path, name, is_dir, idx + 1);
+                    self.entry(path, name, is_dir, settled, idx + 1);
                 }
             }
             Component::Glob(p) => {
                 if p.matches_with(name, GLOB_OPTIONS) {
-                    self.descend_or_find(path, is_dir, idx);
+                    self.descend_or_find(path, is_dir, settled, idx);
                 }
             }
             Component::Literal(l) => {
                 if l == name {
-                    self.descend_or_find(path, is_dir, idx);
+                    self.descend_or_find(path, is_dir, settled, idx);
                 }
             }
         }
     }
 
-    fn descend_or_find(&mut self, path: &Path, is_dir: bool, idx: usize) {
+    fn descend_or_find(&mut self, path: &Path, is_dir: bool, settled: bool, idx: usize) {
         if self.last(idx) {
-            self.found(path.to_path_buf(), || is_dir);
+            self.found(path.to_path_buf(), settled, || is_dir);
         } else if is_dir {
             self.visit(path, idx + 1);
         }
     }
 
-    /// `dir`'s names: remembered when its stamp says nothing changed, else listed (and remembered).
-    fn list(&mut self, dir: &Path, stamp: DirStamp) -> Option<Arc<[Entry]>> {
+    /// `dir`'s names, and whether they are the remembered ones (its stamp says nothing changed),
+    /// else listed (and remembered).
+    fn list(&mut self, dir: &Path, stamp: DirStamp) -> Option<(Arc<[Entry]>, bool)> {
         if let Some(l) = self.memory.get_mut(dir) {
             if listing_holds(l.stamp, l.listed_at_ns, stamp) {
                 l.scan = self.scan;
-                return Some(l.entries.clone());
+                return Some((l.entries.clone(), true));
             }
         }
         self.stats.listed += 1;
@@ -371,7 +389,7 @@ impl Walk<'_> {
                 scan: self.scan,
             },
         );
-        Some(entries)
+        Some((entries, false))
     }
 }
 
@@ -652,5 +670,44 @@ mod tests {
             111 - 11 - 2,
             "d3 and its 10, d5/e1 and d6/e1 not listed"
         );
+    }
+
+    /// Regular files of directories unchanged since the last scan are settled (their names still
+    /// name the same files); those of a changed directory, and symlinks, are not.
+    #[test]
+    fn files_of_unchanged_directories_are_settled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        for d in tree(r) {
+            age(&d, std::time::Duration::from_secs(10));
+        }
+        symlink(r.join("d0/e0/f0.log"), r.join("d0/e1/link.log")).unwrap();
+        age(&r.join("d0/e1"), std::time::Duration::from_secs(10));
+        let mut walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
+        let settled = |walk: &mut GlobWalk| -> Vec<PathBuf> {
+            let (found, _) = walk.scan_stats(&RealFs);
+            found
+                .into_iter()
+                .filter(|m| m.settled)
+                .map(|m| m.path)
+                .collect()
+        };
+        assert!(
+            settled(&mut walk).is_empty(),
+            "nothing is settled at the first scan"
+        );
+        let all = settled(&mut walk);
+        assert_eq!(all.len(), 500, "every regular file, not the symlink");
+        assert!(!all.contains(&r.join("d0/e1/link.log")));
+
+        std::fs::rename(r.join("d3/e3/f1.log"), r.join("d3/e3/f1.log.1")).unwrap();
+        std::fs::write(r.join("d3/e3/f1.log"), b"new\n").unwrap();
+        let now = settled(&mut walk);
+        assert_eq!(
+            now.len(),
+            495,
+            "the changed directory's files are not settled"
+        );
+        assert!(!now.iter().any(|p| p.starts_with(r.join("d3/e3"))));
     }
 }
