@@ -65,7 +65,7 @@ pub struct Metrics {
     pub rotations: Counter,
     /// Live files closed by `tail.close_inactive_ms` (opened again when they change).
     pub files_closed_inactive: Counter,
-    /// Time spent expanding entries and checking what they match (discovery's rescans).
+    /// CPU time spent expanding entries and checking what they match (discovery's scans).
     pub discovery_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Directories discovery listed (read every name of): only those that changed, on a rescan.
     pub discovery_dirs_listed: Counter,
@@ -217,7 +217,7 @@ impl Metrics {
         );
         r.register(
             "discovery_seconds",
-            "Time spent in discovery scans (expanding paths and globs, checking each match)",
+            "CPU time of discovery scans (expanding paths and globs, checking each match)",
             m.discovery_seconds.clone(),
         );
         r.register(
