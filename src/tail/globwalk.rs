@@ -316,43 +316,43 @@ impl Walk<'_> {
         };
         self.ancestors.push((stamp.dev, stamp.ino));
         for e in entries.iter() {
-            let path = dir.join(&e.name);
             let is_dir = match e.kind {
                 Kind::Dir => true,
                 Kind::Other => false,
-                Kind::Symlink => self.fs.dir_stamp(&path).is_some(),
+                Kind::Symlink => self.fs.dir_stamp(&dir.join(&e.name)).is_some(),
             };
             let settled = held && e.kind == Kind::Other;
-            self.entry(&path, &e.name, is_dir, settled, idx);
+            self.entry(dir, &e.name, is_dir, settled, idx);
         }
         self.ancestors.pop();
     }
 
-    /// A name listed in a directory walked at `components[idx]`.
-    fn entry(&mut self, path: &Path, name: &str, is_dir: bool, settled: bool, idx: usize) {
+    /// A name listed in `dir`, walked at `components[idx]`. Its path is built only once the name
+    /// matches or is to be descended into: most names of a big directory do neither.
+    fn entry(&mut self, dir: &Path, name: &str, is_dir: bool, settled: bool, idx: usize) {
         match &self.components[idx] {
             Component::Recursive => {
                 if is_dir {
-                    self.visit(path, idx);
+                    self.visit(&dir.join(name), idx);
                 }
                 if self.last(idx) {
                     // `dir/**`: the directories below.
                     if is_dir {
-                        self.found(path.to_path_buf(), false, || true);
+                        self.found(dir.join(name), false, || true);
                     }
                 } else {
                     // Zero directories more: the name is matched against what follows `**`.
-                    self.entry(path, name, is_dir, settled, idx + 1);
+                    self.entry(dir, name, is_dir, settled, idx + 1);
                 }
             }
             Component::Glob(p) => {
                 if p.matches_with(name, GLOB_OPTIONS) {
-                    self.descend_or_find(path, is_dir, settled, idx);
+                    self.descend_or_find(&dir.join(name), is_dir, settled, idx);
                 }
             }
             Component::Literal(l) => {
                 if l == name {
-                    self.descend_or_find(path, is_dir, settled, idx);
+                    self.descend_or_find(&dir.join(name), is_dir, settled, idx);
                 }
             }
         }
