@@ -65,6 +65,10 @@ pub struct Metrics {
     pub rotations: Counter,
     /// Live files closed by `tail.close_inactive_ms` (opened again when they change).
     pub files_closed_inactive: Counter,
+    /// CPU time spent expanding entries and checking what they match (discovery's scans).
+    pub discovery_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Directories discovery listed (read every name of): only those that changed, on a rescan.
+    pub discovery_dirs_listed: Counter,
     pub truncations: Counter,
     pub long_lines_split: Counter,
     pub partial_lines_flushed: Counter,
@@ -119,6 +123,8 @@ impl Metrics {
             files_open: Gauge::default(),
             rotations: Counter::default(),
             files_closed_inactive: Counter::default(),
+            discovery_seconds: Counter::default(),
+            discovery_dirs_listed: Counter::default(),
             truncations: Counter::default(),
             long_lines_split: Counter::default(),
             partial_lines_flushed: Counter::default(),
@@ -208,6 +214,16 @@ impl Metrics {
             "files_closed_inactive",
             "Live files closed after tail.close_inactive_ms without new data, every byte acknowledged",
             m.files_closed_inactive.clone(),
+        );
+        r.register(
+            "discovery_seconds",
+            "CPU time of discovery scans (expanding paths and globs, checking each match)",
+            m.discovery_seconds.clone(),
+        );
+        r.register(
+            "discovery_dirs_listed",
+            "Directories discovery read every name of (a rescan lists only directories that changed)",
+            m.discovery_dirs_listed.clone(),
         );
         r.register(
             "truncations",

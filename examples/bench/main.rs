@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the release agent: lines/s, MB/s, CPU-s per million lines, peak RSS.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|wide|json|gbk|hostmetrics|all] [--files K]
+//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|glob50k|startup10k|wide|json|gbk|hostmetrics|all] [--files K]
 //!     [--lines N] [--line-bytes B] [--broker mock|tansu]
 //! ```
 //!
@@ -46,6 +46,10 @@ enum Scenario {
     Wide,
     /// Only a host_metrics entry: CPU % of a core at the 10 s interval, and RSS.
     Hostmetrics,
+    /// 50,000 files under 100 directories, `**/*.log` matching 5,000: idle CPU, new-file pick-up.
+    Glob50k,
+    /// Restart with 10,000 files checkpointed: time until all are open again, no re-read.
+    Startup10k,
     /// `hot`, then the same file as JSON envelopes with id, host and path headers.
     Json,
     /// `hot`, then one file of GBK lines decoded to UTF-8.
@@ -58,7 +62,7 @@ enum Scenario {
 struct Cli {
     #[arg(long, value_enum, default_value = "all")]
     scenario: Scenario,
-    /// Number of files (default per scenario: 1, 10, 1000, 1, 400).
+    /// Number of files (default per scenario: 1, 10, 1000, 1, 400; glob50k 50,000; startup10k 10,000).
     #[arg(long)]
     files: Option<usize>,
     /// Lines in all for hot and ten (default 2,000,000).
@@ -128,6 +132,21 @@ fn print(f: &Figures) {
     if let Some(r) = f.requests_per_s {
         line.push_str(&format!("  {r:.1} Kafka requests/s"));
     }
+    if let (Some(pct), Some(listed)) = (f.discovery_cpu_pct, f.dirs_listed_per_s) {
+        line.push_str(&format!(
+            " (discovery {pct:.2} %, {listed:.1} dirs listed/s)"
+        ));
+    }
+    if !f.new_file_ms.is_empty() {
+        let ms: Vec<String> = f.new_file_ms.iter().map(|m| format!("{m:.0}")).collect();
+        line.push_str(&format!(
+            "  new file's line in Kafka {} ms after written",
+            ms.join("/")
+        ));
+    }
+    if let Some(s) = f.resumed_s {
+        line.push_str(&format!("  all files open {s:.2} s after start"));
+    }
     if let Some(ms) = f.pickup_ms {
         line.push_str(&format!("  last line in Kafka {ms:.0} ms after written"));
     }
@@ -186,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Idle1000,
             Scenario::Idle10000,
             Scenario::Backlog,
+            Scenario::Glob50k,
+            Scenario::Startup10k,
             Scenario::Wide,
             Scenario::Hostmetrics,
             Scenario::Json,
@@ -212,6 +233,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 std::time::Duration::from_secs(10),
             ),
             Scenario::Backlog => scenario::backlog(&ctx),
+            Scenario::Glob50k => scenario::glob50k(&ctx),
+            Scenario::Startup10k => scenario::startup10k(&ctx),
             Scenario::Wide => scenario::wide(&ctx),
             Scenario::Hostmetrics => hostmetrics::run(&ctx),
             Scenario::Json => scenario::json(&ctx),

@@ -59,6 +59,18 @@ pub struct Figures {
     /// From the last trickled line written to it being in Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pickup_ms: Option<f64>,
+    /// Each new file's line in Kafka after the file was created and written (glob50k).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_file_ms: Vec<f64>,
+    /// Discovery's share of a core while idle (`logagent_discovery_seconds_total`; glob50k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_cpu_pct: Option<f64>,
+    /// Directories discovery listed per second while idle (glob50k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dirs_listed_per_s: Option<f64>,
+    /// From the restarted agent's start to every file open again (startup10k).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_mib: Option<f64>,
     /// Bytes the restarted agent read (files and sockets), for the backlog's no-re-scan check.
@@ -90,6 +102,16 @@ impl Stage {
 
     /// A stage whose collect entry also has the fields of `extra` (record options).
     fn with_entry(ctx: &Ctx, name: &str, extra: serde_json::Value) -> anyhow::Result<Stage> {
+        Stage::with_pattern(ctx, name, "*.log", extra)
+    }
+
+    /// A stage whose entry's path is `<logs>/<pattern>`.
+    fn with_pattern(
+        ctx: &Ctx,
+        name: &str,
+        pattern: &str,
+        extra: serde_json::Value,
+    ) -> anyhow::Result<Stage> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("logagent-bench-{name}-"))
             .disable_cleanup(ctx.keep)
@@ -107,7 +129,7 @@ impl Stage {
             .local_addr()?
             .port();
         let mut entry =
-            serde_json::json!({ "path": format!("{}/*.log", logs.display()), "topic": topic });
+            serde_json::json!({ "path": format!("{}/{pattern}", logs.display()), "topic": topic });
         if let (Some(e), Some(x)) = (entry.as_object_mut(), extra.as_object()) {
             e.extend(x.clone());
         }
@@ -163,6 +185,10 @@ listen = "127.0.0.1:{http_port}"
     }
 
     fn spawn_agent(&mut self, ctx: &Ctx) -> anyhow::Result<Guard> {
+        self.spawn_agent_with(ctx, &[])
+    }
+
+    fn spawn_agent_with(&mut self, ctx: &Ctx, env: &[(&str, &str)]) -> anyhow::Result<Guard> {
         self.runs += 1;
         let config = self.dir.path().join("agent.toml");
         let args = [
@@ -175,12 +201,17 @@ listen = "127.0.0.1:{http_port}"
             &args,
             self.dir.path(),
             &self.dir.path().join(format!("agent-{}.log", self.runs)),
-            &[],
+            env,
         )
     }
 
     /// Requests the agent sent to Kafka so far (its librdkafka statistics, via /metrics).
     fn kafka_requests(&self) -> anyhow::Result<f64> {
+        self.metric("logagent_kafka_requests_total")
+    }
+
+    /// A metric without labels from the agent's /metrics.
+    fn metric(&self, name: &str) -> anyhow::Result<f64> {
         use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.http_port))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -188,11 +219,11 @@ listen = "127.0.0.1:{http_port}"
         let mut body = String::new();
         conn.read_to_string(&mut body)?;
         body.lines()
-            .find_map(|l| l.strip_prefix("logagent_kafka_requests_total "))
-            .context("no logagent_kafka_requests_total in /metrics")?
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .with_context(|| format!("no {name} in /metrics"))?
             .trim()
             .parse()
-            .context("request count")
+            .with_context(|| format!("{name} in /metrics"))
     }
 
     fn log_file(&self, i: usize) -> PathBuf {
@@ -541,6 +572,171 @@ pub fn backlog(ctx: &Ctx) -> anyhow::Result<Figures> {
         first_bytes as f64 / 1e6,
         bytes as f64 / 1e6
     );
+    agent.stop(STOP_GRACE);
+    Ok(f)
+}
+
+/// The agent's open-file cap in the many-file scenarios: the default 4,096 would leave files unopened.
+const MANY_FILES: [(&str, &str); 1] = [("LOGAGENT_TAIL__MAX_OPEN_FILES", "12000")];
+
+/// `glob50k`: 50,000 files under 100 directories (`<logs>/aN/bM/`), an entry `<logs>/**/*.log`
+/// matching 5,000 of them (the rest are `.txt`). Once every matched file is shipped and the agent
+/// has settled: its CPU share while nothing is written (rescans, polling), RSS, then the time from a
+/// new matching file created and written in a deep directory to its line in Kafka (a few samples,
+/// at different moments of the rescan tick).
+pub fn glob50k(ctx: &Ctx) -> anyhow::Result<Figures> {
+    let name = "glob50k";
+    let files = ctx.files.unwrap_or(50_000).max(100);
+    let per_dir = files / 100;
+    let logs_per_dir = (per_dir / 10).max(1);
+    let mut stage = Stage::with_pattern(ctx, name, "**/*.log", serde_json::json!({}))?;
+    let mut gen = LineGen::new(11, ctx.line_bytes);
+    let (mut matched, mut bytes) = (0u64, 0u64);
+    let made = Instant::now();
+    for a in 0..10 {
+        for b in 0..10 {
+            let dir = stage.logs.join(format!("a{a}/b{b}"));
+            std::fs::create_dir_all(&dir)?;
+            for i in 0..per_dir {
+                if i < logs_per_dir {
+                    bytes += write_file(&dir.join(format!("app-{i:03}.log")), &mut gen, 1)?;
+                    matched += 1;
+                } else {
+                    write_file(&dir.join(format!("other-{i:03}.txt")), &mut gen, 1)?;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "  {name}: {} files written in {:.1} s, {matched} match",
+        per_dir * 100,
+        made.elapsed().as_secs_f64()
+    );
+    let tally = stage.tally(ctx)?;
+    let started = Instant::now();
+    let mut agent = stage.spawn_agent_with(ctx, &MANY_FILES)?;
+    let (done, cpu) = tally.wait_for(&mut agent, matched)?;
+    let mut f = figures(
+        ctx,
+        name,
+        per_dir * 100,
+        matched,
+        bytes,
+        done - started,
+        cpu,
+    );
+
+    // Start-up done (every tailer caught up): then the idle cost.
+    std::thread::sleep(Duration::from_secs(5));
+    let secs = ctx.idle_secs.max(3);
+    // Agents built before the discovery metrics existed: figures without them.
+    let discovery = || {
+        Some((
+            stage.metric("logagent_discovery_seconds_total").ok()?,
+            stage.metric("logagent_discovery_dirs_listed_total").ok()?,
+        ))
+    };
+    let disc0 = discovery();
+    let cpu0 = cpu_seconds(agent.pid())?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let idle_cpu = cpu_seconds(agent.pid())? - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    f.idle_cpu_pct = Some(100.0 * idle_cpu / wall);
+    if let (Some((s0, l0)), Some((s1, l1))) = (disc0, discovery()) {
+        f.discovery_cpu_pct = Some(100.0 * (s1 - s0) / wall);
+        f.dirs_listed_per_s = Some((l1 - l0) / wall);
+    }
+    f.rss_mib = Some(status_mib(agent.pid(), "VmRSS:")?);
+
+    // New files in deep directories, created at spread moments of the 1 s rescan tick.
+    let mut target = matched;
+    let mut buf = Vec::with_capacity(512);
+    for k in 0..5u32 {
+        std::thread::sleep(Duration::from_millis(1000 + 237 * u64::from(k)));
+        let path = stage.logs.join(format!("a7/b{k}/new-{k}.log"));
+        buf.clear();
+        gen.line(&mut buf);
+        let written = {
+            let mut file = std::fs::File::create(&path)?;
+            std::io::Write::write_all(&mut file, &buf)?;
+            Instant::now()
+        };
+        target += 1;
+        let (arrived, _) = tally.wait_for(&mut agent, target)?;
+        f.new_file_ms
+            .push(arrived.saturating_duration_since(written).as_secs_f64() * 1e3);
+    }
+    f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
+    let counts = tally.settled(0)?;
+    f.records = counts;
+    f.complete = exact(counts, target) && stage.checkpoint_at_end(Duration::from_secs(5));
+    f.note = format!(
+        "{} files in 100 dirs, {matched} matching **/*.log; idle {secs} s after start-up + 5 s",
+        per_dir * 100
+    );
+    agent.stop(STOP_GRACE);
+    Ok(f)
+}
+
+/// `startup10k`: 10,000 files shipped and checkpointed by a first run; the agent is started again and
+/// timed until every file is open (`logagent_files_open`); no line may be shipped twice.
+pub fn startup10k(ctx: &Ctx) -> anyhow::Result<Figures> {
+    let name = "startup10k";
+    let files = ctx.files.unwrap_or(10_000).max(1);
+    let mut stage = Stage::new(ctx, name)?;
+    let mut gen = LineGen::new(13, ctx.line_bytes);
+    let mut bytes = 0;
+    for i in 0..files {
+        bytes += write_file(&stage.log_file(i), &mut gen, 1)?;
+    }
+    let lines = files as u64;
+    let tally = stage.tally(ctx)?;
+    let mut agent = stage.spawn_agent_with(ctx, &MANY_FILES)?;
+    tally.wait_for(&mut agent, lines)?;
+    if !stage.checkpoint_at_end(Duration::from_secs(15)) {
+        bail!("first run: the checkpoint did not reach the end of every file");
+    }
+    if !agent.stop(STOP_GRACE) {
+        bail!(
+            "first run: the agent did not stop on SIGTERM; log tail:\n{}",
+            agent.log_tail(20)
+        );
+    }
+
+    let started = Instant::now();
+    let mut agent = stage.spawn_agent_with(ctx, &MANY_FILES)?;
+    let resumed = loop {
+        if stage
+            .metric("logagent_files_open")
+            .is_ok_and(|n| n >= files as f64)
+        {
+            break started.elapsed();
+        }
+        if agent.exited() {
+            bail!("restarted agent exited; log tail:\n{}", agent.log_tail(20));
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "not every file open 120 s after the restart ({:?} open)",
+                stage.metric("logagent_files_open").ok()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let cpu = cpu_seconds(agent.pid())?;
+    let mut f = figures(ctx, name, files, lines, bytes, resumed, cpu);
+    f.resumed_s = Some(resumed.as_secs_f64());
+    // Anything re-read would reach the topic within a few seconds.
+    std::thread::sleep(Duration::from_secs(5));
+    f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;
+    f.rss_mib = Some(status_mib(agent.pid(), "VmRSS:")?);
+    f.read_bytes = Some(read_chars(agent.pid())?);
+    let counts = tally.settled(0)?;
+    f.records = counts;
+    f.rescanned = Some(counts != lines);
+    f.complete = exact(counts, lines) && stage.checkpoint_at_end(Duration::from_secs(5));
+    f.note = format!("restart with {files} files checkpointed at their end; wall = until all open");
     agent.stop(STOP_GRACE);
     Ok(f)
 }

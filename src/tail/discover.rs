@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::applied::AppliedEntries;
+use super::globwalk::{GlobWalk, RealFs};
 use super::multiline::Multiline;
 use super::reader::LineSplitter;
 use super::rotated::RotatedFiles;
@@ -93,6 +94,11 @@ struct Discoverer {
     entry: Arc<CollectEntry>,
     shared: Arc<Shared>,
     paths: PathMatcher,
+    /// The entry's glob, compiled for walking (`None` for a plain path or an invalid glob).
+    walk: Option<GlobWalk>,
+    /// Matched paths whose file was tailed at the last scan, and that file. While the walk finds the
+    /// path settled (its directory unchanged) and the file still tailed, the path needs no stat.
+    tailed: HashMap<PathBuf, FileKey>,
     /// Paths this entry reported a problem for (the problem itself is Metrics'), so they can be
     /// cleared when the entry stops matching them or stops.
     noted: HashSet<PathBuf>,
@@ -164,11 +170,15 @@ impl Discoverer {
     fn new(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) -> Discoverer {
         Discoverer {
             paths: PathMatcher::new(&entry),
+            walk: is_glob(&entry.path)
+                .then(|| GlobWalk::new(&entry.path).map(|w| w.pruning(&entry.exclude)))
+                .flatten(),
             spec: RecordSpec::for_entry(&entry),
             throttle: entry
                 .records
                 .max_bytes_per_s
                 .map(|rate| Arc::new(Throttle::new(rate, shared.metrics.records(&entry.topic)))),
+            tailed: HashMap::new(),
             ignored: HashMap::new(),
             woke: HashMap::new(),
             inactive: Arc::default(),
@@ -198,13 +208,30 @@ impl Discoverer {
         }
     }
 
-    fn matches(&self) -> Vec<PathBuf> {
+    fn matches(&mut self) -> Vec<PathBuf> {
         let paths: Vec<PathBuf> = if is_glob(&self.entry.path) {
-            match glob::glob(&self.entry.path) {
-                Ok(it) => it.filter_map(Result::ok).collect(),
-                Err(_) => Vec::new(),
+            match &mut self.walk {
+                Some(walk) => {
+                    let (found, stats) = walk.scan_stats(&RealFs);
+                    self.shared
+                        .metrics
+                        .discovery_dirs_listed
+                        .inc_by(stats.listed as u64);
+                    found
+                        .into_iter()
+                        .map(|m| {
+                            if !m.settled {
+                                self.tailed.remove(&m.path);
+                            }
+                            m.path
+                        })
+                        .collect()
+                }
+                None => Vec::new(),
             }
         } else {
+            // No directory is remembered for a plain path: its file is stat'ed at every scan.
+            self.tailed.clear();
             let p = PathBuf::from(&self.entry.path);
             if p.exists() {
                 vec![p]
@@ -218,6 +245,12 @@ impl Discoverer {
             .collect()
     }
 
+    /// [`Discoverer::note_problem`], for a path left untailed.
+    fn problem(&mut self, path: &Path, problem: String, kind: Problem) -> Option<FileKey> {
+        self.note_problem(path, problem, kind);
+        None
+    }
+
     fn note_problem(&mut self, path: &Path, problem: String, kind: Problem) {
         match kind {
             Problem::Unreadable => self.shared.metrics.file_unreadable(path, &problem),
@@ -228,9 +261,8 @@ impl Discoverer {
 
     /// Forgets the problems of paths this entry no longer matches (deleted, renamed, excluded), so
     /// neither this map nor the status's per-file problems grow with every file ever seen.
-    fn forget_unmatched_problems(&mut self, matched: &[PathBuf]) {
+    fn forget_unmatched_problems(&mut self, keep: &HashSet<&Path>) {
         let entry_path = Path::new(&self.entry.path);
-        let keep: HashSet<&Path> = matched.iter().map(PathBuf::as_path).collect();
         let stale: Vec<PathBuf> = self
             .noted
             .iter()
@@ -244,10 +276,24 @@ impl Discoverer {
     }
 
     fn scan(&mut self, from_end: bool) {
+        // The thread's CPU time, not the wall clock: on a busy host a scan waits for a core too.
+        let started = thread_cpu_seconds();
+        self.scan_matches(from_end);
+        self.shared
+            .metrics
+            .discovery_seconds
+            .inc_by((thread_cpu_seconds() - started).max(0.0));
+    }
+
+    fn scan_matches(&mut self, from_end: bool) {
         let paths = self.matches();
-        self.forget_unmatched_problems(&paths);
-        self.ignored.retain(|p, _| paths.contains(p));
-        self.inactive.retain(|p| paths.iter().any(|q| q == p));
+        // Looked up once per known path, not searched: a tree may match thousands of files.
+        let matched: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        self.forget_unmatched_problems(&matched);
+        self.ignored.retain(|p, _| matched.contains(p.as_path()));
+        self.inactive.retain(|p| matched.contains(p));
+        self.tailed.retain(|p, _| matched.contains(p.as_path()));
+        drop(matched);
         if !is_glob(&self.entry.path) && paths.is_empty() {
             let p = PathBuf::from(&self.entry.path);
             self.shared.metrics.file_waiting(&p);
@@ -256,7 +302,15 @@ impl Discoverer {
         // Refused again, a file waits again: the scan and the retry below fill the map anew.
         let waiting = std::mem::take(&mut self.waiting);
         for path in &paths {
-            self.try_start(path, from_end, false);
+            if let Some(&key) = self.tailed.get(path) {
+                if self.shared.registry.is_open(key) {
+                    continue;
+                }
+            }
+            match self.try_start(path, from_end, false) {
+                Some(key) => self.tailed.insert(path.clone(), key),
+                None => self.tailed.remove(path),
+            };
         }
         self.retry_waiting(waiting, &paths);
         // A file closed for inactivity left its path (renamed, replaced): it may hold lines written
@@ -266,56 +320,50 @@ impl Discoverer {
         }
     }
 
-    /// Opens `path` and starts a tailer unless its file is already tailed.
-    fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) {
+    /// Opens `path` and starts a tailer unless its file is already tailed; the file tailed now, if any.
+    fn try_start(&mut self, path: &Path, from_end: bool, rotated: bool) -> Option<FileKey> {
         // Most scans find only files already tailed: a stat tells that without an open (which costs
         // more and raises a file event).
         // One stat answers all three: tailed now, closed while idle, or too old to read.
         if let Ok(m) = std::fs::metadata(path) {
-            if self.shared.registry.is_open(FileKey::of(&m))
-                || self.inactive.still_idle(path, Seen::of(&m))
-                || self.ignores(path, &m)
-            {
-                return;
+            if self.shared.registry.is_open(FileKey::of(&m)) {
+                return Some(FileKey::of(&m));
+            }
+            if self.inactive.still_idle(path, Seen::of(&m)) || self.ignores(path, &m) {
+                return None;
             }
         }
         // The policy judges where the path leads (symlinks followed); that target is what is opened.
         let target = match self.shared.policy.resolve(path) {
             Ok(t) => t,
             Err(PolicyError::Refused(r)) => {
-                return self.note_problem(path, r.to_string(), Problem::Refused)
+                return self.problem(path, r.to_string(), Problem::Refused)
             }
             Err(PolicyError::Resolve(e)) => {
-                return self.note_problem(path, format!("cannot open: {e}"), Problem::Unreadable)
+                return self.problem(path, format!("cannot open: {e}"), Problem::Unreadable)
             }
         };
         // Stat before open: opening a FIFO without a writer would block until one appears.
         let not_regular = || "not a regular file (directory, FIFO or device): skipped".to_owned();
         match std::fs::metadata(&target) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => return self.note_problem(path, not_regular(), Problem::Unreadable),
-            Err(e) => {
-                return self.note_problem(path, format!("cannot stat: {e}"), Problem::Unreadable)
-            }
+            Ok(_) => return self.problem(path, not_regular(), Problem::Unreadable),
+            Err(e) => return self.problem(path, format!("cannot stat: {e}"), Problem::Unreadable),
         }
         let file = match open_for_tailing(&target) {
             Ok(f) => f,
-            Err(e) => {
-                return self.note_problem(path, format!("cannot open: {e}"), Problem::Unreadable)
-            }
+            Err(e) => return self.problem(path, format!("cannot open: {e}"), Problem::Unreadable),
         };
         let meta = match file.metadata() {
             Ok(m) => m,
-            Err(e) => {
-                return self.note_problem(path, format!("cannot stat: {e}"), Problem::Unreadable)
-            }
+            Err(e) => return self.problem(path, format!("cannot stat: {e}"), Problem::Unreadable),
         };
         if !meta.is_file() {
-            return self.note_problem(path, not_regular(), Problem::Unreadable);
+            return self.problem(path, not_regular(), Problem::Unreadable);
         }
         let key = FileKey::of(&meta);
         if self.shared.registry.is_open(key) {
-            return;
+            return Some(key);
         }
         let registry = &self.shared.registry;
         // A file ignored while it was this long: a new file whose end is its last line within that
@@ -329,16 +377,14 @@ impl Discoverer {
             Ok(None) if registry.at_capacity() => {
                 self.waiting.insert(path.to_path_buf(), key);
                 let max = registry.max_open();
-                return self.note_problem(
+                return self.problem(
                     path,
                     format!("max_open_files ({max}) reached: not opened yet"),
                     Problem::Unreadable,
                 );
             }
-            Ok(None) => return,
-            Err(e) => {
-                return self.note_problem(path, format!("cannot read: {e}"), Problem::Unreadable)
-            }
+            Ok(None) => return None,
+            Err(e) => return self.problem(path, format!("cannot read: {e}"), Problem::Unreadable),
         };
         self.noted.remove(path);
         self.woke.remove(&key);
@@ -416,6 +462,7 @@ impl Discoverer {
             tailer.run(cancel).await;
             hub.drop_file_waker(&p, &wake);
         });
+        Some(key)
     }
 
     /// `ignore_older_ms`: whether to leave the file at `path` (stat `meta`) alone. A file is judged
@@ -463,9 +510,13 @@ impl Discoverer {
     /// the new name, as a rotated file (read to its end, then let go); gone, forgotten. Each costs a
     /// stat, and a directory read only when it moved.
     fn retry_waiting(&mut self, before: HashMap<PathBuf, FileKey>, matched: &[PathBuf]) {
+        if before.is_empty() {
+            return;
+        }
+        let matched: HashSet<&Path> = matched.iter().map(PathBuf::as_path).collect();
         for (path, key) in before {
             let here = std::fs::metadata(&path).is_ok_and(|m| FileKey::of(&m) == key);
-            if here && matched.contains(&path) {
+            if here && matched.contains(path.as_path()) {
                 continue; // tried by the scan itself
             }
             let found = if here {
@@ -507,7 +558,7 @@ impl Discoverer {
                 };
                 // Not even the fingerprint is read of a file the policy refuses (try_start reports it).
                 if self.shared.policy.resolve(&found).is_err() {
-                    self.try_start(&found, false, true);
+                    let _ = self.try_start(&found, false, true);
                     continue;
                 }
                 let Ok(file) = File::open(&found) else {
@@ -525,7 +576,7 @@ impl Discoverer {
                     warn!(stored = %cp.path.display(), found = %found.display(), offset = cp.offset, size,
                           "file was rotated while the agent was down; shipping its remainder");
                 }
-                self.try_start(&found, false, found != cp.path);
+                let _ = self.try_start(&found, false, found != cp.path);
             }
         }
     }
@@ -548,6 +599,17 @@ pub fn open_for_tailing(path: &Path) -> std::io::Result<File> {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         other => other,
     }
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given, nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 fn find_by_identity(dir: &Path, key: FileKey) -> Option<PathBuf> {
@@ -731,6 +793,45 @@ mod tests {
             before,
             "the read updated the access time"
         );
+    }
+    /// Files in directories unchanged since the last scan are not stat'ed while tailed; a rotation
+    /// changes the directory, so the new file under the old name is still claimed at the next scan.
+    #[tokio::test]
+    async fn a_rotation_in_a_remembered_directory_is_still_picked_up() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("app.log"), b"one\n").unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(10);
+        for d in [
+            root.path().to_path_buf(),
+            root.path().join("a"),
+            deep.clone(),
+        ] {
+            std::fs::File::open(&d).unwrap().set_modified(old).unwrap();
+        }
+        let (shared, _rx) = shared(ReadPolicy::allow_all());
+        let mut d = discoverer(&root.path().join("**/*.log"), shared.clone());
+        d.scan(false);
+        d.scan(false);
+        assert_eq!(d.tailed.len(), 1, "the tailed file is remembered");
+        let first = FileKey::of(&std::fs::metadata(deep.join("app.log")).unwrap());
+        std::fs::rename(deep.join("app.log"), deep.join("app.log.1")).unwrap();
+        std::fs::write(deep.join("app.log"), b"two\n").unwrap();
+        d.scan(false);
+        let second = FileKey::of(&std::fs::metadata(deep.join("app.log")).unwrap());
+        assert!(
+            shared.registry.is_open(first),
+            "the rotated file keeps its tailer"
+        );
+        assert!(
+            shared.registry.is_open(second),
+            "the new app.log was not claimed"
+        );
+        d.cancel.cancel();
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_secs(10), d.tailers.join_next()).await
+        {}
     }
 
     /// A file refused at `max_open_files` and rotated away (renamed out of the entry's pattern)

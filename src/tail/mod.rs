@@ -11,6 +11,7 @@
 
 pub mod applied;
 pub mod discover;
+pub mod globwalk;
 pub mod inactive;
 pub mod memory;
 pub mod multiline;
