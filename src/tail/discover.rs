@@ -96,6 +96,11 @@ struct Discoverer {
     paths: PathMatcher,
     /// The entry's glob, compiled for walking (`None` for a plain path or an invalid glob).
     walk: Option<GlobWalk>,
+    /// Woken by events in the entry's directories (a name created, removed or renamed).
+    dir_wake: Arc<Notify>,
+    /// The directories of a glob's walk with an event watch: events wake the discoverer for new
+    /// files, and the tailers of the files in them, which otherwise only poll.
+    watched: HashSet<PathBuf>,
     /// Matched paths whose file was tailed at the last scan, and that file. While the walk finds the
     /// path settled (its directory unchanged) and the file still tailed, the path needs no stat.
     tailed: HashMap<PathBuf, FileKey>,
@@ -131,27 +136,36 @@ struct Ignored {
 /// Runs the entry until `cancel`; then stops its tailers and waits for them to let go of their files.
 pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut d = Discoverer::new(entry, shared, cancel);
-    let dir_wake = Arc::new(Notify::new());
-    let dir = watch_dir_of(&d.entry.path);
+    let dir_wake = d.dir_wake.clone();
+    // A glob's directories are watched as its walk finds them; a plain path's parent here.
+    let dir = watch_dir_of(&d.entry.path).filter(|_| d.walk.is_none());
     if let Some(dir) = &dir {
         d.shared.hub.watch_dir(dir, dir_wake.clone());
     }
     let from_end = d.entry.from == StartFrom::End && d.first_application().await;
     d.scan(from_end);
     d.finish_rotated_while_down();
+    let mut last_scan = tokio::time::Instant::now();
     loop {
         tokio::select! {
             // Cancellation first: a scan after it would claim files its tailers are letting go of.
             biased;
             _ = d.cancel.cancelled() => break,
-            _ = dir_wake.notified() => {}
+            _ = dir_wake.notified() => {
+                // A burst of new names (a tree unpacked) rescans at most every EVENT_RESCAN_MIN.
+                tokio::time::sleep_until(last_scan + EVENT_RESCAN_MIN).await;
+            }
             _ = tokio::time::sleep(d.shared.glob_rescan) => {}
             Some(_) = d.tailers.join_next(), if !d.tailers.is_empty() => continue,
         }
         d.scan(false);
+        last_scan = tokio::time::Instant::now();
     }
     if let Some(dir) = &dir {
         d.shared.hub.unwatch_dir(dir, &dir_wake);
+    }
+    for dir in std::mem::take(&mut d.watched) {
+        d.shared.hub.unwatch_dir(&dir, &dir_wake);
     }
     while d.tailers.join_next().await.is_some() {}
     // The entry is gone: so are its paths' problems.
@@ -159,6 +173,9 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
         d.shared.metrics.clear_file_problem(path);
     }
 }
+
+/// The shortest time between two scans that events asked for.
+const EVENT_RESCAN_MIN: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The directory whose events concern the entry: the parent of the path, when it has no wildcard.
 fn watch_dir_of(path: &str) -> Option<PathBuf> {
@@ -179,6 +196,8 @@ impl Discoverer {
                 .max_bytes_per_s
                 .map(|rate| Arc::new(Throttle::new(rate, shared.metrics.records(&entry.topic)))),
             tailed: HashMap::new(),
+            dir_wake: Arc::new(Notify::new()),
+            watched: HashSet::new(),
             ignored: HashMap::new(),
             woke: HashMap::new(),
             inactive: Arc::default(),
@@ -279,10 +298,35 @@ impl Discoverer {
         // The thread's CPU time, not the wall clock: on a busy host a scan waits for a core too.
         let started = thread_cpu_seconds();
         self.scan_matches(from_end);
+        self.watch_walked_dirs();
         self.shared
             .metrics
             .discovery_seconds
             .inc_by((thread_cpu_seconds() - started).max(0.0));
+    }
+
+    /// Keeps an event watch on each directory the glob's last walk went through, and on no other.
+    fn watch_walked_dirs(&mut self) {
+        let Some(walk) = &self.walk else {
+            return;
+        };
+        let now: HashSet<&Path> = walk.dirs().collect();
+        let gone: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|d| !now.contains(d.as_path()))
+            .cloned()
+            .collect();
+        for d in now {
+            if !self.watched.contains(d) {
+                self.shared.hub.watch_dir(d, self.dir_wake.clone());
+                self.watched.insert(d.to_path_buf());
+            }
+        }
+        for d in gone {
+            self.shared.hub.unwatch_dir(&d, &self.dir_wake);
+            self.watched.remove(&d);
+        }
     }
 
     fn scan_matches(&mut self, from_end: bool) {
@@ -832,6 +876,51 @@ mod tests {
         while let Ok(Some(_)) =
             tokio::time::timeout(Duration::from_secs(10), d.tailers.join_next()).await
         {}
+    }
+
+    async fn first_line(rx: &mut mpsc::Receiver<Batch>) -> Option<String> {
+        let b = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .ok()
+            .flatten()?;
+        Some(String::from_utf8_lossy(&b.lines[0]).into_owned())
+    }
+
+    /// A `**` entry watches the directories its walk goes through: a file created deep down, in a
+    /// directory created after the start, is picked up by events long before the next rescan.
+    #[tokio::test]
+    async fn a_double_star_entry_picks_up_new_files_deep_down_by_events() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/x.log"), "x-1\n").unwrap();
+        let (shared, mut rx) = shared(ReadPolicy::allow_all());
+        assert_eq!(shared.glob_rescan, Duration::from_secs(60));
+        let entry = Arc::new(CollectEntry::new(
+            dir.path().join("**/*.log").to_string_lossy(),
+            "t",
+        ));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry, shared, cancel.clone()));
+        assert_eq!(first_line(&mut rx).await.as_deref(), Some("x-1"));
+        std::fs::write(dir.path().join("a/b/y.log"), "y-1\n").unwrap();
+        assert_eq!(
+            first_line(&mut rx).await.as_deref(),
+            Some("y-1"),
+            "a new file in a/b"
+        );
+        std::fs::create_dir_all(dir.path().join("a/c")).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::write(dir.path().join("a/c/z.log"), "z-1\n").unwrap();
+        assert_eq!(
+            first_line(&mut rx).await.as_deref(),
+            Some("z-1"),
+            "a new file in a directory created after the start"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("entry did not stop")
+            .unwrap();
     }
 
     /// A file refused at `max_open_files` and rotated away (renamed out of the entry's pattern)

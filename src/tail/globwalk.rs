@@ -221,6 +221,12 @@ impl GlobWalk {
         self.scan_stats(fs).0.into_iter().map(|m| m.path).collect()
     }
 
+    /// The directories the last scan listed or found unchanged: where a name the pattern matches
+    /// can appear or go.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.memory.keys().map(PathBuf::as_path)
+    }
+
     /// [`GlobWalk::scan`] with what is known of each match, and what the scan cost.
     pub fn scan_stats(&mut self, fs: &dyn DirFs) -> (Vec<Match>, ScanStats) {
         self.scans += 1;
