@@ -22,6 +22,7 @@ use super::reader::LineSplitter;
 use super::rotated::RotatedFiles;
 use super::throttle::Throttle;
 use super::watch::WatchHub;
+use super::TailerState;
 use super::{TailOptions, Tailer};
 use crate::config::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
 use crate::config::read_policy::{PolicyError, ReadPolicy};
@@ -298,7 +299,6 @@ impl Discoverer {
         // The thread's CPU time, not the wall clock: on a busy host a scan waits for a core too.
         let started = thread_cpu_seconds();
         self.scan_matches(from_end);
-        self.watch_walked_dirs();
         self.shared
             .metrics
             .discovery_seconds
@@ -331,6 +331,8 @@ impl Discoverer {
 
     fn scan_matches(&mut self, from_end: bool) {
         let paths = self.matches();
+        // Before any tailer starts: a tailer in a watched directory polls less.
+        self.watch_walked_dirs();
         // Looked up once per known path, not searched: a tree may match thousands of files.
         let matched: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
         self.forget_unmatched_problems(&matched);
@@ -497,7 +499,10 @@ impl Discoverer {
             records,
             throttle: self.throttle.clone(),
             inactive: self.inactive.clone(),
-            state: Default::default(),
+            state: TailerState {
+                dir_watched: self.shared.hub.dir_watched(path),
+                ..Default::default()
+            },
         };
         let cancel = self.cancel.child_token();
         let hub = self.shared.hub.clone();

@@ -124,6 +124,9 @@ pub struct TailerState {
     path_checked: Option<Instant>,
     /// The file's first bytes, for the guard (empty until taken: matches any file).
     head: Head,
+    /// The file's directory has an event watch: idle polls may back off to the long interval from
+    /// the start (a growth found by polling instead shows events missing, and brings them back).
+    pub dir_watched: bool,
 }
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
@@ -147,9 +150,15 @@ impl Tailer {
         // still wake it at once).
         let mut idle_polls = 0u32;
         // How far idle polls back off: further once events are known to work for this file.
-        let mut backoff_cap = IDLE_BACKOFF_DOUBLINGS;
+        let mut backoff_cap = if self.state.dir_watched {
+            EVENT_BACKOFF_DOUBLINGS
+        } else {
+            IDLE_BACKOFF_DOUBLINGS
+        };
         // Whether the last wake-up came from a file event rather than the poll timer.
         let mut by_event = false;
+        // Whether the last nap ended at its deadline (a poll) rather than by an event.
+        let mut polled = false;
         self.state.head = Head::of_file(&self.file).unwrap_or_default();
         let start = self.progress.acked();
         if start.offset > 0 {
@@ -197,12 +206,13 @@ impl Tailer {
             if n > 0 {
                 last_growth = Instant::now();
                 // Growth announced by an event: events work for this file, so polling stays a slow
-                // fallback. Growth found by polling: events are missing here, keep polling briskly.
-                backoff_cap = if by_event {
-                    EVENT_BACKOFF_DOUBLINGS
-                } else {
-                    IDLE_BACKOFF_DOUBLINGS
-                };
+                // fallback. Growth found by a poll: events are missing here, keep polling briskly.
+                // (What the first read finds was there before: evidence of neither.)
+                if by_event {
+                    backoff_cap = EVENT_BACKOFF_DOUBLINGS;
+                } else if polled {
+                    backoff_cap = IDLE_BACKOFF_DOUBLINGS;
+                }
                 idle_polls = if by_event { backoff_cap } else { 0 };
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
@@ -263,6 +273,7 @@ impl Tailer {
                     false
                 }
             };
+            polled = !by_event;
         }
         if self.state.evict.is_some() {
             self.rotated_files.let_go(self.key);

@@ -263,6 +263,14 @@ impl WatchHub {
         }
     }
 
+    /// Whether `path`'s directory has a live event watch.
+    pub fn dir_watched(&self, path: &Path) -> bool {
+        let routes = lock(&self.routes);
+        path.parent()
+            .and_then(|d| routes.dirs.get(d))
+            .is_some_and(|r| r.wd.is_some())
+    }
+
     /// A waker for events naming `path` (its directory must be watched by someone).
     pub fn file_waker(&self, path: &Path) -> Arc<Notify> {
         let n = Arc::new(Notify::new());
@@ -435,6 +443,23 @@ mod tests {
             (1..=2).contains(&rounds),
             "50 writes within ~10 ms took {rounds} delivery rounds"
         );
+    }
+
+    /// A file's directory counts as watched only while a live watch is on it.
+    #[test]
+    fn a_file_is_in_a_watched_directory_only_while_the_watch_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.log");
+        let hub = WatchHub::new();
+        assert!(!hub.dir_watched(&file));
+        let w = Arc::new(Notify::new());
+        hub.watch_dir(dir.path(), w.clone());
+        assert!(hub.dir_watched(&file));
+        hub.unwatch_dir(dir.path(), &w);
+        assert!(!hub.dir_watched(&file));
+        let none = WatchHub::with_max_watches(0);
+        none.watch_dir(dir.path(), w);
+        assert!(!none.dir_watched(&file), "out of watches: not watched");
     }
 
     /// Past the watch limit the hub says so once and keeps working (the watch is just missing).
