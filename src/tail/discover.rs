@@ -843,6 +843,7 @@ mod tests {
             "the read updated the access time"
         );
     }
+
     /// Files in directories unchanged since the last scan are not stat'ed while tailed; a rotation
     /// changes the directory, so the new file under the old name is still claimed at the next scan.
     #[tokio::test]
