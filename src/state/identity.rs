@@ -48,12 +48,7 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// Fingerprints the first `min(size, FINGERPRINT_MAX)` bytes of `file`.
     pub fn of_file(file: &File, size: u64) -> io::Result<Fingerprint> {
-        let len = size.min(FINGERPRINT_MAX);
-        let bytes = read_exact_at(file, 0, len as usize)?;
-        Ok(Fingerprint {
-            hex: hash_hex(&bytes),
-            len: bytes.len() as u32,
-        })
+        Ok(start_of(file, size)?.0)
     }
 
     /// Whether `file` starts with the bytes this fingerprint was taken of.
@@ -126,12 +121,6 @@ impl Default for Head {
 }
 
 impl Head {
-    pub fn of_file(file: &File) -> io::Result<Head> {
-        let mut head = Head::default();
-        head.len = fill_at(file, 0, &mut head.bytes)? as u8;
-        Ok(head)
-    }
-
     /// Whether the file still starts with these bytes.
     pub fn still_starts(&self, file: &File) -> io::Result<bool> {
         let len = usize::from(self.len);
@@ -139,11 +128,22 @@ impl Head {
         let n = fill_at(file, 0, &mut now[..len])?;
         Ok(n == len && now[..len] == self.bytes[..len])
     }
+}
 
-    /// Whether more of the head could be kept now (the file was shorter than it when taken).
-    pub fn can_grow(&self, size: u64) -> bool {
-        usize::from(self.len) < HEAD_GUARD_LEN && size > u64::from(self.len)
-    }
+/// The fingerprint of the first `min(size, FINGERPRINT_MAX)` bytes and the head of the same read:
+/// a tailer needs both, and they are taken at one read of the file's start.
+pub fn start_of(file: &File, size: u64) -> io::Result<(Fingerprint, Head)> {
+    let len = size.min(FINGERPRINT_MAX);
+    let bytes = read_exact_at(file, 0, len as usize)?;
+    let mut head = Head::default();
+    let n = bytes.len().min(HEAD_GUARD_LEN);
+    head.bytes[..n].copy_from_slice(&bytes[..n]);
+    head.len = n as u8;
+    let fp = Fingerprint {
+        hex: hash_hex(&bytes),
+        len: bytes.len() as u32,
+    };
+    Ok((fp, head))
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends; the bytes read.
@@ -237,9 +237,7 @@ mod tests {
         let p = dir.path().join("a");
         std::fs::write(&p, b"2026-11-26T10:00:00 first line\n").unwrap();
         let f = File::open(&p).unwrap();
-        let head = Head::of_file(&f).unwrap();
-        assert!(!head.can_grow(31));
-        assert!(head.can_grow(100), "taken of 31 bytes, more can be kept");
+        let (_, head) = start_of(&f, 31).unwrap();
         std::fs::OpenOptions::new()
             .append(true)
             .open(&p)

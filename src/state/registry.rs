@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::state::checkpoint::{self, FileCheckpoint};
-use crate::state::identity::{tail_hash, FileKey, Fingerprint};
+use crate::state::identity::{start_of, tail_hash, FileKey, Fingerprint, Head};
 use crate::state::progress::{FileProgress, Mark};
 use crate::telemetry::Metrics;
 
@@ -49,6 +49,8 @@ pub struct Claim {
     pub offset: u64,
     pub start: Start,
     pub fingerprint: Fingerprint,
+    /// The file's first bytes, from the same read: the tailer's guard.
+    pub head: Head,
 }
 
 struct Record {
@@ -219,7 +221,7 @@ impl Registry {
             tracing::info!(path = %path.display(), old = %old, new = %key, offset,
                            "file known under another device number (changed across a reboot?): resuming its record");
         }
-        let fingerprint = Fingerprint::of_file(file, size)?;
+        let (fingerprint, head) = start_of(file, size)?;
         let mark = Mark {
             offset,
             tail_hash: tail_hash(file, offset)?,
@@ -256,6 +258,7 @@ impl Registry {
             offset,
             start,
             fingerprint,
+            head,
         }))
     }
 

@@ -501,6 +501,7 @@ impl Discoverer {
             inactive: self.inactive.clone(),
             state: TailerState {
                 dir_watched: self.shared.hub.dir_watched(path),
+                head: claim.head,
                 ..Default::default()
             },
         };

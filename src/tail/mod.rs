@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sink::{Batch, Route};
 use crate::state::identity::{
-    hash_hex, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head, TAIL_HASH_LEN,
+    hash_hex, start_of, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head, TAIL_HASH_LEN,
 };
 use crate::state::progress::{FileProgress, Mark};
 use crate::state::registry::Registry;
@@ -122,8 +122,8 @@ pub struct TailerState {
     /// default), as often as an idle file is polled, since a trickling file reaches its end once per
     /// line. A later check only delays the rotated flag: the open file is read to its end anyway.
     path_checked: Option<Instant>,
-    /// The file's first bytes, for the guard (empty until taken: matches any file).
-    head: Head,
+    /// The file's first bytes, for the guard, taken with the fingerprint (empty: matches any file).
+    pub head: Head,
     /// The file's directory has an event watch: idle polls may back off to the long interval from
     /// the start (a growth found by polling instead shows events missing, and brings them back).
     pub dir_watched: bool,
@@ -159,7 +159,6 @@ impl Tailer {
         let mut by_event = false;
         // Whether the last nap ended at its deadline (a poll) rather than by an event.
         let mut polled = false;
-        self.state.head = Head::of_file(&self.file).unwrap_or_default();
         let start = self.progress.acked();
         if start.offset > 0 {
             // The file may have been rewritten between the claim and now.
@@ -348,11 +347,8 @@ impl Tailer {
             self.restart_at_zero(size);
             return Ok(Flow::Continue);
         }
-        if self.state.head.can_grow(size) {
-            self.state.head = Head::of_file(&self.file)?;
-        }
         if self.fingerprint.can_grow(size) {
-            self.fingerprint = Fingerprint::of_file(&self.file, size)?;
+            (self.fingerprint, self.state.head) = start_of(&self.file, size)?;
             self.registry
                 .update_fingerprint(self.key, &self.fingerprint);
         }
@@ -476,9 +472,8 @@ impl Tailer {
         if let Some(m) = &mut self.multiline {
             m.clear();
         }
-        self.state.head = Head::of_file(&self.file).unwrap_or_default();
-        if let Ok(fp) = Fingerprint::of_file(&self.file, size) {
-            self.fingerprint = fp;
+        if let Ok((fp, head)) = start_of(&self.file, size) {
+            (self.fingerprint, self.state.head) = (fp, head);
             self.registry
                 .update_fingerprint(self.key, &self.fingerprint);
         }
