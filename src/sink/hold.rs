@@ -6,8 +6,8 @@
 //! would fix that but also holds big batches back while the queue fills (and the queue bounds the
 //! memory). So the long wait is the agent's, and only for small batches: a batch of fewer than
 //! [`SMALL_BATCH_LINES`] lines is held; held lines go out together when the oldest has waited
-//! `idle_flush`, when [`HOLD_MAX_LINES`] are held, or before any big batch (so one file's lines stay
-//! in order). A trickling host then sends about one request per partition per `idle_flush`, and a
+//! `idle_flush`, when [`HOLD_MAX_LINES`] or [`HOLD_MAX_BYTES`] are held, or before any big batch
+//! (so one file's lines stay in order). A trickling host then sends about one request per partition per `idle_flush`, and a
 //! line waits at most `idle_flush` + linger more than it would otherwise.
 
 use tokio::time::{Duration, Instant};
@@ -18,12 +18,16 @@ use super::Batch;
 pub const SMALL_BATCH_LINES: usize = 256;
 /// Held lines that make the held batches go at once.
 pub const HOLD_MAX_LINES: usize = 8_192;
+/// Held bytes that make the held batches go at once: a batch of few lines may carry long ones
+/// (up to `max_line_bytes` each), and the lines bound alone would let 8,192 of them wait.
+pub const HOLD_MAX_BYTES: usize = 4 << 20;
 
 /// The small batches waiting, oldest first.
 #[derive(Default)]
 pub struct Held {
     batches: Vec<Batch>,
     lines: usize,
+    bytes: usize,
     since: Option<Instant>,
 }
 
@@ -36,9 +40,10 @@ impl Held {
             return out;
         }
         self.lines += batch.lines.len();
+        self.bytes += batch.lines.iter().map(|l| l.len()).sum::<usize>();
         self.batches.push(batch);
         self.since.get_or_insert_with(Instant::now);
-        if self.lines >= HOLD_MAX_LINES {
+        if self.lines >= HOLD_MAX_LINES || self.bytes >= HOLD_MAX_BYTES {
             return self.take();
         }
         Vec::new()
@@ -52,6 +57,7 @@ impl Held {
     /// Everything held, oldest first.
     pub fn take(&mut self) -> Vec<Batch> {
         self.lines = 0;
+        self.bytes = 0;
         self.since = None;
         std::mem::take(&mut self.batches)
     }
@@ -126,6 +132,31 @@ mod tests {
             "held lines go first: one file's lines stay in order"
         );
         assert_eq!(held.due(flush), None);
+    }
+
+    /// One long line per batch (a logger of big JSON documents): few lines, many bytes. Held by the
+    /// line count alone, 8,192 lines of 1 MiB would sit in memory.
+    #[test]
+    fn held_batches_go_once_their_bytes_reach_the_bound() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let flush = Duration::from_secs(1);
+        let mut held = Held::default();
+        let big = Bytes::from(vec![b'x'; 1 << 20]);
+        let mut most = 0;
+        for _ in 0..64 {
+            let mut b = batch(1);
+            b.lines = vec![big.clone()];
+            held.offer(b, flush);
+            most = most.max(held.bytes);
+        }
+        assert!(
+            most <= HOLD_MAX_BYTES,
+            "{most} bytes held, more than the {HOLD_MAX_BYTES} bound"
+        );
     }
 
     #[test]
