@@ -157,6 +157,9 @@ fn print(f: &Figures) {
             if re { " RE-SCANNED" } else { " (no re-scan)" }
         ));
     }
+    if let Some(s) = f.read_back_s {
+        line.push_str(&format!("  read back by a consumer in {s:.1} s"));
+    }
     line.push_str(&format!(
         "  [wall {:.2} s, agent CPU {:.2} s, {} records{}{}]",
         f.wall_s,

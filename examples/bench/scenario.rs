@@ -68,6 +68,10 @@ pub struct Figures {
     /// Directories discovery listed per second while idle (glob50k).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dirs_listed_per_s: Option<f64>,
+    /// Seconds until a consumer had read every record back (tansu): its fetches, not the agent,
+    /// bound that rate, so `wall_s` stops at the broker's acknowledgement of the last line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_back_s: Option<f64>,
     /// From the restarted agent's start to every file open again (startup10k).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_s: Option<f64>,
@@ -210,14 +214,57 @@ listen = "127.0.0.1:{http_port}"
         self.metric("logagent_kafka_requests_total")
     }
 
-    /// A metric without labels from the agent's /metrics.
-    fn metric(&self, name: &str) -> anyhow::Result<f64> {
+    /// Lines Kafka acknowledged to the agent, every topic (`logagent_lines_acked_total`).
+    fn acked_lines(&self) -> anyhow::Result<u64> {
+        let page = self.metrics_page()?;
+        Ok(crate::support::samples(&page)
+            .iter()
+            .filter(|(k, _)| k.starts_with("logagent_lines_acked_total{"))
+            .map(|(_, v)| *v as u64)
+            .sum())
+    }
+
+    /// Waits until Kafka acknowledged `target` lines to the agent; returns that moment and the
+    /// agent's CPU seconds then. This is the agent's throughput: a consumer reading the topic back
+    /// (tansu) is far slower than the broker takes records in.
+    fn wait_acked(&self, agent: &mut Guard, target: u64) -> anyhow::Result<(Instant, f64)> {
+        let mut last = (0, Instant::now());
+        loop {
+            let now = self.acked_lines().unwrap_or(0);
+            if now >= target {
+                return Ok((Instant::now(), cpu_seconds(agent.pid())?));
+            }
+            if agent.exited() {
+                bail!(
+                    "agent exited with {now} of {target} lines acknowledged; log tail:\n{}",
+                    agent.log_tail(20)
+                );
+            }
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > STALL {
+                bail!(
+                    "stalled at {now} of {target} lines acknowledged for {STALL:?}; agent log tail:\n{}",
+                    agent.log_tail(20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn metrics_page(&self) -> anyhow::Result<String> {
         use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.http_port))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
         conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
         let mut body = String::new();
         conn.read_to_string(&mut body)?;
+        Ok(body)
+    }
+
+    /// A metric without labels from the agent's /metrics.
+    fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let body = self.metrics_page()?;
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .with_context(|| format!("no {name} in /metrics"))?
@@ -404,8 +451,12 @@ fn throughput_on(
     let broker_cpu0 = stage.endpoint.pid().map(cpu_seconds).transpose()?;
     let started = Instant::now();
     let mut agent = stage.spawn_agent(ctx)?;
-    let (done, cpu) = tally.wait_for(&mut agent, lines)?;
+    let (done, cpu) = stage.wait_acked(&mut agent, lines)?;
+    let (read_back, _) = tally.wait_for(&mut agent, lines)?;
     let mut f = figures(ctx, name, files, lines, bytes, done - started, cpu);
+    if tally.consumed.is_some() {
+        f.read_back_s = Some((read_back - started).as_secs_f64());
+    }
     f.broker_cpu_s = stage
         .endpoint
         .pid()
