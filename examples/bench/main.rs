@@ -157,6 +157,9 @@ fn print(f: &Figures) {
             if re { " RE-SCANNED" } else { " (no re-scan)" }
         ));
     }
+    if let Some(r) = f.busy_lines_per_s {
+        line.push_str(&format!("  {:.2} M lines/s busy (10–90 %)", r / 1e6));
+    }
     if let Some(s) = f.read_back_s {
         line.push_str(&format!("  read back by a consumer in {s:.1} s"));
     }

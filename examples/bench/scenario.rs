@@ -68,6 +68,9 @@ pub struct Figures {
     /// Directories discovery listed per second while idle (glob50k).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dirs_listed_per_s: Option<f64>,
+    /// Lines/s acknowledged between 10 % and 90 % of the lines (throughput scenarios).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_lines_per_s: Option<f64>,
     /// Seconds until a consumer had read every record back (tansu): its fetches, not the agent,
     /// bound that rate, so `wall_s` stops at the broker's acknowledgement of the last line.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -224,15 +227,34 @@ listen = "127.0.0.1:{http_port}"
             .sum())
     }
 
-    /// Waits until Kafka acknowledged `target` lines to the agent; returns that moment and the
-    /// agent's CPU seconds then. This is the agent's throughput: a consumer reading the topic back
-    /// (tansu) is far slower than the broker takes records in.
-    fn wait_acked(&self, agent: &mut Guard, target: u64) -> anyhow::Result<(Instant, f64)> {
+    /// Waits until Kafka acknowledged `target` lines to the agent; returns that moment, the agent's
+    /// CPU seconds then, and the rate between 10 % and 90 % acknowledged (the busy phase: without
+    /// the start-up, nor the last small batch, which waits up to `kafka.idle_flush_ms` as trickle).
+    /// This is the agent's throughput: a consumer reading the topic back (tansu) is far slower
+    /// than the broker takes records in.
+    fn wait_acked(
+        &self,
+        agent: &mut Guard,
+        target: u64,
+    ) -> anyhow::Result<(Instant, f64, Option<f64>)> {
         let mut last = (0, Instant::now());
+        let (mut at10, mut at90) = (None, None);
         loop {
             let now = self.acked_lines().unwrap_or(0);
+            if now * 10 >= target && at10.is_none() {
+                at10 = Some((now, Instant::now()));
+            }
+            if now * 10 >= target * 9 && at90.is_none() {
+                at90 = Some((now, Instant::now()));
+            }
             if now >= target {
-                return Ok((Instant::now(), cpu_seconds(agent.pid())?));
+                let busy = match (at10, at90) {
+                    (Some((n1, t1)), Some((n2, t2))) if n2 > n1 && t2 > t1 => {
+                        Some((n2 - n1) as f64 / (t2 - t1).as_secs_f64())
+                    }
+                    _ => None,
+                };
+                return Ok((Instant::now(), cpu_seconds(agent.pid())?, busy));
             }
             if agent.exited() {
                 bail!(
@@ -451,9 +473,10 @@ fn throughput_on(
     let broker_cpu0 = stage.endpoint.pid().map(cpu_seconds).transpose()?;
     let started = Instant::now();
     let mut agent = stage.spawn_agent(ctx)?;
-    let (done, cpu) = stage.wait_acked(&mut agent, lines)?;
+    let (done, cpu, busy) = stage.wait_acked(&mut agent, lines)?;
     let (read_back, _) = tally.wait_for(&mut agent, lines)?;
     let mut f = figures(ctx, name, files, lines, bytes, done - started, cpu);
+    f.busy_lines_per_s = busy;
     if tally.consumed.is_some() {
         f.read_back_s = Some((read_back - started).as_secs_f64());
     }
