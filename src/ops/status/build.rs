@@ -1,7 +1,7 @@
 //! The status value from the agent's current state: a pure function of what the registry, the config
 //! source and the metrics report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::config::collect::{CollectEntry, PathMatcher};
@@ -81,8 +81,11 @@ pub fn build(
             ));
         }
     }
+    // A set, not a scan of `open` per problem: with thousands of files waiting for a slot under
+    // `max_open_files` (each a problem) beside thousands open, the scan was most of the agent's CPU.
+    let open_paths: HashSet<&Path> = open.iter().map(|f| f.path.as_path()).collect();
     for (path, problem) in problems {
-        if open.iter().any(|f| &f.path == path) {
+        if open_paths.contains(path.as_path()) {
             continue;
         }
         if let Some(i) = matchers.iter().position(|m| m.owns(path)) {
