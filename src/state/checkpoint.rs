@@ -115,12 +115,6 @@ pub enum CheckpointError {
     Invalid { path: PathBuf, source: FormatError },
 }
 
-#[derive(Serialize)]
-struct DocumentOut<'a> {
-    version: u32,
-    files: Vec<&'a FileCheckpoint>,
-}
-
 #[derive(Deserialize)]
 struct DocumentIn {
     #[allow(dead_code)] // checked from the untyped value before this shape is parsed
@@ -131,9 +125,6 @@ struct DocumentIn {
 /// Serializes entries as the version-1 document: pretty JSON (2-space indent) with a trailing
 /// newline, entries sorted by identity so that unchanged state gives unchanged bytes.
 pub fn encode(files: &[FileCheckpoint]) -> Result<Vec<u8>, FormatError> {
-    for (index, file) in files.iter().enumerate() {
-        check_entry(index, file)?;
-    }
     let mut sorted: Vec<&FileCheckpoint> = files.iter().collect();
     // An inode reused by a new file can briefly coexist with the old file's entry, so (dev, ino)
     // alone is not unique; the rest of the key keeps the order total.
@@ -146,13 +137,38 @@ pub fn encode(files: &[FileCheckpoint]) -> Result<Vec<u8>, FormatError> {
             b.offset,
         ))
     });
-    let doc = DocumentOut {
-        version: VERSION,
-        files: sorted,
-    };
-    let mut bytes = serde_json::to_vec_pretty(&doc).map_err(FormatError::Encode)?;
-    bytes.push(b'\n');
-    Ok(bytes)
+    let texts = sorted
+        .iter()
+        .enumerate()
+        .map(|(index, file)| entry_text(index, file))
+        .collect::<Result<Vec<String>, FormatError>>()?;
+    Ok(document(texts.iter().map(String::as_str)))
+}
+
+/// One entry as [`encode`] lays it out inside the document, after the same checks. The registry
+/// keeps this text per record, so a record that did not change is not encoded again: with
+/// thousands of idle files, encoding every record at every interval was most of the checkpoint's
+/// cost.
+pub fn entry_text(index: usize, file: &FileCheckpoint) -> Result<String, FormatError> {
+    check_entry(index, file)?;
+    let pretty = serde_json::to_string_pretty(file).map_err(FormatError::Encode)?;
+    // Indented to the `files` array's depth. JSON strings hold no raw newline, so every '\n' is
+    // between tokens.
+    Ok(format!("    {}", pretty.replace('\n', "\n    ")))
+}
+
+/// The version-1 document around entry texts (from [`entry_text`]) already in identity order:
+/// byte for byte what `serde_json::to_vec_pretty` gives for the whole document.
+pub fn document<'a>(entries: impl Iterator<Item = &'a str>) -> Vec<u8> {
+    let mut out = format!("{{\n  \"version\": {VERSION},\n  \"files\": [").into_bytes();
+    let mut any = false;
+    for text in entries {
+        out.extend_from_slice(if any { b",\n" } else { b"\n" });
+        out.extend_from_slice(text.as_bytes());
+        any = true;
+    }
+    out.extend_from_slice(if any { b"\n  ]\n}\n" } else { b"]\n}\n" });
+    out
 }
 
 /// Parses a version-1 document. Does not touch the file system, so `status`-style readers can
@@ -255,7 +271,12 @@ impl CheckpointStore {
             path: self.path.clone(),
             source,
         })?;
-        write_atomic(&self.path, &bytes).map_err(|source| CheckpointError::Write {
+        self.save_document(&bytes)
+    }
+
+    /// Writes a document already encoded (see [`document`]).
+    pub fn save_document(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        write_atomic(&self.path, bytes).map_err(|source| CheckpointError::Write {
             path: self.path.clone(),
             source,
         })
@@ -461,6 +482,28 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// The document is assembled from per-entry texts; it must stay what serde writes for the
+    /// whole value (the golden file checks a full one; this the edge of none).
+    #[test]
+    fn an_empty_document_is_what_serde_writes() {
+        #[derive(Serialize)]
+        struct Doc {
+            version: u32,
+            files: Vec<FileCheckpoint>,
+        }
+        let doc = Doc {
+            version: VERSION,
+            files: vec![],
+        };
+        let mut want = serde_json::to_vec_pretty(&doc).unwrap();
+        want.push(b'\n');
+        assert_eq!(
+            String::from_utf8(encode(&[]).unwrap()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+        assert_eq!(decode(&encode(&[]).unwrap()).unwrap(), vec![]);
     }
 
     #[test]

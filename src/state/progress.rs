@@ -34,6 +34,9 @@ struct Pending {
 #[derive(Debug, Default)]
 struct State {
     acked: Mark,
+    /// Bumped whenever `acked` moves: the checkpointer asks "changed since version v?" of
+    /// thousands of idle files every interval, without cloning their marks.
+    version: u64,
     first_seq: u64,
     pending: VecDeque<Pending>,
 }
@@ -157,6 +160,7 @@ impl FileProgress {
             // offset still never moves back over bytes already acknowledged.
             if p.mark.offset >= st.acked.offset {
                 st.acked = p.mark;
+                st.version += 1;
             }
             advanced = true;
         }
@@ -180,14 +184,27 @@ impl FileProgress {
     /// Without this, a clean stop under backpressure would send that delivered part again.
     pub fn acked(&self) -> Mark {
         let mut st = self.lock();
+        Self::take_delivered_part(&mut st);
+        st.acked.clone()
+    }
+
+    /// The acknowledged position and its version, unless it is still at version `seen` (versions
+    /// start at 0 for each progress).
+    pub fn acked_since(&self, seen: Option<u64>) -> Option<(u64, Mark)> {
+        let mut st = self.lock();
+        Self::take_delivered_part(&mut st);
+        (seen != Some(st.version)).then(|| (st.version, st.acked.clone()))
+    }
+
+    fn take_delivered_part(st: &mut State) {
         if let Some(mark) = st
             .pending
             .front()
             .and_then(|p| delivered_part(p, &st.acked))
         {
             st.acked = mark;
+            st.version += 1;
         }
-        st.acked.clone()
     }
 
     pub fn acked_offset(&self) -> u64 {
