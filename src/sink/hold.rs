@@ -64,14 +64,15 @@ impl Held {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sink::Route;
     use crate::state::progress::{FileProgress, Mark};
     use bytes::Bytes;
     use std::sync::Arc;
 
-    fn batch(lines: usize) -> Batch {
+    /// A batch of `lines` two-byte lines (the channel tests use it too).
+    pub(in crate::sink) fn batch(lines: usize) -> Batch {
         let progress = FileProgress::new(Mark::default());
         let file = Arc::new(tempfile::tempfile().unwrap());
         Batch {
