@@ -342,17 +342,7 @@ impl Sink {
                     None => break,
                 },
                 batch = rx.recv(), if due.is_none() => match batch {
-                    Some(batch) => {
-                        let mut ready = held.offer(batch, self.idle_flush);
-                        // Holding now: stop listening to sends.
-                        if held.due(self.idle_flush).is_some() {
-                            match self.take_waiting(&mut rx, &mut held) {
-                                Some(more) => ready.extend(more),
-                                None => break,
-                            }
-                        }
-                        ready
-                    }
+                    Some(batch) => held.offer(batch, self.idle_flush),
                     None => break,
                 },
             };

@@ -11,7 +11,6 @@
 //! Everything still passes through the one FIFO channel, so one file's batches stay in order.
 
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use tokio::sync::mpsc::{self, error::TryRecvError, error::TrySendError};
 use tokio::sync::Notify;
@@ -108,30 +107,15 @@ impl BatchReceiver {
         self.wanted.clone()
     }
 
-    /// Every batch waiting now, oldest first; `None` if the channel is closed and empty. Leaves the
-    /// receiver not listening: a `recv` future dropped by a `select!` leaves its task's waker
-    /// registered in the channel, so every later send would still wake the sink; a no-op waker
-    /// takes its place.
+    /// Every batch waiting now, oldest first; `None` if the channel is closed and empty.
     pub fn drain(&mut self) -> Option<Vec<Batch>> {
         let mut out = Vec::new();
-        let mut quiet = Context::from_waker(Waker::noop());
         loop {
             match self.rx.try_recv() {
-                Ok(b) => {
-                    out.push(b);
-                    continue;
-                }
+                Ok(b) => out.push(b),
+                Err(TryRecvError::Empty) => return Some(out),
                 Err(TryRecvError::Disconnected) if out.is_empty() => return None,
                 Err(TryRecvError::Disconnected) => return Some(out),
-                Err(TryRecvError::Empty) => {}
-            }
-            match self.rx.poll_recv(&mut quiet) {
-                Poll::Ready(Some(b)) => out.push(b),
-                Poll::Ready(None) if out.is_empty() => return None,
-                Poll::Ready(None) => return Some(out),
-                // Registered the no-op waker (or out of coop budget: whatever is left waits for
-                // the due time or a sender's wake, as held batches do).
-                Poll::Pending => return Some(out),
             }
         }
     }
@@ -177,36 +161,5 @@ mod tests {
         assert_eq!(lens, [SMALL_BATCH_LINES]);
         drop(tx);
         assert!(rx.drain().is_none(), "closed and empty");
-    }
-
-    struct CountingWaker(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-
-    /// The sink's `recv` future, dropped by its `select!`, leaves the sink's waker in the channel;
-    /// once the sink drained and holds, trickle sends must not wake it through that waker.
-    #[tokio::test]
-    async fn a_drained_receiver_is_not_woken_by_trickle_sends() {
-        let (tx, mut rx) = channel(8);
-        let sink = Arc::new(CountingWaker(Default::default()));
-        let waker = Waker::from(sink.clone());
-        // As a `recv` polled once by a select and then dropped.
-        assert!(rx
-            .rx
-            .poll_recv(&mut Context::from_waker(&waker))
-            .is_pending());
-        assert_eq!(rx.drain().map(|b| b.len()), Some(0));
-        tx.try_reserve().unwrap().send(batch(1));
-        tx.try_reserve().unwrap().send(batch(1));
-        assert_eq!(
-            sink.0.load(std::sync::atomic::Ordering::Relaxed),
-            0,
-            "trickle sends woke the holding sink"
-        );
-        assert_eq!(rx.drain().map(|b| b.len()), Some(2));
     }
 }
