@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -115,7 +115,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     sink.set_idle_flush(settings.kafka.idle_flush);
     let producer = sink.producer();
     let kafka = sink.health.clone();
-    let (tx, rx) = crate::sink::channel::channel(settings.tail.channel_capacity);
+    let (tx, rx) = mpsc::channel(settings.tail.channel_capacity);
     // Host-metric points reach Kafka through the same channel and producer as lines.
     let host_metrics_tx = tx.clone();
     let files_rt = FilesRuntime::new().map_err(AppError::FilesRuntime)?;

@@ -9,7 +9,6 @@
 //! permanent errors may skip a record; a fatal producer error stops the sink (and the agent) with the
 //! record unsettled; every other error, unknown ones included, sends the record again.
 
-pub mod channel;
 pub mod classify;
 pub mod health;
 pub mod hold;
@@ -316,10 +315,9 @@ impl Sink {
     /// closes. Batches still in the channel then are dropped: their offsets were never acknowledged,
     /// so they are read again at the next start. The agent passes a child of the health's
     /// `fatal_signal()`, so a fatal error seen in a delivery report also ends every wait in here.
-    pub async fn run(mut self, mut rx: channel::BatchReceiver, stop: CancellationToken) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Batch>, stop: CancellationToken) {
         // Held batches are dropped with the channel's at a stop: never acknowledged, read again.
         let mut held = hold::Held::default();
-        let wanted = rx.wanted();
         'run: loop {
             let due = held.due(self.idle_flush);
             let ready = tokio::select! {
@@ -329,19 +327,8 @@ impl Sink {
                     if !self.resend(retry, &stop).await { break; }
                     continue;
                 }
-                // While holding, sends are not listened to (see `channel`): what came meanwhile
-                // waits in the channel, in order, until the held batches are due or a sender
-                // wants the sink (channel full, or a batch that is not trickle).
-                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                    let Some(mut ready) = self.take_waiting(&mut rx, &mut held) else { break };
-                    ready.extend(held.take());
-                    ready
-                }
-                _ = wanted.notified(), if due.is_some() => match self.take_waiting(&mut rx, &mut held) {
-                    Some(ready) => ready,
-                    None => break,
-                },
-                batch = rx.recv(), if due.is_none() => match batch {
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => held.take(),
+                batch = rx.recv() => match batch {
                     Some(batch) => held.offer(batch, self.idle_flush),
                     None => break,
                 },
@@ -353,19 +340,6 @@ impl Sink {
             }
         }
         debug!("sink stopped taking batches");
-    }
-
-    /// Everything waiting in the channel, through the hold; `None` once the channel is closed.
-    fn take_waiting(
-        &self,
-        rx: &mut channel::BatchReceiver,
-        held: &mut hold::Held,
-    ) -> Option<Vec<Batch>> {
-        let mut ready = Vec::new();
-        for batch in rx.drain()? {
-            ready.extend(held.offer(batch, self.idle_flush));
-        }
-        Some(ready)
     }
 
     /// Flushes what librdkafka holds, waiting at most `deadline`. Returns the records still unacknowledged.

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +52,7 @@ pub const MAX_SAMPLES_IN_FLIGHT: usize = 360;
 /// What every host-metrics entry shares.
 pub struct Context {
     /// The sink's batch channel, the one file lines use.
-    pub tx: crate::sink::channel::BatchSender,
+    pub tx: mpsc::Sender<Batch>,
     pub metrics: Arc<Metrics>,
     pub tags: HostTags,
     /// `None` when the local configuration has no `[influxdb]` (such entries are then rejected).
@@ -360,13 +361,11 @@ mod tests {
         assert_eq!(p.stop, vec!["host_metrics:topic:c"]);
     }
 
-    fn kafka_shipper(
-        capacity: usize,
-    ) -> (Shipper, tokio::sync::mpsc::Receiver<Batch>, Arc<Metrics>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    fn kafka_shipper(capacity: usize) -> (Shipper, mpsc::Receiver<Batch>, Arc<Metrics>) {
+        let (tx, rx) = mpsc::channel(capacity);
         let metrics = Metrics::new(false);
         let ctx = Arc::new(Context {
-            tx: tx.into(),
+            tx,
             metrics: metrics.clone(),
             tags: HostTags {
                 host: "h".into(),

@@ -64,15 +64,14 @@ impl Held {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
     use crate::sink::Route;
     use crate::state::progress::{FileProgress, Mark};
     use bytes::Bytes;
     use std::sync::Arc;
 
-    /// A batch of `lines` two-byte lines (the channel tests use it too).
-    pub(in crate::sink) fn batch(lines: usize) -> Batch {
+    fn batch(lines: usize) -> Batch {
         let progress = FileProgress::new(Mark::default());
         let file = Arc::new(tempfile::tempfile().unwrap());
         Batch {

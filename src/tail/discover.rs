@@ -27,7 +27,6 @@ use super::{TailOptions, Tailer};
 use crate::config::collect::{is_glob, CollectEntry, PathMatcher, StartFrom};
 use crate::config::read_policy::{PolicyError, ReadPolicy};
 use crate::record::{Pipeline, RecordSpec};
-use crate::sink::channel::BatchSender;
 use crate::sink::{Batch, Route};
 use crate::state::identity::{FileKey, Fingerprint};
 
@@ -40,7 +39,7 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub hub: Arc<WatchHub>,
     pub metrics: Arc<Metrics>,
-    pub tx: BatchSender,
+    pub tx: mpsc::Sender<Batch>,
     pub opts: TailOptions,
     pub glob_rescan: std::time::Duration,
     pub hostname: String,
@@ -70,7 +69,7 @@ impl Shared {
             registry,
             hub: WatchHub::new(),
             metrics,
-            tx: tx.into(),
+            tx,
             opts,
             glob_rescan: std::time::Duration::from_secs(1),
             hostname: "localhost".into(),

@@ -32,7 +32,6 @@ use tokio::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::sink::channel::BatchSender;
 use crate::sink::{Batch, Route};
 use crate::state::identity::{
     hash_hex, start_of, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head, TAIL_HASH_LEN,
@@ -82,7 +81,7 @@ pub struct Tailer {
     pub progress: Arc<FileProgress>,
     pub splitter: LineSplitter,
     pub route: Arc<Route>,
-    pub tx: BatchSender,
+    pub tx: mpsc::Sender<Batch>,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
@@ -1015,7 +1014,7 @@ mod tests {
                 path: path.to_string_lossy().into_owned(),
                 counters: metrics.topic("t"),
             }),
-            tx: tx.into(),
+            tx,
             registry,
             metrics,
             wake: Arc::new(Notify::new()),
