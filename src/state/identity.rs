@@ -93,10 +93,15 @@ pub fn tail_hash_matches(file: &File, offset: u64, hex: &str) -> io::Result<bool
     if n < len {
         return Ok(false);
     }
-    if len == 0 {
-        return Ok(hex.is_empty());
+    Ok(hash_matches(&buf[..len], hex))
+}
+
+/// Whether `bytes` hash to `hex` ([`hash_hex`]), without allocating.
+pub fn hash_matches(bytes: &[u8], hex: &str) -> bool {
+    if bytes.is_empty() {
+        return hex.is_empty();
     }
-    Ok(u64::from_str_radix(hex, 16).is_ok_and(|h| h == xxhash_rust::xxh3::xxh3_64(&buf[..len])))
+    u64::from_str_radix(hex, 16).is_ok_and(|h| h == xxhash_rust::xxh3::xxh3_64(bytes))
 }
 
 /// How many of a file's first bytes its tailer keeps, as they are, to tell a rewrite at each

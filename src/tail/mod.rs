@@ -34,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sink::{Batch, Route};
 use crate::state::identity::{
-    hash_hex, start_of, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head, TAIL_HASH_LEN,
+    hash_hex, hash_matches, start_of, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head,
+    TAIL_HASH_LEN,
 };
 use crate::state::progress::{FileProgress, Mark};
 use crate::state::registry::Registry;
@@ -136,6 +137,20 @@ const IDLE_BACKOFF_DOUBLINGS: u32 = 3;
 /// wake-ups a second.
 const EVENT_BACKOFF_DOUBLINGS: u32 = 5;
 
+/// What [`Tailer::read_guarded`] did.
+enum Guarded {
+    /// No guard to check (or throttled): the plain sized read applies.
+    NotApplicable,
+    /// The file was rewritten under the guard: reading restarts at 0.
+    Rewritten,
+    /// `n` bytes read; `at_end`: the read was short, so the file ends there.
+    Read { n: usize, at_end: bool },
+}
+
+/// How much the guarded read asks for: a trickle's wake-up finds a few lines; more than this is
+/// read by the next round's sized read. Only what is read stays allocated.
+const GUARDED_READ_BYTES: usize = 4096;
+
 enum Flow {
     Continue,
     Stop,
@@ -172,36 +187,48 @@ impl Tailer {
             if cancel.is_cancelled() {
                 break;
             }
-            if self.rewritten_since_guard() {
-                continue;
-            }
-            // One fstat per round: it sizes the read and, at the end of the data, is the size checked
-            // for truncation.
-            let size = self.file.metadata().map(|m| m.len());
-            let available = size
-                .as_ref()
-                .map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
-            // Throttled: read no more than granted; the rest stays "more to read", so the loop
-            // comes straight back to wait for tokens instead of napping as if at the end.
-            let (granted, cap) = match &self.throttle {
-                Some(t) => {
-                    let want = available.min(self.opts.read_buffer_bytes as u64);
-                    let granted = t.take(want, &cancel).await;
-                    (Some((t.clone(), granted)), granted)
+            let (size, available, n) = match self.read_guarded() {
+                Guarded::Rewritten => continue,
+                // A short read ended at the end of the file: its size is known without an fstat.
+                Guarded::Read { n, at_end: true } => (Ok(self.splitter.read_offset()), n as u64, n),
+                Guarded::Read { n, at_end: false } => {
+                    (self.file.metadata().map(|m| m.len()), u64::MAX, n)
                 }
-                None => (None, available),
-            };
-            let n = match self.splitter.fill_from(&self.file, cap) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.metrics
-                        .file_unreadable(&self.path, &format!("read failed: {e}"));
-                    0
+                Guarded::NotApplicable => {
+                    if self.rewritten_since_guard() {
+                        continue;
+                    }
+                    // One fstat per round: it sizes the read and, at the end of the data, is the
+                    // size checked for truncation.
+                    let size = self.file.metadata().map(|m| m.len());
+                    let available = size
+                        .as_ref()
+                        .map_or(u64::MAX, |s| s.saturating_sub(self.splitter.read_offset()));
+                    // Throttled: read no more than granted; the rest stays "more to read", so the
+                    // loop comes straight back to wait for tokens instead of napping as if at the
+                    // end.
+                    let (granted, cap) = match &self.throttle {
+                        Some(t) => {
+                            let want = available.min(self.opts.read_buffer_bytes as u64);
+                            let granted = t.take(want, &cancel).await;
+                            (Some((t.clone(), granted)), granted)
+                        }
+                        None => (None, available),
+                    };
+                    let n = match self.splitter.fill_from(&self.file, cap) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.metrics
+                                .file_unreadable(&self.path, &format!("read failed: {e}"));
+                            0
+                        }
+                    };
+                    if let Some((t, granted)) = granted {
+                        t.refund(granted.saturating_sub(n as u64));
+                    }
+                    (size, available, n)
                 }
             };
-            if let Some((t, granted)) = granted {
-                t.refund(granted.saturating_sub(n as u64));
-            }
             if n > 0 {
                 last_growth = Instant::now();
                 // Growth announced by an event: events work for this file, so polling stays a slow
@@ -284,6 +311,41 @@ impl Tailer {
             self.registry.release(self.key, false, false);
             self.metrics
                 .file_released(&self.path, self.key, offset, "stopped");
+        }
+    }
+
+    /// The read that resumes after a pause, with the copytruncate guard in the same call: one
+    /// `preadv` from [`TAIL_HASH_LEN`] bytes before the offset (those are the guard's) instead of a
+    /// pread for the guard, an fstat and a pread for the data — a trickling file's every wake-up.
+    /// Sized by [`GUARDED_READ_BYTES`], not by the file, so a short read is the end of the data.
+    /// Throttled files keep the sized read.
+    fn read_guarded(&mut self) -> Guarded {
+        let Some((offset, hash)) = self.state.guard.take() else {
+            return Guarded::NotApplicable;
+        };
+        if self.throttle.is_some() || offset != self.splitter.read_offset() {
+            self.state.guard = Some((offset, hash));
+            return Guarded::NotApplicable;
+        }
+        let mut before = [0u8; TAIL_HASH_LEN as usize];
+        let want = offset.min(TAIL_HASH_LEN) as usize;
+        let read =
+            self.splitter
+                .fill_after_guard(&self.file, &mut before[..want], GUARDED_READ_BYTES);
+        // As in `rewritten_since_guard`: the bytes before the offset, and the head.
+        match read {
+            Ok((got, n, at_end))
+                if got == want
+                    && hash_matches(&before[..want], &hash)
+                    && self.state.head.still_starts(&self.file).unwrap_or(false) =>
+            {
+                Guarded::Read { n, at_end }
+            }
+            _ => {
+                let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.restart_at_zero(size);
+                Guarded::Rewritten
+            }
         }
     }
 

@@ -239,6 +239,50 @@ impl LineSplitter {
         result
     }
 
+    /// Reads the `guard.len()` bytes before the read offset into `guard` and up to `max` bytes at
+    /// the read offset into the buffer, in one `preadv`. Returns the guard bytes read, the data
+    /// bytes read, and whether the data ended before `max` (the end of the file, for a regular file).
+    pub fn fill_after_guard(
+        &mut self,
+        file: &File,
+        guard: &mut [u8],
+        max: usize,
+    ) -> io::Result<(usize, usize, bool)> {
+        use std::os::fd::AsRawFd;
+        let want = self.room().min(max);
+        let old = self.buf.len();
+        self.grown = true;
+        self.buf.resize(old + want, 0);
+        let at = self.base + old as u64 - guard.len() as u64;
+        let iov = [
+            libc::iovec {
+                iov_base: guard.as_mut_ptr().cast(),
+                iov_len: guard.len(),
+            },
+            libc::iovec {
+                iov_base: self.buf[old..].as_mut_ptr().cast(),
+                iov_len: want,
+            },
+        ];
+        let result = loop {
+            // SAFETY: both iovecs point into buffers borrowed mutably for this call, with their
+            // lengths; the kernel writes at most that many bytes into each.
+            let r = unsafe { libc::preadv(file.as_raw_fd(), iov.as_ptr(), 2, at as libc::off_t) };
+            if r >= 0 {
+                break Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                break Err(e);
+            }
+        };
+        let total = *result.as_ref().unwrap_or(&0);
+        let got = total.min(guard.len());
+        let n = total - got;
+        self.buf.truncate(old + n);
+        result.map(|_| (got, n, n < want))
+    }
+
     /// Reading resumes inside a line whose start was handed out before (see [`resumes_mid_line`]): the
     /// newline that ends it must not become an empty record.
     pub fn resume_mid_line(&mut self, mid: bool) {
@@ -421,6 +465,37 @@ mod tests {
 
     fn lines(split: &Split) -> Vec<&[u8]> {
         split.lines.iter().map(|b| &b[..]).collect()
+    }
+
+    /// One call gives the guard bytes before the offset and the data after it, and says when the
+    /// data ended short of the maximum (so the tailer needs no fstat for the size).
+    #[test]
+    fn a_guarded_fill_reads_the_guard_and_the_data_in_one_call() {
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, b"first line\nsecond line\n").unwrap();
+        let mut s = LineSplitter::new(11, 64, 1024, false);
+        let mut guard = [0u8; 4];
+        let (got, n, at_end) = s.fill_after_guard(&f, &mut guard, 4096).unwrap();
+        assert_eq!((got, n, at_end), (4, 12, true));
+        assert_eq!(&guard, b"ine\n");
+        assert_eq!(lines(&s.take_lines(10)), vec![&b"second line"[..]]);
+
+        let mut s = LineSplitter::new(11, 64, 1024, false);
+        let (_, n, at_end) = s.fill_after_guard(&f, &mut guard, 5).unwrap();
+        assert_eq!(
+            (n, at_end),
+            (5, false),
+            "a full read may have more behind it"
+        );
+        assert_eq!(s.read_offset(), 16);
+
+        // Truncated under the offset: fewer guard bytes than asked, no data.
+        f.set_len(8).unwrap();
+        let mut s = LineSplitter::new(11, 64, 1024, false);
+        assert_eq!(
+            s.fill_after_guard(&f, &mut guard, 4096).unwrap(),
+            (1, 0, true)
+        );
     }
 
     #[test]
