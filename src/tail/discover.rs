@@ -250,12 +250,15 @@ impl Discoverer {
         }
     }
 
-    /// The matched paths, and whether the walk found every one settled.
-    fn matches(&mut self) -> (Vec<PathBuf>, bool) {
+    /// The matched paths; `None` when they are the last scan's, each settled.
+    fn matches(&mut self) -> Option<Vec<PathBuf>> {
         let mut settled = true;
         let paths: Vec<PathBuf> = if is_glob(&self.entry.path) {
             match &mut self.walk {
                 Some(walk) => {
+                    if walk.unchanged(&RealFs).is_some() {
+                        return None;
+                    }
                     let (found, stats) = walk.scan_stats(&RealFs);
                     self.shared
                         .metrics
@@ -285,11 +288,17 @@ impl Discoverer {
                 Vec::new()
             }
         };
-        let paths = paths
+        let paths: Vec<PathBuf> = paths
             .into_iter()
             .filter(|p| !self.paths.is_excluded(p))
             .collect();
-        (paths, settled)
+        // Every match settled, and as many as last time: the very paths of the last scan (a settled
+        // match is a name in a directory listed the same at the last scan, so matched then too).
+        if settled && paths.len() == self.matched {
+            return None;
+        }
+        self.matched = paths.len();
+        Some(paths)
     }
 
     /// A tailer of this entry ended (a panicked one keeps its file open in the registry, so it is
@@ -368,7 +377,7 @@ impl Discoverer {
     }
 
     fn scan_matches(&mut self, from_end: bool) {
-        let (paths, settled) = self.matches();
+        let paths = self.matches();
         // Before any tailer starts: a tailer in a watched directory polls less.
         self.watch_walked_dirs();
         while let Some(ended) = self.tailers.try_join_next() {
@@ -386,21 +395,20 @@ impl Discoverer {
                 keep
             });
         }
-        // Every match settled, and as many as last time: the very paths of the last scan (a settled
-        // match is a name in a directory listed the same at the last scan, so matched then too). Of
-        // those, the ones tailed need no look: an unchanged tree of N tailed files costs no work per
-        // file here, only the paths left untailed and those whose tailer ended do.
-        let same = settled && paths.len() == self.matched;
-        self.matched = paths.len();
-        let todo = if same {
-            drop(paths);
-            let mut todo = std::mem::take(&mut self.untailed);
-            todo.append(&mut again);
-            todo.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-            todo
-        } else {
-            self.untailed.clear();
-            paths
+        // The same paths as last time: the tailed ones need no look, so an unchanged tree of N tailed
+        // files costs no work per file; only the paths left untailed and those whose tailer ended do.
+        let same = paths.is_none();
+        let todo = match paths {
+            None => {
+                let mut todo = std::mem::take(&mut self.untailed);
+                todo.append(&mut again);
+                todo.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+                todo
+            }
+            Some(paths) => {
+                self.untailed.clear();
+                paths
+            }
         };
         // The paths matched now: those looked at below, and the tailed ones. Looked up once per known
         // path, not searched: a tree may match thousands of files.
