@@ -132,10 +132,12 @@ fn print(f: &Figures) {
     if let Some(r) = f.requests_per_s {
         line.push_str(&format!("  {r:.1} Kafka requests/s"));
     }
-    if let (Some(pct), Some(listed)) = (f.discovery_cpu_pct, f.dirs_listed_per_s) {
-        line.push_str(&format!(
+    match (f.discovery_cpu_pct, f.dirs_listed_per_s) {
+        (Some(pct), Some(listed)) => line.push_str(&format!(
             " (discovery {pct:.2} %, {listed:.1} dirs listed/s)"
-        ));
+        )),
+        (Some(pct), None) => line.push_str(&format!(" (discovery {pct:.2} %)")),
+        _ => {}
     }
     if !f.new_file_ms.is_empty() {
         let ms: Vec<String> = f.new_file_ms.iter().map(|m| format!("{m:.0}")).collect();

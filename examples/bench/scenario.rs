@@ -544,7 +544,9 @@ pub fn idle(
     let warmup = Duration::from_secs(2).max(period);
     let start = Instant::now();
     // The request count is missing from agents built before it existed: figures without it.
-    let mut window: Option<(Instant, f64, Option<f64>)> = None;
+    let mut window: Option<(Instant, f64, Option<f64>, Option<f64>)> = None;
+    // Discovery's own CPU: on a shared machine the agent's whole share moves with the neighbours'.
+    let discovery = || stage.metric("logagent_discovery_seconds_total").ok();
     let mut buf = Vec::with_capacity(512);
     let mut trickled = 0u64;
     let ticks = (secs as f64 / period.as_secs_f64()) as u64 * files as u64;
@@ -554,10 +556,13 @@ pub fn idle(
             std::thread::sleep(wait);
         }
         if window.is_none() && start.elapsed() >= warmup {
+            // Read before the agent's CPU: the scrape is not the idle cost.
+            let disc = discovery();
             window = Some((
                 Instant::now(),
                 cpu_seconds(agent.pid())?,
                 stage.kafka_requests().ok(),
+                disc,
             ));
         }
         buf.clear();
@@ -567,9 +572,10 @@ pub fn idle(
         trickled += 1;
     }
     let written = Instant::now();
-    let (w_start, w_cpu, w_req) = window.context("trickle shorter than its warm-up")?;
+    let (w_start, w_cpu, w_req, w_disc) = window.context("trickle shorter than its warm-up")?;
     let idle_cpu = cpu_seconds(agent.pid())? - w_cpu;
     let idle_wall = w_start.elapsed();
+    let disc_cpu = w_disc.and_then(|d| Some(discovery()? - d));
     let total = files as u64 + trickled;
     let (done, cpu) = tally.wait_for(&mut agent, total)?;
     // librdkafka reports every second: the window's requests, read once the last report is in.
@@ -579,6 +585,7 @@ pub fn idle(
     let requests = w_req.and_then(|w| Some(stage.kafka_requests().ok()? - w));
     let mut f = figures(ctx, name, files, trickled, bytes, done - start, cpu);
     f.idle_cpu_pct = Some(100.0 * idle_cpu / idle_wall.as_secs_f64());
+    f.discovery_cpu_pct = disc_cpu.map(|d| 100.0 * d / idle_wall.as_secs_f64());
     f.requests_per_s = requests.map(|r| r / (idle_wall.as_secs_f64() + 1.1));
     f.pickup_ms = Some(done.saturating_duration_since(written).as_secs_f64() * 1e3);
     f.peak_rss_mib = status_mib(agent.pid(), "VmHWM:")?;

@@ -150,6 +150,9 @@ pub struct GlobWalk {
     prune: Vec<glob::Pattern>,
     memory: HashMap<PathBuf, Listing>,
     scans: u64,
+    /// The last walk looked at something no remembered listing stands for (see [`Walk::volatile`]):
+    /// the next must walk again.
+    volatile: bool,
 }
 
 /// A path the pattern matches.
@@ -200,6 +203,7 @@ impl GlobWalk {
             prune: Vec::new(),
             memory: HashMap::new(),
             scans: 0,
+            volatile: true,
         })
     }
 
@@ -227,6 +231,29 @@ impl GlobWalk {
         self.memory.keys().map(PathBuf::as_path)
     }
 
+    /// Whether the last scan's matches are still the matches, every one settled: the last walk
+    /// depended on nothing but the listings it remembers, and each of those directories still holds
+    /// its listing. A stat per directory and nothing per name, where a scan goes through every name
+    /// (10,000 in idle10000, every second); `None` when a scan is needed. Counts as a scan.
+    pub fn unchanged(&mut self, fs: &dyn DirFs) -> Option<ScanStats> {
+        if self.volatile {
+            return None;
+        }
+        for (dir, l) in &self.memory {
+            if !listing_holds(l.stamp, l.listed_at_ns, fs.dir_stamp(dir)?) {
+                return None;
+            }
+        }
+        self.scans += 1;
+        for l in self.memory.values_mut() {
+            l.scan = self.scans;
+        }
+        Some(ScanStats {
+            walked: self.memory.len(),
+            listed: 0,
+        })
+    }
+
     /// [`GlobWalk::scan`] with what is known of each match, and what the scan cost.
     pub fn scan_stats(&mut self, fs: &dyn DirFs) -> (Vec<Match>, ScanStats) {
         self.scans += 1;
@@ -244,9 +271,11 @@ impl GlobWalk {
             stats: ScanStats::default(),
             found: Vec::new(),
             ancestors: Vec::new(),
+            volatile: false,
         };
         walk.visit(&self.root, 0);
         let (mut found, stats) = (walk.found, walk.stats);
+        self.volatile = walk.volatile;
         let scan = self.scans;
         self.memory.retain(|_, l| l.scan == scan);
         // By bytes: `Path`'s order compares component by component, much slower on thousands.
@@ -275,6 +304,10 @@ struct Walk<'a> {
     found: Vec<Match>,
     /// The directories being walked, by identity: a symlink back up the tree is not followed.
     ancestors: Vec<(u64, u64)>,
+    /// The walk looked at something whose change no remembered directory's stamp would show: a
+    /// name looked up outside a listing (a literal component missing, or last), a path that is not
+    /// a directory, a directory it could not read, a symlink (where it leads may change).
+    volatile: bool,
 }
 
 impl Walk<'_> {
@@ -292,10 +325,14 @@ impl Walk<'_> {
     fn visit(&mut self, dir: &Path, idx: usize) {
         if let Component::Literal(name) = &self.components[idx] {
             let path = dir.join(name);
+            // Found, the lookup is still true while the directory it leads to keeps its stamp (a stat
+            // of that directory goes through it); missing or last, nothing remembered stands for it.
             if !self.fs.exists(&path) {
+                self.volatile = true;
                 return;
             }
             if self.last(idx) {
+                self.volatile = true;
                 let fs = self.fs;
                 self.found(path.clone(), false, || fs.dir_stamp(&path).is_some());
             } else {
@@ -311,10 +348,12 @@ impl Walk<'_> {
             return;
         }
         let Some(stamp) = self.fs.dir_stamp(dir) else {
+            self.volatile = true;
             return;
         };
         self.stats.walked += 1;
         if self.ancestors.contains(&(stamp.dev, stamp.ino)) {
+            self.volatile = true;
             return;
         }
         let Some((entries, held)) = self.list(dir, stamp) else {
@@ -325,7 +364,10 @@ impl Walk<'_> {
             let is_dir = match e.kind {
                 Kind::Dir => true,
                 Kind::Other => false,
-                Kind::Symlink => self.fs.dir_stamp(&dir.join(&e.name)).is_some(),
+                Kind::Symlink => {
+                    self.volatile = true;
+                    self.fs.dir_stamp(&dir.join(&e.name)).is_some()
+                }
             };
             let settled = held && e.kind == Kind::Other;
             self.entry(dir, &e.name, is_dir, settled, idx);
@@ -383,6 +425,7 @@ impl Walk<'_> {
         }
         self.stats.listed += 1;
         let Ok(entries) = self.fs.read_dir(dir) else {
+            self.volatile = true;
             self.memory.remove(dir);
             return None;
         };
@@ -585,6 +628,69 @@ mod tests {
         // A removed file is gone at the next scan.
         std::fs::remove_file(deep.join("f0.log")).unwrap();
         assert!(!walk.scan(&fs).contains(&deep.join("f0.log")));
+    }
+
+    /// An unchanged tree's matches are known to be the last scan's from a stat per directory, no
+    /// name gone through; a change anywhere, a symlink, or a directory the pattern names missing,
+    /// and a scan is needed.
+    #[test]
+    fn the_last_matches_stand_while_every_directory_holds_its_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        let dirs = tree(r);
+        for d in &dirs {
+            age(d, std::time::Duration::from_secs(10));
+        }
+        let fs = Counting::new(false);
+        let mut walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
+        assert_eq!(walk.unchanged(&fs), None, "no scan yet");
+        assert_eq!(walk.scan(&fs).len(), 500);
+        fs.take();
+        let held = ScanStats {
+            walked: 111,
+            listed: 0,
+        };
+        assert_eq!(walk.unchanged(&fs), Some(held));
+        assert_eq!(walk.unchanged(&fs), Some(held));
+        assert_eq!(fs.take(), 0);
+        assert_eq!(walk.dirs().count(), 111, "the listings are kept");
+
+        let deep = r.join("d7/e3");
+        std::fs::write(deep.join("new.log"), b"x\n").unwrap();
+        assert_eq!(walk.unchanged(&fs), None, "a new file deep down");
+        assert!(walk.scan(&fs).contains(&deep.join("new.log")));
+        assert_eq!(walk.unchanged(&fs), None, "listed within the slack");
+        age(&deep, std::time::Duration::from_secs(10));
+        assert_eq!(walk.scan(&fs).len(), 501);
+        assert_eq!(walk.unchanged(&fs), Some(held));
+        std::fs::remove_dir_all(r.join("d2/e2")).unwrap();
+        age(&r.join("d2"), std::time::Duration::from_secs(10));
+        assert_eq!(walk.unchanged(&fs), None, "a directory removed");
+        assert_eq!(walk.scan(&fs).len(), 496);
+
+        symlink(r.join("d0/e0/f0.log"), r.join("d0/e1/link.log")).unwrap();
+        age(&r.join("d0/e1"), std::time::Duration::from_secs(10));
+        assert_eq!(walk.scan(&fs).len(), 497);
+        assert_eq!(
+            walk.unchanged(&fs),
+            None,
+            "where a symlink leads may change"
+        );
+
+        // A directory the pattern names, missing: nothing remembered would show it appear.
+        let mut walk = GlobWalk::new(&format!("{}/later/*.log", r.display())).unwrap();
+        assert!(walk.scan(&fs).is_empty());
+        assert_eq!(walk.unchanged(&fs), None);
+        touch(&r.join("later/a.log"));
+        assert_eq!(walk.scan(&fs), vec![r.join("later/a.log")]);
+        age(&r.join("later"), std::time::Duration::from_secs(10));
+        walk.scan(&fs);
+        assert_eq!(walk.unchanged(&fs).map(|s| s.walked), Some(1));
+        // The named directory replaced by another: its stamp (identity) moved.
+        std::fs::rename(r.join("later"), r.join("earlier")).unwrap();
+        touch(&r.join("later/b.log"));
+        assert_eq!(walk.unchanged(&fs), None);
+        assert_eq!(walk.scan(&fs), vec![r.join("later/b.log")]);
     }
 
     /// A directory listed within the timestamps' granularity of its last change may change again
