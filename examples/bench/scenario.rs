@@ -237,41 +237,28 @@ listen = "127.0.0.1:{http_port}"
         agent: &mut Guard,
         target: u64,
     ) -> anyhow::Result<(Instant, f64, Option<f64>)> {
-        let mut last = (0, Instant::now());
         let (mut at10, mut at90) = (None, None);
-        loop {
-            let now = self.acked_lines().unwrap_or(0);
-            if now * 10 >= target && at10.is_none() {
-                at10 = Some((now, Instant::now()));
+        let (done, cpu) = wait_count(
+            agent,
+            target,
+            "lines acknowledged",
+            || Ok(self.acked_lines().unwrap_or(0)),
+            |now| {
+                if now * 10 >= target && at10.is_none() {
+                    at10 = Some((now, Instant::now()));
+                }
+                if now * 10 >= target * 9 && at90.is_none() {
+                    at90 = Some((now, Instant::now()));
+                }
+            },
+        )?;
+        let busy = match (at10, at90) {
+            (Some((n1, t1)), Some((n2, t2))) if n2 > n1 && t2 > t1 => {
+                Some((n2 - n1) as f64 / (t2 - t1).as_secs_f64())
             }
-            if now * 10 >= target * 9 && at90.is_none() {
-                at90 = Some((now, Instant::now()));
-            }
-            if now >= target {
-                let busy = match (at10, at90) {
-                    (Some((n1, t1)), Some((n2, t2))) if n2 > n1 && t2 > t1 => {
-                        Some((n2 - n1) as f64 / (t2 - t1).as_secs_f64())
-                    }
-                    _ => None,
-                };
-                return Ok((Instant::now(), cpu_seconds(agent.pid())?, busy));
-            }
-            if agent.exited() {
-                bail!(
-                    "agent exited with {now} of {target} lines acknowledged; log tail:\n{}",
-                    agent.log_tail(20)
-                );
-            }
-            if now != last.0 {
-                last = (now, Instant::now());
-            } else if last.1.elapsed() > STALL {
-                bail!(
-                    "stalled at {now} of {target} lines acknowledged for {STALL:?}; agent log tail:\n{}",
-                    agent.log_tail(20)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            _ => None,
+        };
+        Ok((done, cpu, busy))
     }
 
     fn metrics_page(&self) -> anyhow::Result<String> {
@@ -348,34 +335,53 @@ impl Tally {
     /// Waits until `target` records are in the topic; returns the moment they were and the agent's
     /// CPU seconds then.
     fn wait_for(&self, agent: &mut Guard, target: u64) -> anyhow::Result<(Instant, f64)> {
-        let mut last = (self.count()?, Instant::now());
-        loop {
-            let now = self.count()?;
-            if now >= target {
-                return Ok((Instant::now(), cpu_seconds(agent.pid())?));
-            }
-            if agent.exited() {
-                bail!(
-                    "agent exited with {now} of {target} records in the topic; log tail:\n{}",
-                    agent.log_tail(20)
-                );
-            }
-            if now != last.0 {
-                last = (now, Instant::now());
-            } else if last.1.elapsed() > STALL {
-                bail!(
-                    "stalled at {now} of {target} records for {STALL:?}; agent log tail:\n{}",
-                    agent.log_tail(20)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_count(
+            agent,
+            target,
+            "records in the topic",
+            || self.count(),
+            |_| {},
+        )
     }
 
     /// The count after a short settle, so duplicates that arrive late are seen; minus `base`.
     fn settled(&self, base: u64) -> anyhow::Result<u64> {
         std::thread::sleep(Duration::from_millis(500));
         Ok(self.count()? - base)
+    }
+}
+
+/// Polls `count` until it reaches `target` (calling `seen` with each value); returns that moment
+/// and the agent's CPU seconds then. Fails if the agent exits or the count stalls for [`STALL`].
+fn wait_count(
+    agent: &mut Guard,
+    target: u64,
+    what: &str,
+    mut count: impl FnMut() -> anyhow::Result<u64>,
+    mut seen: impl FnMut(u64),
+) -> anyhow::Result<(Instant, f64)> {
+    let mut last = (count()?, Instant::now());
+    loop {
+        let now = count()?;
+        seen(now);
+        if now >= target {
+            return Ok((Instant::now(), cpu_seconds(agent.pid())?));
+        }
+        if agent.exited() {
+            bail!(
+                "agent exited with {now} of {target} {what}; log tail:\n{}",
+                agent.log_tail(20)
+            );
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            bail!(
+                "stalled at {now} of {target} {what} for {STALL:?}; agent log tail:\n{}",
+                agent.log_tail(20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

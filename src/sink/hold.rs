@@ -136,13 +136,8 @@ mod tests {
 
     /// One long line per batch (a logger of big JSON documents): few lines, many bytes. Held by the
     /// line count alone, 8,192 lines of 1 MiB would sit in memory.
-    #[test]
-    fn held_batches_go_once_their_bytes_reach_the_bound() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
+    #[tokio::test]
+    async fn held_batches_go_once_their_bytes_reach_the_bound() {
         let flush = Duration::from_secs(1);
         let mut held = Held::default();
         let big = Bytes::from(vec![b'x'; 1 << 20]);

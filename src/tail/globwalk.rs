@@ -584,19 +584,23 @@ mod tests {
         dirs
     }
 
+    /// [`tree`] under `r`, every directory last changed a while ago (so its listing can be
+    /// trusted), with a counting file system and a walk of `r/**/*.log`.
+    fn aged_tree(r: &Path) -> (Counting, GlobWalk) {
+        for d in &tree(r) {
+            age(d, std::time::Duration::from_secs(10));
+        }
+        let walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
+        (Counting::new(false), walk)
+    }
+
     /// A rescan reads only the directories that changed: an unchanged tree costs a stat per
     /// directory and no listing; a file created deep down is found by reading its directory alone.
     #[test]
     fn a_rescan_reads_only_directories_that_changed() {
         let tmp = tempfile::tempdir().unwrap();
         let r = tmp.path();
-        let dirs = tree(r);
-        // Directories last changed a while ago: their listings can be trusted.
-        for d in &dirs {
-            age(d, std::time::Duration::from_secs(10));
-        }
-        let fs = Counting::new(false);
-        let mut walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
+        let (fs, mut walk) = aged_tree(r);
         assert_eq!(walk.scan(&fs).len(), 500);
         assert_eq!(fs.take(), 111, "first scan lists every directory");
         assert_eq!(walk.scan(&fs).len(), 500);
@@ -637,12 +641,7 @@ mod tests {
     fn the_last_matches_stand_while_every_directory_holds_its_listing() {
         let tmp = tempfile::tempdir().unwrap();
         let r = tmp.path();
-        let dirs = tree(r);
-        for d in &dirs {
-            age(d, std::time::Duration::from_secs(10));
-        }
-        let fs = Counting::new(false);
-        let mut walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
+        let (fs, mut walk) = aged_tree(r);
         assert_eq!(walk.unchanged(&fs), None, "no scan yet");
         assert_eq!(walk.scan(&fs).len(), 500);
         fs.take();
