@@ -114,6 +114,10 @@ pub struct TailerState {
     /// pause (idle at EOF, a wait for channel room, a start from a stored offset): a copytruncate
     /// followed by writes past the offset leaves the size above it, and only these bytes tell.
     guard: Option<(u64, String)>,
+    /// The loop just came back from its nap at the end of the data: the next read may be the
+    /// guarded one ([`Tailer::read_guarded`]). Not after a wait for channel room: a busy file
+    /// resumes with its full-sized read (a 1 KiB read there made a small batch per big one).
+    napped: bool,
     /// Raised by [`rotated::RotatedFiles`] when this rotated file should be let go; set once rotated.
     evict: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The end of the last batch shipped and the hash of the bytes before it: the guard at the end
@@ -301,6 +305,7 @@ impl Tailer {
                 }
             };
             polled = !by_event;
+            self.state.napped = true;
         }
         if self.state.evict.is_some() {
             self.rotated_files.let_go(self.key);
@@ -324,7 +329,8 @@ impl Tailer {
         let Some((offset, hash)) = self.state.guard.take() else {
             return Guarded::NotApplicable;
         };
-        if self.throttle.is_some() || offset != self.splitter.read_offset() {
+        let napped = std::mem::take(&mut self.state.napped);
+        if !napped || self.throttle.is_some() || offset != self.splitter.read_offset() {
             self.state.guard = Some((offset, hash));
             return Guarded::NotApplicable;
         }
@@ -877,6 +883,35 @@ mod tests {
         std::fs::write(&path, b"NEW-first-line\nNEW-second\n").unwrap();
         let got = records(&mut rx, 4, "old lines then the new content").await;
         assert_eq!(got, vec!["old-1", "old-2", "NEW-first-line", "NEW-second"]);
+        stop(cancel, task).await;
+    }
+
+    /// A busy file blocked on the full channel resumes with full reads: the guarded 1 KiB read is
+    /// for wake-ups from the nap, where it made a small batch beside every big one.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_file_resumes_after_a_full_channel_with_full_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let line = format!("{}\n", "x".repeat(99));
+        std::fs::write(&path, line.repeat(400)).unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        let sh = shared_with(tx, Duration::from_secs(5), Duration::from_secs(5));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_entry(entry(&path), sh, cancel.clone()));
+        let mut sizes = Vec::new();
+        while sizes.iter().sum::<usize>() < 400 {
+            let b = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("the busy file's batches stopped coming")
+                .unwrap();
+            settle(&b);
+            sizes.push(b.lines.len());
+        }
+        // read_buffer_bytes 4,096: 40 lines of 100 bytes per full read.
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|&n| n >= 40),
+            "small batches beside full ones: {sizes:?}"
+        );
         stop(cancel, task).await;
     }
 
