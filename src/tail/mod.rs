@@ -349,8 +349,7 @@ impl Tailer {
                 Guarded::Read { n, at_end }
             }
             _ => {
-                let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.restart_at_zero(size);
+                self.restart_rewritten();
                 Guarded::Rewritten
             }
         }
@@ -369,9 +368,14 @@ impl Tailer {
         if same_tail && self.state.head.still_starts(&self.file).unwrap_or(false) {
             return false;
         }
+        self.restart_rewritten();
+        true
+    }
+
+    /// The guard found the file rewritten: read it again from 0 at its size now.
+    fn restart_rewritten(&mut self) {
         let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
         self.restart_at_zero(size);
-        true
     }
 
     /// The longest nap: the poll interval of a file idle for a while.

@@ -225,18 +225,7 @@ impl LineSplitter {
         if want == 0 {
             return Ok(0);
         }
-        let old = self.buf.len();
-        self.grown = true;
-        self.buf.resize(old + want, 0);
-        let result = loop {
-            match file.read_at(&mut self.buf[old..], self.base + old as u64) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        let n = *result.as_ref().unwrap_or(&0);
-        self.buf.truncate(old + n);
-        result
+        self.fill(file, &mut [], want).map(|(_, n)| n)
     }
 
     /// Reads the `guard.len()` bytes before the read offset into `guard` and up to `max` bytes at
@@ -248,8 +237,15 @@ impl LineSplitter {
         guard: &mut [u8],
         max: usize,
     ) -> io::Result<(usize, usize, bool)> {
-        use std::os::fd::AsRawFd;
         let want = self.room().min(max);
+        let (got, n) = self.fill(file, guard, want)?;
+        Ok((got, n, n < want))
+    }
+
+    /// One `preadv` of the guard bytes (the `guard.len()` before the read offset) and `want` bytes
+    /// at the read offset, appended to the buffer; returns how many of each were read.
+    fn fill(&mut self, file: &File, guard: &mut [u8], want: usize) -> io::Result<(usize, usize)> {
+        use std::os::fd::AsRawFd;
         let old = self.buf.len();
         self.grown = true;
         self.buf.resize(old + want, 0);
@@ -280,7 +276,7 @@ impl LineSplitter {
         let got = total.min(guard.len());
         let n = total - got;
         self.buf.truncate(old + n);
-        result.map(|_| (got, n, n < want))
+        result.map(|_| (got, n))
     }
 
     /// Reading resumes inside a line whose start was handed out before (see [`resumes_mid_line`]): the
