@@ -561,6 +561,7 @@ impl Discoverer {
                 &self.shared.metrics,
             ))
         });
+        let dir_watched = self.shared.hub.dir_watched(path);
         let tailer = Tailer {
             path: path.to_path_buf(),
             key,
@@ -572,7 +573,7 @@ impl Discoverer {
             tx: self.shared.tx.clone(),
             registry: self.shared.registry.clone(),
             metrics: self.shared.metrics.clone(),
-            wake: wake.clone(),
+            wake: wake.wake.clone(),
             opts: o.clone(),
             rotated,
             forget_when_done: rotated,
@@ -587,7 +588,8 @@ impl Discoverer {
             throttle: self.throttle.clone(),
             inactive: self.inactive.clone(),
             state: TailerState {
-                dir_watched: self.shared.hub.dir_watched(path),
+                dir_watched,
+                name_event: dir_watched.then(|| wake.name_event.clone()),
                 head: claim.head,
                 ..Default::default()
             },

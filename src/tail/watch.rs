@@ -65,6 +65,34 @@ fn concerns(mask: EventMask) -> (bool, bool) {
     }
 }
 
+/// One tailer's share of the events: its wake-up, and a flag raised by the events on its file's
+/// *name* (created, removed, renamed away or over). Only those can make the path name another file,
+/// so with the flag a tailer checks its path when told instead of with a stat at every wake-up.
+#[derive(Clone, Default)]
+pub struct FileWaker {
+    pub wake: Arc<Notify>,
+    pub name_event: Arc<AtomicBool>,
+}
+
+impl FileWaker {
+    /// Whether an event on the name came since the last call.
+    pub fn take_name_event(&self) -> bool {
+        self.name_event.swap(false, Ordering::Relaxed)
+    }
+
+    fn name_changed(&self, out: &mut Vec<Arc<Notify>>) {
+        self.name_event.store(true, Ordering::Relaxed);
+        out.push(self.wake.clone());
+    }
+}
+
+/// Events on a name, rather than on the content of the file it names.
+fn names_a_name(mask: EventMask) -> bool {
+    mask.intersects(
+        EventMask::CREATE | EventMask::DELETE | EventMask::MOVED_FROM | EventMask::MOVED_TO,
+    )
+}
+
 struct DirRoute {
     /// Discoverers interested in this directory (reference count of watch_dir calls).
     count: usize,
@@ -74,7 +102,7 @@ struct DirRoute {
 
 #[derive(Default)]
 struct Routes {
-    files: HashMap<PathBuf, Vec<Arc<Notify>>>,
+    files: HashMap<PathBuf, Vec<FileWaker>>,
     dirs: HashMap<PathBuf, DirRoute>,
     /// The directory each watch descriptor names.
     wds: HashMap<WatchDescriptor, PathBuf>,
@@ -94,8 +122,14 @@ impl Routes {
         };
         let (file, dirs) = concerns(mask);
         if file {
-            if let Some(ns) = name.and_then(|n| self.files.get(&dir.join(n))) {
-                out.extend(ns.iter().cloned());
+            if let Some(ws) = name.and_then(|n| self.files.get(&dir.join(n))) {
+                for w in ws {
+                    if names_a_name(mask) {
+                        w.name_changed(out);
+                    } else {
+                        out.push(w.wake.clone());
+                    }
+                }
             }
         }
         if dirs {
@@ -103,10 +137,22 @@ impl Routes {
                 out.extend(r.wakers.iter().cloned());
             }
         }
+        if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {
+            // The directory moved or went, or its watch did: no event will tell of its names again.
+            // Rare; every file in it checks its path.
+            for (path, ws) in &self.files {
+                if path.parent() == Some(dir.as_path()) {
+                    ws.iter().for_each(|w| w.name_changed(out));
+                }
+            }
+        }
     }
 
     fn everyone(&self, out: &mut Vec<Arc<Notify>>) {
-        out.extend(self.files.values().flatten().cloned());
+        self.files
+            .values()
+            .flatten()
+            .for_each(|w| w.name_changed(out));
         out.extend(self.dirs.values().flat_map(|r| r.wakers.iter().cloned()));
     }
 }
@@ -272,20 +318,20 @@ impl WatchHub {
     }
 
     /// A waker for events naming `path` (its directory must be watched by someone).
-    pub fn file_waker(&self, path: &Path) -> Arc<Notify> {
-        let n = Arc::new(Notify::new());
+    pub fn file_waker(&self, path: &Path) -> FileWaker {
+        let w = FileWaker::default();
         lock(&self.routes)
             .files
             .entry(path.to_path_buf())
             .or_default()
-            .push(n.clone());
-        n
+            .push(w.clone());
+        w
     }
 
-    pub fn drop_file_waker(&self, path: &Path, waker: &Arc<Notify>) {
+    pub fn drop_file_waker(&self, path: &Path, waker: &FileWaker) {
         let mut routes = lock(&self.routes);
         if let Some(v) = routes.files.get_mut(path) {
-            v.retain(|n| !Arc::ptr_eq(n, waker));
+            v.retain(|w| !Arc::ptr_eq(&w.wake, &waker.wake));
             if v.is_empty() {
                 routes.files.remove(path);
             }
@@ -427,7 +473,7 @@ mod tests {
             .collect();
         // The creations are one burst; its round passes before the tailers' wakers exist.
         tokio::time::sleep(COALESCE * 3).await;
-        let wakers: Vec<Arc<Notify>> = paths.iter().map(|p| hub.file_waker(p)).collect();
+        let wakers: Vec<Arc<Notify>> = paths.iter().map(|p| hub.file_waker(p).wake).collect();
         let before = hub.wake_rounds();
         for f in &mut files {
             f.write_all(b"line\n").unwrap();
@@ -442,6 +488,39 @@ mod tests {
         assert!(
             (1..=2).contains(&rounds),
             "50 writes within ~10 ms took {rounds} delivery rounds"
+        );
+    }
+
+    /// A rename of the file's name raises its name flag; a write to it only wakes it. So a tailer
+    /// checks its path when the name moved, not with a stat per wake-up.
+    #[tokio::test]
+    async fn an_event_on_the_name_raises_the_name_flag_and_a_write_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let hub = WatchHub::new();
+        hub.watch_dir(dir.path(), Arc::new(Notify::new()));
+        let w = hub.file_waker(&path);
+        let woken = |what: &'static str| {
+            let wake = w.wake.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), wake.notified())
+                    .await
+                    .unwrap_or_else(|_| panic!("not woken by {what}"))
+            }
+        };
+        file.write_all(b"line\n").unwrap();
+        woken("a write").await;
+        assert!(!w.take_name_event(), "a write is not an event on the name");
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        woken("the rename").await;
+        assert!(w.take_name_event(), "the rename raised the name flag");
+        assert!(!w.take_name_event(), "taken once");
+        std::fs::write(&path, b"new\n").unwrap();
+        woken("the new file under the name").await;
+        assert!(
+            w.take_name_event(),
+            "a file created under the name raised it"
         );
     }
 
