@@ -123,6 +123,10 @@ pub struct Registry {
     /// A claim was refused at `max_open`: open files that are caught up should make room (see
     /// [`Registry::slots_wanted`]). Cleared by the next claim that gets a slot.
     slots_wanted: std::sync::atomic::AtomicBool,
+    /// Woken once per refused claim: one idle tailer (the one waiting longest) looks whether it can
+    /// make room now, instead of at its next poll (idle files in watched directories poll every
+    /// 32 s).
+    slot_asked: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -149,6 +153,7 @@ impl Registry {
             metrics,
             max_open: AtomicUsize::new(usize::MAX),
             slots_wanted: std::sync::atomic::AtomicBool::new(false),
+            slot_asked: tokio::sync::Notify::new(),
         })
     }
 
@@ -172,7 +177,6 @@ impl Registry {
         inner.open
     }
 
-    /// Whether the open-file cap is reached (why a `claim` may have said no).
     /// Whether a file is waiting for a slot under `max_open_files`: a tailer whose file is caught
     /// up and fully acknowledged then closes it (to be opened again when it changes), so the open
     /// slots rotate through the files with data instead of staying with idle ones.
@@ -180,6 +184,12 @@ impl Registry {
         self.slots_wanted.load(Ordering::Relaxed)
     }
 
+    /// Completes when a claim was refused a slot (one waiter per refusal, oldest first).
+    pub fn slot_asked(&self) -> tokio::sync::futures::Notified<'_> {
+        self.slot_asked.notified()
+    }
+
+    /// Whether the open-file cap is reached (why a `claim` may have said no).
     pub fn at_capacity(&self) -> bool {
         self.open_count() >= self.max_open()
     }
@@ -203,6 +213,7 @@ impl Registry {
         let mut inner = self.lock();
         if inner.open >= self.max_open() {
             self.slots_wanted.store(true, Ordering::Relaxed);
+            self.slot_asked.notify_one();
             return Ok(None);
         }
         // A released generation with batches still in flight must settle first: a new one would start

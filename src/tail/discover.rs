@@ -1216,6 +1216,50 @@ mod tests {
         while d.tailers.join_next().await.is_some() {}
     }
 
+    /// Idle files in watched directories poll only every 32 s: a file refused a slot at
+    /// `max_open_files` wakes an idle tailer, which makes room at once instead of at its next poll.
+    #[tokio::test]
+    async fn a_file_refused_a_slot_wakes_an_idle_tailer_to_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, mut rx) = shared(ReadPolicy::allow_all());
+        let mut sh = Arc::into_inner(base).expect("not shared yet");
+        sh.opts.poll_interval = Duration::from_millis(250);
+        let shared = Arc::new(sh);
+        shared.registry.set_max_open(1);
+        let a = dir.path().join("a.log");
+        std::fs::write(&a, "").unwrap();
+        let mut d = discoverer(&dir.path().join("*.log"), shared.clone());
+        d.scan(false);
+        assert_eq!(shared.registry.open_count(), 1, "a.log was not opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Growth announced by an event: a.log's tailer naps for the long interval from now on.
+        let mut appender = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+        std::io::Write::write_all(&mut appender, b"a-1\n").unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a.log's line never came")
+            .unwrap();
+        for _ in 0..first.lines.len() {
+            first.ticket.record_settled();
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        std::fs::write(dir.path().join("b.log"), "b-1\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let b = loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "b.log was not read within 10 s: a.log's idle tailer made no room"
+            );
+            d.scan(false);
+            if let Ok(Some(b)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                break b;
+            }
+        };
+        assert_eq!(b.lines, vec![bytes::Bytes::from_static(b"b-1")]);
+        d.cancel.cancel();
+        while d.tailers.join_next().await.is_some() {}
+    }
+
     /// Out of inotify watches: the agent says so (gauge, one warning) and polling picks up lines,
     /// the first ones and those appended later, with no event ever arriving.
     #[tokio::test]

@@ -141,14 +141,27 @@ pub struct TailerState {
 
 /// An idle file's poll interval doubles this many times at most (8 × 250 ms by default).
 const IDLE_BACKOFF_DOUBLINGS: u32 = 3;
-/// ... and this many times once an event announced its growth (32 × 250 ms = 8 s): events work for
-/// it, and polling is only the net for a lost one. With 10,000 files, polls every 2 s were 5,000
-/// wake-ups a second.
-const EVENT_BACKOFF_DOUBLINGS: u32 = 5;
+/// ... and this many times once an event announced its growth (128 × 250 ms = 32 s): events work
+/// for it, and polling is only the net for a lost one (a queue overflow wakes every tailer anyway).
+/// With 10,000 files, polls every 2 s were 5,000 wake-ups a second, every 8 s 1,250 — more than
+/// the lines of idle10000. A file waiting for a slot does not wait for these polls: each refused
+/// claim wakes one idle tailer ([`Registry::slot_asked`]).
+const EVENT_BACKOFF_DOUBLINGS: u32 = 7;
 /// How often a file in a watched directory checks its path without an event on the name: a net
 /// for a lost event (a queue overflow wakes every tailer with the name flag raised anyway). With
 /// 10,000 files, a stat of every path every 2 s was 7 % of idle10000's CPU.
 const PATH_CHECK_WATCHED: Duration = Duration::from_secs(30);
+
+/// What ended a tailer's nap.
+#[derive(PartialEq, Eq)]
+enum Woke {
+    /// A file event named the file.
+    Event,
+    /// The nap's time was up.
+    Poll,
+    /// A claim was refused a slot under `max_open_files`.
+    SlotAsked,
+}
 
 /// What [`Tailer::read_guarded`] did.
 enum Guarded {
@@ -305,15 +318,18 @@ impl Tailer {
                 Err(e) => self.metrics.file_unreadable(&self.path, &e.to_string()),
             }
             let nap = self.nap(idle_polls, last_growth);
-            by_event = tokio::select! {
+            let woke = tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => true,
+                _ = self.wake.notified() => Woke::Event,
+                // at_eof makes room if this file is caught up.
+                _ = self.registry.slot_asked() => Woke::SlotAsked,
                 _ = tokio::time::sleep(nap) => {
                     idle_polls = idle_polls.saturating_add(1).min(backoff_cap);
-                    false
+                    Woke::Poll
                 }
             };
-            polled = !by_event;
+            by_event = woke == Woke::Event;
+            polled = woke == Woke::Poll;
             self.state.napped = true;
         }
         if self.state.evict.is_some() {
