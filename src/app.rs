@@ -298,7 +298,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let _ = sweep_task.await;
     ck_stop.cancel();
     let _ = ck_task.await;
-    registry::write_checkpoint(&registry, &store, settings.checkpoint.gone_retention).await;
+    registry::write_checkpoint(
+        &registry,
+        &store,
+        settings.checkpoint.gone_retention,
+        registry::Pass::All,
+    )
+    .await;
     // Last, so /metrics can be scraped for as long as anything moves.
     http_stop.cancel();
     if let Some(t) = http_task {
