@@ -178,6 +178,10 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
         }
         d.scan(false);
         last_scan = tokio::time::Instant::now();
+        // A directory removed and made again lost its watch with the old one.
+        for w in dir.iter().chain(d.watched.iter()) {
+            d.shared.hub.rewatch(w);
+        }
     }
     if let Some(dir) = &dir {
         d.shared.hub.unwatch_dir(dir, &dir_wake);

@@ -148,6 +148,16 @@ impl Routes {
         }
     }
 
+    /// The kernel dropped watch `wd` (its directory was removed): the directory is no longer
+    /// watched, so tailers started there poll briskly and check their paths by time again.
+    fn forget(&mut self, wd: &WatchDescriptor) {
+        if let Some(dir) = self.wds.remove(wd) {
+            if let Some(r) = self.dirs.get_mut(&dir) {
+                r.wd = None;
+            }
+        }
+    }
+
     fn everyone(&self, out: &mut Vec<Arc<Notify>>) {
         self.files
             .values()
@@ -262,6 +272,24 @@ impl WatchHub {
         if route.count > 1 {
             return;
         }
+        self.add_watch(routes, dir, held);
+    }
+
+    /// Watches `dir` again if the kernel dropped its watch (the directory was removed, maybe made
+    /// again since): discoverers call it after each scan. Not once watches ran out.
+    pub fn rewatch(&self, dir: &Path) {
+        if self.events_degraded() {
+            return;
+        }
+        let routes = lock(&self.routes);
+        let held = routes.wds.len();
+        if routes.dirs.get(dir).is_some_and(|r| r.wd.is_none()) {
+            self.add_watch(routes, dir, held);
+        }
+    }
+
+    /// Adds the kernel watch of `dir`, whose route exists; `held`: watches held now.
+    fn add_watch(&self, mut routes: MutexGuard<'_, Routes>, dir: &Path, held: usize) {
         let Some(watches) = &self.watches else {
             return;
         };
@@ -275,7 +303,9 @@ impl WatchHub {
         };
         match added {
             Ok(wd) => {
-                route.wd = Some(wd.clone());
+                if let Some(route) = routes.dirs.get_mut(dir) {
+                    route.wd = Some(wd.clone());
+                }
                 routes.wds.insert(wd, dir.to_path_buf());
             }
             // inotify_add_watch(2): ENOSPC is the user's watch limit.
@@ -413,13 +443,16 @@ fn run(
         loop {
             match inotify.read_events(&mut buf) {
                 Ok(events) => {
-                    let routes = lock(&routes);
+                    let mut routes = lock(&routes);
                     for e in events {
                         if e.mask.contains(EventMask::Q_OVERFLOW) {
                             // The kernel queue overflowed: any file may have changed.
                             routes.everyone(&mut wake);
                         } else {
                             routes.route(&e.wd, e.mask, e.name.map(Path::new), &mut wake);
+                            if e.mask.contains(EventMask::IGNORED) {
+                                routes.forget(&e.wd);
+                            }
                         }
                     }
                 }
@@ -539,6 +572,41 @@ mod tests {
         let none = WatchHub::with_max_watches(0);
         none.watch_dir(dir.path(), w);
         assert!(!none.dir_watched(&file), "out of watches: not watched");
+    }
+
+    /// A removed directory's watch is gone (the kernel sends IN_IGNORED): the directory no longer
+    /// counts as watched, so a tailer started there does not wait on events that cannot come.
+    #[tokio::test]
+    async fn a_removed_directory_no_longer_counts_as_watched() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("app");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("a.log");
+        let hub = WatchHub::new();
+        let waker = Arc::new(Notify::new());
+        hub.watch_dir(&dir, waker.clone());
+        assert!(hub.dir_watched(&file));
+        std::fs::remove_dir(&dir).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waker.notified())
+            .await
+            .expect("the directory's discoverer was not woken by its removal");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while hub.dir_watched(&file) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the removed directory still counts as watched"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::create_dir(&dir).unwrap();
+        assert!(!hub.dir_watched(&file), "nor once recreated");
+        hub.rewatch(&dir);
+        assert!(hub.dir_watched(&file), "watched again after rewatch");
+        let w = hub.file_waker(&file);
+        std::fs::write(&file, b"line\n").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), w.wake.notified())
+            .await
+            .expect("no event from the directory watched again");
     }
 
     /// Past the watch limit the hub says so once and keeps working (the watch is just missing).
