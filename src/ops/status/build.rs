@@ -50,6 +50,39 @@ impl EntryMatcher<'_> {
     }
 }
 
+/// A file counted under an entry; only those listed become a [`FileStatus`].
+struct Listed<'a> {
+    path: &'a Path,
+    acked: u64,
+    lag: u64,
+    problem: Option<&'a FileProblem>,
+}
+
+impl Listed<'_> {
+    /// The largest lag first, then by path as written (bytes), then by offset.
+    fn order(a: &Listed<'_>, b: &Listed<'_>) -> std::cmp::Ordering {
+        use std::os::unix::ffi::OsStrExt;
+        b.lag
+            .cmp(&a.lag)
+            .then_with(|| {
+                a.path
+                    .as_os_str()
+                    .as_bytes()
+                    .cmp(b.path.as_os_str().as_bytes())
+            })
+            .then_with(|| a.acked.cmp(&b.acked))
+    }
+
+    fn status(self) -> FileStatus {
+        FileStatus {
+            path: self.path.display().to_string(),
+            acked_offset: self.acked,
+            bytes_behind: self.lag,
+            error: self.problem.map(|p| p.error.clone()),
+        }
+    }
+}
+
 /// The status value from the agent's current state. Each file is counted under the first entry that
 /// matches it (the registry lets only one entry read a file).
 pub fn build(
@@ -63,22 +96,18 @@ pub fn build(
 ) -> HostStatus {
     let entries = desired.map_or(&[][..], |d| &d.entries[..]);
     let matchers: Vec<EntryMatcher<'_>> = entries.iter().map(EntryMatcher::new).collect();
-    let mut files: Vec<Vec<(FileStatus, u64)>> = vec![Vec::new(); entries.len()];
+    let mut files: Vec<Vec<Listed<'_>>> = (0..entries.len()).map(|_| Vec::new()).collect();
     for f in open {
         if let Some(i) = matchers
             .iter()
             .position(|m| m.entry.topic == f.topic && m.owns(&f.path))
         {
-            let problem = problems.get(&f.path);
-            files[i].push((
-                FileStatus {
-                    path: f.path.display().to_string(),
-                    acked_offset: f.acked,
-                    bytes_behind: f.lag,
-                    error: problem.map(|p| p.error.clone()),
-                },
-                problem.map_or(0, |p| p.at_ms),
-            ));
+            files[i].push(Listed {
+                path: &f.path,
+                acked: f.acked,
+                lag: f.lag,
+                problem: problems.get(&f.path),
+            });
         }
     }
     // A set, not a scan of `open` per problem: with thousands of files waiting for a slot under
@@ -89,14 +118,12 @@ pub fn build(
             continue;
         }
         if let Some(i) = matchers.iter().position(|m| m.owns(path)) {
-            files[i].push((
-                FileStatus {
-                    path: path.display().to_string(),
-                    error: Some(problem.error.clone()),
-                    ..FileStatus::default()
-                },
-                problem.at_ms,
-            ));
+            files[i].push(Listed {
+                path,
+                acked: 0,
+                lag: 0,
+                problem: Some(problem),
+            });
         }
     }
     let entries = entries
@@ -105,25 +132,25 @@ pub fn build(
         .map(|(entry, mut files)| {
             let last_error = files
                 .iter()
-                .filter(|(f, _)| f.error.is_some())
-                .max_by_key(|(_, at)| *at)
-                .and_then(|(f, _)| f.error.clone());
-            files.sort_by(|(a, _), (b, _)| {
-                b.bytes_behind
-                    .cmp(&a.bytes_behind)
-                    .then_with(|| a.path.cmp(&b.path))
-            });
+                .filter_map(|f| f.problem)
+                .max_by_key(|p| p.at_ms)
+                .map(|p| p.error.clone());
+            let files_matched = files.len();
+            let bytes_behind = files.iter().map(|f| f.lag).sum();
+            // Only the listed files are sorted and written out: with 10,000 files, sorting them all
+            // by path and making a string of each at every status write was most of its cost.
+            if files.len() > MAX_FILES_PER_ENTRY {
+                files.select_nth_unstable_by(MAX_FILES_PER_ENTRY - 1, Listed::order);
+                files.truncate(MAX_FILES_PER_ENTRY);
+            }
+            files.sort_by(Listed::order);
             EntryStatus {
                 path: entry.path.clone(),
                 topic: entry.topic.clone(),
-                files_matched: files.len(),
-                bytes_behind: files.iter().map(|(f, _)| f.bytes_behind).sum(),
+                files_matched,
+                bytes_behind,
                 last_error,
-                files: files
-                    .into_iter()
-                    .take(MAX_FILES_PER_ENTRY)
-                    .map(|(f, _)| f)
-                    .collect(),
+                files: files.into_iter().map(Listed::status).collect(),
             }
         })
         .collect();
@@ -298,6 +325,50 @@ mod tests {
         assert_eq!(e.files_matched, MAX_FILES_PER_ENTRY + 10);
         assert_eq!(e.files.len(), MAX_FILES_PER_ENTRY);
         assert_eq!(e.files[0].bytes_behind, MAX_FILES_PER_ENTRY as u64 + 9);
+    }
+
+    /// The listed files are the largest lags, ties by path, as a sort of every file gives (only
+    /// the listed ones are sorted now).
+    #[test]
+    fn the_listed_files_are_the_largest_lags_then_by_path() {
+        let d = desired(r#"[{"path":"/l/*.log","topic":"t"}]"#);
+        // Many equal lags, so the cut falls inside a run of ties broken by path.
+        let files: Vec<OpenFile> = (0..500u64)
+            .map(|i| {
+                open(
+                    &format!("/l/{}.log", (i * 7919) % 1000),
+                    "t",
+                    i,
+                    (i * 31) % 7,
+                )
+            })
+            .collect();
+        let s = build(
+            &identity(),
+            &SourceStatus::default(),
+            Some(&d),
+            &files,
+            &HashMap::new(),
+            true,
+            0,
+        );
+        let mut want: Vec<(u64, String)> = files
+            .iter()
+            .map(|f| (f.lag, f.path.display().to_string()))
+            .collect();
+        want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        want.truncate(MAX_FILES_PER_ENTRY);
+        let got: Vec<(u64, String)> = s.entries[0]
+            .files
+            .iter()
+            .map(|f| (f.bytes_behind, f.path.clone()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(s.entries[0].files_matched, 500);
+        assert_eq!(
+            s.entries[0].bytes_behind,
+            files.iter().map(|f| f.lag).sum::<u64>()
+        );
     }
 
     #[test]
