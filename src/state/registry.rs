@@ -735,6 +735,20 @@ mod tests {
         Registry::new(Vec::new(), Metrics::new(false))
     }
 
+    /// Claims `n` new files of 8 bytes in `dir`.
+    fn claim_files(r: &Registry, dir: &Path, n: usize) -> Vec<(Claim, File, FileKey)> {
+        (0..n)
+            .map(|i| {
+                let path = dir.join(format!("f{i}.log"));
+                std::fs::write(&path, b"one\ntwo\n").unwrap();
+                let f = File::open(&path).unwrap();
+                let key = FileKey::of(&f.metadata().unwrap());
+                let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+                (c, f, key)
+            })
+            .collect()
+    }
+
     fn ack_all(claim: &Claim, offset: u64, file: &File) {
         let seq = claim.progress.register(Mark {
             offset,
@@ -776,15 +790,7 @@ mod tests {
     fn a_sync_encodes_again_only_the_records_that_changed() {
         let dir = tempfile::tempdir().unwrap();
         let r = registry();
-        let mut claims = Vec::new();
-        for i in 0..3 {
-            let path = dir.path().join(format!("f{i}.log"));
-            std::fs::write(&path, b"one\ntwo\n").unwrap();
-            let f = File::open(&path).unwrap();
-            let key = FileKey::of(&f.metadata().unwrap());
-            let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
-            claims.push((c, f, key));
-        }
+        let claims = claim_files(&r, dir.path(), 3);
         assert!(r.sync(Duration::from_secs(60), Pass::Moved).is_some());
         assert_eq!(r.lock().encoded, 3);
         assert!(
@@ -819,15 +825,7 @@ mod tests {
     fn a_periodic_pass_visits_only_the_files_whose_progress_moved() {
         let dir = tempfile::tempdir().unwrap();
         let r = registry();
-        let mut claims = Vec::new();
-        for i in 0..4 {
-            let path = dir.path().join(format!("f{i}.log"));
-            std::fs::write(&path, b"one\ntwo\n").unwrap();
-            let f = File::open(&path).unwrap();
-            let key = FileKey::of(&f.metadata().unwrap());
-            let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
-            claims.push((c, f));
-        }
+        let claims = claim_files(&r, dir.path(), 4);
         let retention = Duration::from_secs(60);
         assert!(r.sync(retention, Pass::Moved).is_some());
         assert_eq!(r.lock().visited, 4, "new files");

@@ -192,6 +192,19 @@ mod tests {
         }
     }
 
+    /// The status of `files` open under `d`, with no problems and Kafka reachable.
+    fn status_of(d: &Desired, files: &[OpenFile]) -> HostStatus {
+        build(
+            &identity(),
+            &SourceStatus::default(),
+            Some(d),
+            files,
+            &HashMap::new(),
+            true,
+            0,
+        )
+    }
+
     fn open(path: &str, topic: &str, acked: u64, lag: u64) -> OpenFile {
         OpenFile {
             path: path.into(),
@@ -293,15 +306,7 @@ mod tests {
             open("/l/a.log", "other", 0, 1),
             open("/l/b.log", "t", 0, 1),
         ];
-        let s = build(
-            &identity(),
-            &SourceStatus::default(),
-            Some(&d),
-            &files,
-            &HashMap::new(),
-            true,
-            0,
-        );
+        let s = status_of(&d, &files);
         assert_eq!(s.entries[0].files_matched, 1);
         assert_eq!(s.entries[0].files[0].path, "/l/b.log");
     }
@@ -312,15 +317,7 @@ mod tests {
         let files: Vec<OpenFile> = (0..MAX_FILES_PER_ENTRY as u64 + 10)
             .map(|i| open(&format!("/l/{i}.log"), "t", 0, i))
             .collect();
-        let s = build(
-            &identity(),
-            &SourceStatus::default(),
-            Some(&d),
-            &files,
-            &HashMap::new(),
-            true,
-            0,
-        );
+        let s = status_of(&d, &files);
         let e = &s.entries[0];
         assert_eq!(e.files_matched, MAX_FILES_PER_ENTRY + 10);
         assert_eq!(e.files.len(), MAX_FILES_PER_ENTRY);
@@ -343,15 +340,7 @@ mod tests {
                 )
             })
             .collect();
-        let s = build(
-            &identity(),
-            &SourceStatus::default(),
-            Some(&d),
-            &files,
-            &HashMap::new(),
-            true,
-            0,
-        );
+        let s = status_of(&d, &files);
         let mut want: Vec<(u64, String)> = files
             .iter()
             .map(|f| (f.lag, f.path.display().to_string()))
