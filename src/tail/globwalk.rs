@@ -325,39 +325,53 @@ impl Walk<'_> {
     fn visit(&mut self, dir: &Path, idx: usize) {
         if let Component::Literal(name) = &self.components[idx] {
             let path = dir.join(name);
-            // Found, the lookup is still true while the directory it leads to keeps its stamp (a stat
-            // of that directory goes through it); missing or last, nothing remembered stands for it.
-            if !self.fs.exists(&path) {
-                self.volatile = true;
+            if !self.last(idx) {
+                // Found, the lookup is still true while the directory it leads to keeps its stamp (a
+                // stat of that directory goes through it); missing, nothing remembered stands for it.
+                if !self.fs.exists(&path) {
+                    self.volatile = true;
+                    return;
+                }
+                self.visit(&path, idx + 1);
                 return;
             }
-            if self.last(idx) {
-                self.volatile = true;
+            // Last (`/var/log/*/access.log`): looked up in the directory's listing, so the directory
+            // is remembered — a rescan of it costs a stat, and it is watched for events — as one a
+            // wildcard lists. By name only where the directory cannot be listed (execute-only).
+            if self.list_and_walk(dir, idx) {
+                return;
+            }
+            self.volatile = true;
+            if self.fs.exists(&path) {
                 let fs = self.fs;
                 self.found(path.clone(), false, || fs.dir_stamp(&path).is_some());
-            } else {
-                self.visit(&path, idx + 1);
             }
             return;
         }
+        self.list_and_walk(dir, idx);
+    }
+
+    /// Walks the names of `dir` (listed, or remembered while its stamp holds) at `components[idx]`;
+    /// false when it could not be listed.
+    fn list_and_walk(&mut self, dir: &Path, idx: usize) -> bool {
         if self
             .prune
             .iter()
             .any(|p| p.matches_path_with(dir, GLOB_OPTIONS))
         {
-            return;
+            return true;
         }
         let Some(stamp) = self.fs.dir_stamp(dir) else {
             self.volatile = true;
-            return;
+            return false;
         };
         self.stats.walked += 1;
         if self.ancestors.contains(&(stamp.dev, stamp.ino)) {
             self.volatile = true;
-            return;
+            return true;
         }
         let Some((entries, held)) = self.list(dir, stamp) else {
-            return;
+            return false;
         };
         self.ancestors.push((stamp.dev, stamp.ino));
         for e in entries.iter() {
@@ -373,6 +387,7 @@ impl Walk<'_> {
             self.entry(dir, &e.name, is_dir, settled, idx);
         }
         self.ancestors.pop();
+        true
     }
 
     /// A name listed in `dir`, walked at `components[idx]`. Its path is built only once the name
@@ -592,6 +607,42 @@ mod tests {
         }
         let walk = GlobWalk::new(&format!("{}/**/*.log", r.display())).unwrap();
         (Counting::new(false), walk)
+    }
+
+    /// A literal last component (`/var/log/*/access.log`) is looked up in its directory's listing:
+    /// the directories are remembered like the ones a wildcard lists, so they are watched for events
+    /// and an unchanged tree is known from a stat per directory. (Looked up by name, they were in
+    /// no listing: not watched, and every rescan walked again.)
+    #[test]
+    fn a_literal_last_component_is_found_in_a_remembered_listing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path();
+        for a in 0..10 {
+            touch(&r.join(format!("app{a}/access.log")));
+            touch(&r.join(format!("app{a}/error.log")));
+        }
+        for a in 0..10 {
+            age(
+                &r.join(format!("app{a}")),
+                std::time::Duration::from_secs(10),
+            );
+        }
+        age(r, std::time::Duration::from_secs(10));
+        let fs = Counting::new(false);
+        let mut walk = GlobWalk::new(&format!("{}/*/access.log", r.display())).unwrap();
+        let found = walk.scan(&fs);
+        assert_eq!(found.len(), 10);
+        assert!(found.contains(&r.join("app3/access.log")));
+        assert_eq!(
+            walk.dirs().count(),
+            11,
+            "the root and the ten directories holding access.log are remembered"
+        );
+        let held = walk.unchanged(&fs);
+        assert!(held.is_some(), "an unchanged tree needs no scan");
+        std::fs::remove_file(r.join("app3/access.log")).unwrap();
+        assert_eq!(walk.unchanged(&fs), None, "a match removed");
+        assert_eq!(walk.scan(&fs).len(), 9);
     }
 
     /// A rescan reads only the directories that changed: an unchanged tree costs a stat per
