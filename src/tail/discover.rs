@@ -593,7 +593,7 @@ impl Discoverer {
             inactive: self.inactive.clone(),
             state: TailerState {
                 dir_watched,
-                name_event: dir_watched.then(|| wake.name_event.clone()),
+                name_event: dir_watched.then(|| wake.clone()),
                 head: claim.head,
                 ..Default::default()
             },

@@ -129,9 +129,9 @@ pub struct TailerState {
     /// an idle file is polled (a trickling file reaches its end once per line). A later check only
     /// delays the rotated flag: the open file is read to its end anyway.
     path_checked: Option<Instant>,
-    /// Raised by the file-events thread on an event naming this file's name (renamed, removed,
-    /// replaced): set when its directory is watched.
-    pub name_event: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Its flag is raised by the file-events thread on an event naming this file's name (renamed,
+    /// removed, replaced): set when its directory is watched.
+    pub name_event: Option<watch::FileWaker>,
     /// The file's first bytes, for the guard, taken with the fingerprint (empty: matches any file).
     pub head: Head,
     /// The file's directory has an event watch: idle polls may back off to the long interval from
@@ -451,10 +451,7 @@ impl Tailer {
                 .update_fingerprint(self.key, &self.fingerprint);
         }
         let (told, every) = match &self.state.name_event {
-            Some(flag) => (
-                flag.swap(false, std::sync::atomic::Ordering::Relaxed),
-                PATH_CHECK_WATCHED,
-            ),
+            Some(w) => (w.take_name_event(), PATH_CHECK_WATCHED),
             None => (false, self.idle_nap()),
         };
         let check_path = told

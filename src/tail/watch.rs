@@ -71,7 +71,7 @@ fn concerns(mask: EventMask) -> (bool, bool) {
 #[derive(Clone, Default)]
 pub struct FileWaker {
     pub wake: Arc<Notify>,
-    pub name_event: Arc<AtomicBool>,
+    name_event: Arc<AtomicBool>,
 }
 
 impl FileWaker {
