@@ -196,6 +196,14 @@ pub async fn run_entry(entry: Arc<CollectEntry>, shared: Arc<Shared>, cancel: Ca
     }
 }
 
+/// Whether file events reach the tailer of `path`: its directory is watched, and the path is not a
+/// symlink — writes to a link's target happen in the target's directory, which nobody may watch, so
+/// such a file keeps brisk polls and its path checked by time.
+fn events_reach(hub: &WatchHub, path: &Path) -> bool {
+    hub.dir_watched(path)
+        && !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// The shortest time between two scans that events asked for.
 const EVENT_RESCAN_MIN: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -565,7 +573,7 @@ impl Discoverer {
                 &self.shared.metrics,
             ))
         });
-        let dir_watched = self.shared.hub.dir_watched(path);
+        let dir_watched = events_reach(&self.shared.hub, path);
         let tailer = Tailer {
             path: path.to_path_buf(),
             key,
@@ -1262,6 +1270,28 @@ mod tests {
         assert_eq!(b.lines, vec![bytes::Bytes::from_static(b"b-1")]);
         d.cancel.cancel();
         while d.tailers.join_next().await.is_some() {}
+    }
+
+    /// A symlink in a watched directory gets no events for writes to its target (they happen in the
+    /// target's directory): its tailer must not wait on events, as one of a plain file may.
+    #[test]
+    fn events_do_not_reach_a_symlinked_file() {
+        let watched = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("real.log");
+        std::fs::write(&target, "x\n").unwrap();
+        let link = watched.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let plain = watched.path().join("plain.log");
+        std::fs::write(&plain, "x\n").unwrap();
+        let hub = WatchHub::new();
+        hub.watch_dir(watched.path(), Arc::new(Notify::new()));
+        assert!(events_reach(&hub, &plain));
+        assert!(
+            !events_reach(&hub, &link),
+            "the link's target is not watched"
+        );
+        assert!(!events_reach(&hub, &target), "nor is its directory");
     }
 
     /// Out of inotify watches: the agent says so (gauge, one warning) and polling picks up lines,
