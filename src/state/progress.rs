@@ -70,30 +70,25 @@ pub struct FileProgress {
 
 impl FileProgress {
     pub fn new(start: Mark) -> Arc<FileProgress> {
-        Arc::new(FileProgress {
-            state: Mutex::new(State {
-                acked: start,
-                ..State::default()
-            }),
-            changed: Notify::new(),
-            size: AtomicU64::new(0),
-            moved: None,
-            listed: AtomicBool::new(false),
-        })
+        Arc::new(Self::starting_at(start, None))
     }
 
     /// A progress that lists `key` in `moved` whenever it moves (the registry's files).
     pub fn listed_in(start: Mark, moved: Arc<Moved>, key: FileKey) -> Arc<FileProgress> {
-        let p = FileProgress {
+        let p = Self::starting_at(start, Some((moved, key)));
+        p.note_moved();
+        Arc::new(p)
+    }
+
+    fn starting_at(start: Mark, moved: Option<(Arc<Moved>, FileKey)>) -> FileProgress {
+        FileProgress {
             state: Mutex::new(State {
                 acked: start,
                 ..State::default()
             }),
-            moved: Some((moved, key)),
+            moved,
             ..FileProgress::default()
-        };
-        p.note_moved();
-        Arc::new(p)
+        }
     }
 
     fn note_moved(&self) {

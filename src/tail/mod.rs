@@ -153,8 +153,10 @@ const EVENT_BACKOFF_DOUBLINGS: u32 = 7;
 const PATH_CHECK_WATCHED: Duration = Duration::from_secs(30);
 
 /// What ended a tailer's nap.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Woke {
+    /// No nap yet: what the first read finds was there before.
+    Start,
     /// A file event named the file.
     Event,
     /// The nap's time was up.
@@ -197,10 +199,8 @@ impl Tailer {
         } else {
             IDLE_BACKOFF_DOUBLINGS
         };
-        // Whether the last wake-up came from a file event rather than the poll timer.
-        let mut by_event = false;
-        // Whether the last nap ended at its deadline (a poll) rather than by an event.
-        let mut polled = false;
+        // What ended the last nap: a file event, the poll timer, or a slot asked for.
+        let mut woke = Woke::Start;
         let start = self.progress.acked();
         if start.offset > 0 {
             // The file may have been rewritten between the claim and now.
@@ -261,12 +261,12 @@ impl Tailer {
                 // Growth announced by an event: events work for this file, so polling stays a slow
                 // fallback. Growth found by a poll: events are missing here, keep polling briskly.
                 // (What the first read finds was there before: evidence of neither.)
-                if by_event {
-                    backoff_cap = EVENT_BACKOFF_DOUBLINGS;
-                } else if polled {
-                    backoff_cap = IDLE_BACKOFF_DOUBLINGS;
+                match woke {
+                    Woke::Event => backoff_cap = EVENT_BACKOFF_DOUBLINGS,
+                    Woke::Poll => backoff_cap = IDLE_BACKOFF_DOUBLINGS,
+                    Woke::Start | Woke::SlotAsked => {}
                 }
-                idle_polls = if by_event { backoff_cap } else { 0 };
+                idle_polls = if woke == Woke::Event { backoff_cap } else { 0 };
             }
             let split = self.splitter.take_lines(self.opts.batch_max_lines);
             if split.long_lines_split > 0 && !long_reported {
@@ -302,7 +302,7 @@ impl Tailer {
             }
             // Only once a nap ended with nothing new (idle, not merely caught up): a busy file catches
             // up after every read, and would free and allocate its buffer each time.
-            if n == 0 && !by_event && self.splitter.release_if_caught_up() {
+            if n == 0 && woke != Woke::Event && self.splitter.release_if_caught_up() {
                 memory::released();
             }
             let off = self.splitter.read_offset();
@@ -318,7 +318,7 @@ impl Tailer {
                 Err(e) => self.metrics.file_unreadable(&self.path, &e.to_string()),
             }
             let nap = self.nap(idle_polls, last_growth);
-            let woke = tokio::select! {
+            woke = tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.wake.notified() => Woke::Event,
                 // at_eof makes room if this file is caught up.
@@ -328,8 +328,6 @@ impl Tailer {
                     Woke::Poll
                 }
             };
-            by_event = woke == Woke::Event;
-            polled = woke == Woke::Poll;
             self.state.napped = true;
         }
         if self.state.evict.is_some() {
