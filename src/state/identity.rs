@@ -56,8 +56,9 @@ impl Fingerprint {
         if u64::from(self.len) > size {
             return Ok(false);
         }
-        let bytes = read_exact_at(file, 0, self.len as usize)?;
-        Ok(hash_hex(&bytes) == self.hex)
+        bytes_at(file, 0, self.len as usize, |bytes| {
+            hash_hex(bytes) == self.hex
+        })
     }
 
     /// Whether a longer fingerprint could be taken now (the file was shorter than the maximum).
@@ -69,8 +70,7 @@ impl Fingerprint {
 /// Hash of the (up to) [`TAIL_HASH_LEN`] bytes just before `offset`, as hex; "" at offset 0.
 pub fn tail_hash(file: &File, offset: u64) -> io::Result<String> {
     let len = offset.min(TAIL_HASH_LEN);
-    let bytes = read_exact_at(file, offset - len, len as usize)?;
-    Ok(hash_hex(&bytes))
+    bytes_at(file, offset - len, len as usize, hash_hex)
 }
 
 /// xxh3_64 as 16 lowercase hex digits; "" for no bytes, so that an empty prefix has no hash that
@@ -139,16 +139,17 @@ impl Head {
 /// a tailer needs both, and they are taken at one read of the file's start.
 pub fn start_of(file: &File, size: u64) -> io::Result<(Fingerprint, Head)> {
     let len = size.min(FINGERPRINT_MAX);
-    let bytes = read_exact_at(file, 0, len as usize)?;
-    let mut head = Head::default();
-    let n = bytes.len().min(HEAD_GUARD_LEN);
-    head.bytes[..n].copy_from_slice(&bytes[..n]);
-    head.len = n as u8;
-    let fp = Fingerprint {
-        hex: hash_hex(&bytes),
-        len: bytes.len() as u32,
-    };
-    Ok((fp, head))
+    bytes_at(file, 0, len as usize, |bytes| {
+        let mut head = Head::default();
+        let n = bytes.len().min(HEAD_GUARD_LEN);
+        head.bytes[..n].copy_from_slice(&bytes[..n]);
+        head.len = n as u8;
+        let fp = Fingerprint {
+            hex: hash_hex(bytes),
+            len: bytes.len() as u32,
+        };
+        (fp, head)
+    })
 }
 
 /// Reads into `buf` from `offset` until it is full or the file ends; the bytes read.
@@ -165,11 +166,12 @@ fn fill_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn read_exact_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let filled = fill_at(file, offset, &mut buf)?;
-    buf.truncate(filled);
-    Ok(buf)
+/// Hands `f` the (up to) `len` bytes at `offset`, read into a stack buffer: a trickling file under
+/// 1 KiB is fingerprinted again at each line, and a heap buffer per read was half that cost.
+fn bytes_at<R>(file: &File, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> io::Result<R> {
+    let mut buf = [0u8; FINGERPRINT_MAX as usize];
+    let filled = fill_at(file, offset, &mut buf[..len])?;
+    Ok(f(&buf[..filled]))
 }
 
 #[cfg(test)]
