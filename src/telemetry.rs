@@ -353,13 +353,17 @@ impl Metrics {
         out
     }
 
-    pub fn set_file_lag(&self, path: &Path, lag: u64) {
-        if self.per_file {
+    /// The lag gauge of `path`'s series (none with per-file metrics off). Callers keep it and set it
+    /// as the lag moves: making the label at every change was a fifth of the checkpoint pass with
+    /// 10,000 trickling files. A kept gauge is detached once its series is cleared (a rotated file
+    /// released at the path), so callers fetch it again now and then.
+    pub fn file_lag_gauge(&self, path: &Path) -> Option<Gauge> {
+        self.per_file.then(|| {
             let l = PathLabel {
                 path: path.display().to_string(),
             };
-            self.file_lag_bytes.get_or_create(&l).set(lag as i64);
-        }
+            self.file_lag_bytes.get_or_create(&l).clone()
+        })
     }
 
     fn note_file_problem(&self, path: &Path, error: &str) {

@@ -19,6 +19,7 @@ use crate::state::checkpoint::{self, FileCheckpoint};
 use crate::state::identity::{start_of, tail_hash, FileKey, Fingerprint, Head};
 use crate::state::progress::{FileProgress, Mark, Moved};
 use crate::telemetry::Metrics;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Why a claimed file starts where it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +65,8 @@ struct Record {
     seen: Option<u64>,
     /// The lag last published for this file: the gauge is set only when it moves.
     lag: Option<u64>,
+    /// This file's lag series, fetched again at each refresh (see [`Metrics::file_lag_gauge`]).
+    lag_gauge: Option<Gauge>,
     /// `cp` as the checkpoint document holds it; `None` once `cp` changed. Change `cp` only
     /// through [`Record::cp_mut`], which drops it.
     text: Option<String>,
@@ -77,6 +80,7 @@ impl Record {
             open,
             seen: None,
             lag: None,
+            lag_gauge: None,
             text: None,
         }
     }
@@ -525,8 +529,13 @@ impl Registry {
         if rec.open {
             let lag = p.lag();
             if refresh || rec.lag != Some(lag) {
+                if refresh || rec.lag_gauge.is_none() {
+                    rec.lag_gauge = self.metrics.file_lag_gauge(&rec.cp.path);
+                }
                 rec.lag = Some(lag);
-                self.metrics.set_file_lag(&rec.cp.path, lag);
+                if let Some(g) = &rec.lag_gauge {
+                    g.set(lag as i64);
+                }
             }
         } else if p.in_flight() == 0 {
             rec.progress = None;
@@ -849,6 +858,44 @@ mod tests {
         }
         r.sync(retention, Pass::Moved);
         assert_eq!(r.lock().visited, 4, "every so often, all");
+    }
+
+    /// A file's lag series is made once and its gauge kept; the release of a rotated file at the same
+    /// path removes the series both share, and the kept gauge, now detached, is fetched again at the
+    /// next full pass.
+    #[test]
+    fn a_lag_series_removed_by_a_release_at_the_path_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(true);
+        let r = Registry::new(Vec::new(), metrics.clone());
+        let claims = claim_files(&r, dir.path(), 1);
+        let path = dir.path().join("f0.log");
+        let series = |lag: u64| {
+            format!(
+                "logagent_file_lag_bytes{{path=\"{}\"}} {lag}",
+                path.display()
+            )
+        };
+        let retention = Duration::from_secs(60);
+        claims[0].0.progress.set_size(100);
+        r.sync(retention, Pass::Moved);
+        assert!(
+            metrics.encode().contains(&series(100)),
+            "{}",
+            metrics.encode()
+        );
+
+        metrics.clear_file_lag(&path);
+        claims[0].0.progress.set_size(200);
+        while r.lock().pulls % LAG_REFRESH_PULLS != LAG_REFRESH_PULLS - 1 {
+            r.sync(retention, Pass::Moved);
+        }
+        r.sync(retention, Pass::Moved);
+        assert!(
+            metrics.encode().contains(&series(200)),
+            "series back after a full pass: {}",
+            metrics.encode()
+        );
     }
 
     #[test]
