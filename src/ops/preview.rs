@@ -109,7 +109,7 @@ impl Preview {
 
 /// Every open file is read and "acknowledged" (printed) to its end.
 fn caught_up(registry: &Registry) -> bool {
-    registry.open_files().iter().all(|(_, _, _, lag)| *lag == 0)
+    registry.with_open_files(|open| open.iter().all(|f| f.lag == 0))
 }
 
 /// Prints up to `limit` records of `batch` and settles all of them, as delivery reports would.

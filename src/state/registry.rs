@@ -5,11 +5,12 @@
 //! which is what makes two glob entries matching the same file, or a rotated file that a glob still
 //! matches, harmless.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -43,6 +44,16 @@ impl Start {
             Start::New => "new file",
         }
     }
+}
+
+/// One open file as the status reports it: borrowed from the registry while it is locked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenFile<'a> {
+    pub path: Cow<'a, Path>,
+    pub topic: Cow<'a, str>,
+    /// Acknowledged offset.
+    pub acked: u64,
+    pub lag: u64,
 }
 
 pub struct Claim {
@@ -549,17 +560,22 @@ impl Registry {
         self.lock().dirty = true;
     }
 
-    /// Lag and acknowledged offset of every open file, for status and metrics.
-    pub fn open_files(&self) -> Vec<(PathBuf, String, u64, u64)> {
-        self.lock()
+    /// Runs `f` over every open file, under the registry's lock: borrowed, not copied (the status
+    /// cloned 10,000 paths and topics every 5 s, 4 % of idle10000's samples), so `f` must be brief.
+    pub fn with_open_files<R>(&self, f: impl FnOnce(&[OpenFile<'_>]) -> R) -> R {
+        let inner = self.lock();
+        let open: Vec<OpenFile<'_>> = inner
             .files
             .values()
             .filter(|r| r.open)
-            .map(|r| {
-                let lag = r.progress.as_ref().map_or(0, |p| p.lag());
-                (r.cp.path.clone(), r.cp.topic.clone(), r.mark().offset, lag)
+            .map(|r| OpenFile {
+                path: Cow::Borrowed(r.cp.path.as_path()),
+                topic: Cow::Borrowed(r.cp.topic.as_str()),
+                acked: r.mark().offset,
+                lag: r.progress.as_ref().map_or(0, |p| p.lag()),
             })
-            .collect()
+            .collect();
+        f(&open)
     }
 }
 
@@ -720,6 +736,7 @@ pub async fn write_checkpoint(
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
 
     /// `sync`'s document read back (a full pass, as the final checkpoint): what a restart would load.
     fn synced(r: &Registry, retention: Duration) -> Option<Vec<FileCheckpoint>> {

@@ -878,10 +878,7 @@ mod tests {
 
         let open: Vec<PathBuf> = shared
             .registry
-            .open_files()
-            .into_iter()
-            .map(|(p, ..)| p)
-            .collect();
+            .with_open_files(|open| open.iter().map(|f| f.path.to_path_buf()).collect());
         assert_eq!(open, vec![logs.join("app.log")], "only app.log is claimed");
         let batch = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await

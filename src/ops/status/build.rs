@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::collect::{CollectEntry, PathMatcher};
 use crate::config::source::{Desired, SourceStatus};
+pub use crate::state::registry::OpenFile;
 use crate::telemetry::FileProblem;
 
 use super::schema::{EntryStatus, FileStatus, HostStatus};
@@ -21,15 +22,6 @@ pub struct Identity {
     pub ip: String,
     pub started_unix_ms: u64,
     pub config_key: String,
-}
-
-/// One open file, as the registry reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpenFile {
-    pub path: PathBuf,
-    pub topic: String,
-    pub acked: u64,
-    pub lag: u64,
 }
 
 struct EntryMatcher<'a> {
@@ -85,12 +77,12 @@ impl Listed<'_> {
 
 /// The status value from the agent's current state. Each file is counted under the first entry that
 /// matches it (the registry lets only one entry read a file).
-pub fn build(
+pub fn build<'a>(
     id: &Identity,
     source: &SourceStatus,
     desired: Option<&Desired>,
-    open: &[OpenFile],
-    problems: &HashMap<PathBuf, FileProblem>,
+    open: &'a [OpenFile<'a>],
+    problems: &'a HashMap<PathBuf, FileProblem>,
     kafka_reachable: bool,
     now_unix_ms: u64,
 ) -> HostStatus {
@@ -103,16 +95,16 @@ pub fn build(
             .position(|m| m.entry.topic == f.topic && m.owns(&f.path))
         {
             files[i].push(Listed {
-                path: &f.path,
+                path: f.path.as_ref(),
                 acked: f.acked,
                 lag: f.lag,
-                problem: problems.get(&f.path),
+                problem: problems.get(f.path.as_ref()),
             });
         }
     }
     // A set, not a scan of `open` per problem: with thousands of files waiting for a slot under
     // `max_open_files` (each a problem) beside thousands open, the scan was most of the agent's CPU.
-    let open_paths: HashSet<&Path> = open.iter().map(|f| f.path.as_path()).collect();
+    let open_paths: HashSet<&Path> = open.iter().map(|f| f.path.as_ref()).collect();
     for (path, problem) in problems {
         if open_paths.contains(path.as_path()) {
             continue;
@@ -173,6 +165,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::config::collect::parse_entries;
+    use std::borrow::Cow;
 
     fn identity() -> Identity {
         Identity {
@@ -205,10 +198,10 @@ mod tests {
         )
     }
 
-    fn open(path: &str, topic: &str, acked: u64, lag: u64) -> OpenFile {
+    fn open(path: &str, topic: &str, acked: u64, lag: u64) -> OpenFile<'static> {
         OpenFile {
-            path: path.into(),
-            topic: topic.into(),
+            path: Cow::Owned(path.into()),
+            topic: Cow::Owned(topic.into()),
             acked,
             lag,
         }

@@ -15,7 +15,7 @@ use crate::config::settings::EtcdSettings;
 use crate::config::source::Desired;
 use crate::handles::Handles;
 
-use super::build::{build, Identity, OpenFile};
+use super::build::{build, Identity};
 use super::schema::HostStatus;
 
 /// The least time between two status writes prompted by configuration changes.
@@ -84,28 +84,21 @@ impl Publisher {
     }
 
     fn current(&self) -> HostStatus {
-        let open: Vec<OpenFile> = self
-            .handles
-            .registry
-            .open_files()
-            .into_iter()
-            .map(|(path, topic, acked, lag)| OpenFile {
-                path,
-                topic,
-                acked,
-                lag,
-            })
-            .collect();
         let source = self.handles.source_status.borrow().clone();
-        build(
-            &self.identity,
-            &source,
-            self.desired.borrow().as_ref(),
-            &open,
-            &self.handles.metrics.file_problems(),
-            self.handles.kafka.is_reachable() && self.handles.kafka.fatal().is_none(),
-            now_ms(),
-        )
+        let problems = self.handles.metrics.file_problems();
+        let kafka_ok = self.handles.kafka.is_reachable() && self.handles.kafka.fatal().is_none();
+        let desired = self.desired.borrow().clone();
+        self.handles.registry.with_open_files(|open| {
+            build(
+                &self.identity,
+                &source,
+                desired.as_ref(),
+                open,
+                &problems,
+                kafka_ok,
+                now_ms(),
+            )
+        })
     }
 
     pub async fn run(mut self, stop: CancellationToken) {
