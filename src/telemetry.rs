@@ -366,10 +366,6 @@ impl Metrics {
         })
     }
 
-    fn note_file_problem(&self, path: &Path, error: &str) {
-        self.note_problem(path, error, false);
-    }
-
     /// Records `error` as the path's latest problem; false when it already was (so the event that
     /// called it neither logs nor counts the same problem twice).
     fn note_problem(&self, path: &Path, error: &str, waiting: bool) -> bool {
@@ -487,7 +483,7 @@ impl Metrics {
             idle_ms / 1000
         );
         info!(path = %path.display(), "{why}");
-        self.note_file_problem(path, &why);
+        self.note_problem(path, &why, false);
     }
 
     pub fn partial_line_flushed(&self, path: &Path, bytes: usize, why: &str) {
@@ -501,9 +497,10 @@ impl Metrics {
                 topic: topic.to_owned(),
             })
             .inc();
-        self.note_file_problem(
+        self.note_problem(
             Path::new(path),
             &format!("Kafka rejected a record: {error}"),
+            false,
         );
         error!(
             topic,

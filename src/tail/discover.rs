@@ -128,7 +128,7 @@ struct Discoverer {
     throttle: Option<Arc<Throttle>>,
     /// Files found older than `ignore_older_ms`, with the identity, modification time and size they
     /// had: left alone (not even opened) until that time changes.
-    ignored: HashMap<PathBuf, Ignored>,
+    ignored: HashMap<PathBuf, Seen>,
     /// Ignored files that changed since, with the size they had: read from the end of their last
     /// line then, so only what was written after is shipped (as Filebeat does since 5.1).
     woke: HashMap<FileKey, u64>,
@@ -139,13 +139,6 @@ struct Discoverer {
     waiting: HashMap<PathBuf, FileKey>,
     /// Matched paths the scans looked up one by one (a lookup, a stat or an open each), for tests.
     paths_looked_at: u64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Ignored {
-    key: FileKey,
-    mtime: Option<std::time::SystemTime>,
-    size: u64,
 }
 
 /// Runs the entry until `cancel`; then stops its tailers and waits for them to let go of their files.
@@ -625,10 +618,11 @@ impl Discoverer {
         let Some(limit) = self.entry.records.ignore_older_ms else {
             return false;
         };
-        let key = FileKey::of(meta);
-        let mtime = meta.modified().ok();
+        let now = Seen::of(meta);
+        let key = now.key;
         if let Some(was) = self.ignored.get(path).copied() {
-            if was.key == key && was.mtime == mtime {
+            // Judged by identity and modification time; the size is where reading resumes.
+            if was.key == key && was.mtime == now.mtime {
                 return true;
             }
             self.ignored.remove(path);
@@ -643,15 +637,14 @@ impl Discoverer {
         if self.shared.registry.knows(key) {
             return false;
         }
-        let idle_ms = mtime
+        let idle_ms = now
+            .mtime
             .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
             .map_or(0, |d| d.as_millis() as u64);
         if idle_ms <= limit {
             return false;
         }
-        let size = meta.len();
-        self.ignored
-            .insert(path.to_path_buf(), Ignored { key, mtime, size });
+        self.ignored.insert(path.to_path_buf(), now);
         self.noted.insert(path.to_path_buf());
         self.shared.metrics.file_ignored(path, idle_ms, limit);
         true
