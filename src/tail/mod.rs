@@ -173,6 +173,17 @@ enum Guarded {
     Rewritten,
     /// `n` bytes read; `at_end`: the read was short, so the file ends there.
     Read { n: usize, at_end: bool },
+    /// The check itself failed (an I/O error): whether the file was rewritten is unknown, so
+    /// nothing is read and the guard is kept for the next round.
+    Unreadable(io::Error),
+}
+
+/// The error of a failed rewrite check, as reported for the file.
+fn guard_error(e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("cannot check whether the file was rewritten: {e}"),
+    )
 }
 
 /// How much the guarded read asks for: a trickle's wake-up finds a line or a few; more is read
@@ -210,20 +221,23 @@ impl Tailer {
                 reader::resumes_mid_line_at(&self.file, start.offset, newline).unwrap_or(false);
             self.splitter.resume_mid_line(mid);
         }
-        loop {
+        'rounds: loop {
             if cancel.is_cancelled() {
                 break;
             }
             let (size, available, n) = match self.read_guarded() {
                 Guarded::Rewritten => continue,
+                Guarded::Unreadable(e) => (Err(e), 0, 0),
                 // A short read ended at the end of the file: its size is known without an fstat.
                 Guarded::Read { n, at_end: true } => (Ok(self.splitter.read_offset()), n as u64, n),
                 Guarded::Read { n, at_end: false } => {
                     (self.file.metadata().map(|m| m.len()), u64::MAX, n)
                 }
-                Guarded::NotApplicable => {
-                    if self.rewritten_since_guard() {
-                        continue;
+                Guarded::NotApplicable => 'plain: {
+                    match self.rewritten_since_guard() {
+                        Ok(true) => continue 'rounds,
+                        Ok(false) => {}
+                        Err(e) => break 'plain (Err(e), 0, 0),
                     }
                     // One fstat per round: it sizes the read and, at the end of the data, is the
                     // size checked for truncation.
@@ -297,7 +311,8 @@ impl Tailer {
                 continue;
             }
             // A wait for channel room just ended: check before idling over a possibly rewritten file.
-            if self.rewritten_since_guard() {
+            // (An error here is met again, and reported, by the next round's check.)
+            if let Ok(true) = self.rewritten_since_guard() {
                 continue;
             }
             // Only once a nap ended with nothing new (idle, not merely caught up): a busy file catches
@@ -306,10 +321,13 @@ impl Tailer {
                 memory::released();
             }
             let off = self.splitter.read_offset();
-            self.state.guard = match self.state.shipped.take() {
-                Some((at, hash)) if at == off => Some((at, hash)),
-                _ => tail_hash(&self.file, off).ok().map(|h| (off, h)),
-            };
+            // After a failed check the guard taken before it stays: the bytes now are unknown.
+            if size.is_ok() {
+                self.state.guard = match self.state.shipped.take() {
+                    Some((at, hash)) if at == off => Some((at, hash)),
+                    _ => tail_hash(&self.file, off).ok().map(|h| (off, h)),
+                };
+            }
             // Growth since the fstat raises a file event, which ends the nap at once; without events
             // the nap is the plain poll interval after growth.
             match self.at_eof(size, last_growth, &cancel).await {
@@ -363,36 +381,49 @@ impl Tailer {
             self.splitter
                 .fill_after_guard(&self.file, &mut before[..want], GUARDED_READ_BYTES);
         // As in `rewritten_since_guard`: the bytes before the offset, and the head.
-        match read {
-            Ok((got, n, at_end))
-                if got == want
-                    && hash_matches(&before[..want], &hash)
-                    && self.state.head.still_starts(&self.file).unwrap_or(false) =>
-            {
-                Guarded::Read { n, at_end }
-            }
-            _ => {
+        let same = read.and_then(|(got, n, at_end)| {
+            let same = got == want
+                && hash_matches(&before[..want], &hash)
+                && self.state.head.still_starts(&self.file)?;
+            Ok(same.then_some((n, at_end)))
+        });
+        match same {
+            Ok(Some((n, at_end))) => Guarded::Read { n, at_end },
+            Ok(None) => {
                 self.restart_rewritten();
                 Guarded::Rewritten
+            }
+            Err(e) => {
+                self.state.guard = Some((offset, hash));
+                Guarded::Unreadable(guard_error(e))
             }
         }
     }
 
     /// Whether the bytes before the guarded offset, or the file's head, changed (the file was truncated
     /// and rewritten while we were away); if so, reading restarts at 0 of the new content (beats#45300).
-    fn rewritten_since_guard(&mut self) -> bool {
+    /// An I/O error is not a rewrite (EIO on a network mount would re-ship the whole file): the
+    /// guard is kept and the error returned.
+    fn rewritten_since_guard(&mut self) -> io::Result<bool> {
         let Some((offset, hash)) = self.state.guard.take() else {
-            return false;
+            return Ok(false);
         };
         // The bytes before the offset alone miss a rewrite whose lines end alike (same length, same
         // user agent): the head, which a new content almost always changes (a timestamp, a first
         // request), is compared too. A file now shorter than either is rewritten.
-        let same_tail = tail_hash_matches(&self.file, offset, &hash).unwrap_or(false);
-        if same_tail && self.state.head.still_starts(&self.file).unwrap_or(false) {
-            return false;
+        let same = tail_hash_matches(&self.file, offset, &hash)
+            .and_then(|same_tail| Ok(same_tail && self.state.head.still_starts(&self.file)?));
+        match same {
+            Ok(true) => Ok(false),
+            Ok(false) => {
+                self.restart_rewritten();
+                Ok(true)
+            }
+            Err(e) => {
+                self.state.guard = Some((offset, hash));
+                Err(guard_error(e))
+            }
         }
-        self.restart_rewritten();
-        true
     }
 
     /// The guard found the file rewritten: read it again from 0 at its size now.
@@ -1147,6 +1178,103 @@ mod tests {
         stop(cancel, task).await;
     }
 
+    /// A tailer of `file` resumed from `claim`, without watches, multiline or records.
+    fn resumed_tailer(
+        path: &std::path::Path,
+        key: FileKey,
+        file: File,
+        claim: crate::state::registry::Claim,
+        tx: mpsc::Sender<Batch>,
+        registry: Arc<Registry>,
+        metrics: &Arc<Metrics>,
+    ) -> Tailer {
+        Tailer {
+            path: path.to_path_buf(),
+            key,
+            file: Arc::new(file),
+            fingerprint: claim.fingerprint,
+            progress: claim.progress,
+            splitter: LineSplitter::new(claim.offset, 4096, 1024, false),
+            route: Arc::new(Route {
+                topic: "t".into(),
+                key: None,
+                headers: Vec::new(),
+                partition_seed: 0,
+                path: path.to_string_lossy().into_owned(),
+                counters: metrics.topic("t"),
+            }),
+            tx,
+            registry,
+            metrics: metrics.clone(),
+            wake: Arc::new(Notify::new()),
+            opts: shared_with(
+                mpsc::channel(1).0,
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            )
+            .opts
+            .clone(),
+            rotated: false,
+            forget_when_done: false,
+            multiline: None,
+            rotated_files: rotated::RotatedFiles::new(64),
+            records: None,
+            throttle: None,
+            inactive: Arc::default(),
+            state: TailerState::default(),
+        }
+    }
+
+    /// An I/O error while checking whether a resumed file was rewritten (EIO on a network mount) is
+    /// not a rewrite: the file is not read again from 0 (which re-ships all of it), the acknowledged
+    /// offset stays, the error is reported, and the check is retried.
+    #[tokio::test(start_paused = true)]
+    async fn an_error_checking_the_guard_is_reported_not_taken_for_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"line-one\nline-two\n").unwrap();
+        let metrics = Metrics::new(false);
+        let registry = Registry::new(Vec::new(), metrics.clone());
+        let file = File::open(&path).unwrap();
+        let key = key_of(&path);
+        let first = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        let seq = first.progress.register(Mark {
+            offset: 18,
+            tail_hash: tail_hash(&file, 18).unwrap(),
+        });
+        first.progress.complete(seq);
+        registry.release(key, false, false);
+        let claim = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        // Every read of this handle fails (EISDIR), as every read of a file on a failing mount would.
+        let failing = File::open(dir.path()).unwrap();
+        let (tx, _rx) = mpsc::channel(8);
+        let tailer = resumed_tailer(&path, key, failing, claim, tx, registry.clone(), &metrics);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(tailer.run(cancel.clone()));
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !metrics.file_problems().contains_key(&path) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the failing check was not reported within 30 s");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(metrics.truncations.get(), 0, "taken for a rewrite");
+        let stored = registry.snapshot(Duration::from_secs(3600));
+        assert_eq!(stored[0].offset, 18, "the acknowledged offset went back");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("tailer did not stop")
+            .unwrap();
+    }
+
     /// A file rewritten (copytruncate, then more written than before) between its claim at a stored
     /// offset and the tailer's first read: the first read checks the bytes before the offset too.
     #[tokio::test(start_paused = true)]
@@ -1175,41 +1303,7 @@ mod tests {
         assert_eq!(claim.offset, 18, "resumed at the stored offset");
         std::fs::write(&path, b"REWRITTEN-CONTENT-1\nX\n").unwrap();
         let (tx, mut rx) = mpsc::channel(8);
-        let tailer = Tailer {
-            path: path.clone(),
-            key,
-            file: Arc::new(file),
-            fingerprint: claim.fingerprint,
-            progress: claim.progress,
-            splitter: LineSplitter::new(claim.offset, 4096, 1024, false),
-            route: Arc::new(Route {
-                topic: "t".into(),
-                key: None,
-                headers: Vec::new(),
-                partition_seed: 0,
-                path: path.to_string_lossy().into_owned(),
-                counters: metrics.topic("t"),
-            }),
-            tx,
-            registry,
-            metrics,
-            wake: Arc::new(Notify::new()),
-            opts: shared_with(
-                mpsc::channel(1).0,
-                Duration::from_secs(5),
-                Duration::from_secs(5),
-            )
-            .opts
-            .clone(),
-            rotated: false,
-            forget_when_done: false,
-            multiline: None,
-            rotated_files: rotated::RotatedFiles::new(64),
-            records: None,
-            throttle: None,
-            inactive: Arc::default(),
-            state: TailerState::default(),
-        };
+        let tailer = resumed_tailer(&path, key, file, claim, tx, registry, &metrics);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(tailer.run(cancel.clone()));
         assert_eq!(
