@@ -1178,6 +1178,40 @@ mod tests {
         stop(cancel, task).await;
     }
 
+    /// `a.log` of 18 bytes, acknowledged to its end, released and claimed again (resumed at 18).
+    fn acknowledged_and_claimed_again(
+        dir: &tempfile::TempDir,
+    ) -> (
+        PathBuf,
+        FileKey,
+        File,
+        crate::state::registry::Claim,
+        Arc<Registry>,
+        Arc<Metrics>,
+    ) {
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"line-one\nline-two\n").unwrap();
+        let metrics = Metrics::new(false);
+        let registry = Registry::new(Vec::new(), metrics.clone());
+        let file = File::open(&path).unwrap();
+        let key = key_of(&path);
+        let first = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        let seq = first.progress.register(Mark {
+            offset: 18,
+            tail_hash: tail_hash(&file, 18).unwrap(),
+        });
+        first.progress.complete(seq);
+        registry.release(key, false, false);
+        let claim = registry
+            .claim(key, &path, "t", &file, 18, false)
+            .unwrap()
+            .unwrap();
+        (path, key, file, claim, registry, metrics)
+    }
+
     /// A tailer of `file` resumed from `claim`, without watches, multiline or records.
     fn resumed_tailer(
         path: &std::path::Path,
@@ -1231,26 +1265,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_error_checking_the_guard_is_reported_not_taken_for_a_rewrite() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        std::fs::write(&path, b"line-one\nline-two\n").unwrap();
-        let metrics = Metrics::new(false);
-        let registry = Registry::new(Vec::new(), metrics.clone());
-        let file = File::open(&path).unwrap();
-        let key = key_of(&path);
-        let first = registry
-            .claim(key, &path, "t", &file, 18, false)
-            .unwrap()
-            .unwrap();
-        let seq = first.progress.register(Mark {
-            offset: 18,
-            tail_hash: tail_hash(&file, 18).unwrap(),
-        });
-        first.progress.complete(seq);
-        registry.release(key, false, false);
-        let claim = registry
-            .claim(key, &path, "t", &file, 18, false)
-            .unwrap()
-            .unwrap();
+        let (path, key, _file, claim, registry, metrics) = acknowledged_and_claimed_again(&dir);
         // Every read of this handle fails (EISDIR), as every read of a file on a failing mount would.
         let failing = File::open(dir.path()).unwrap();
         let (tx, _rx) = mpsc::channel(8);
@@ -1280,26 +1295,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_file_rewritten_after_its_claim_is_read_from_zero() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.log");
-        std::fs::write(&path, b"line-one\nline-two\n").unwrap();
-        let metrics = Metrics::new(false);
-        let registry = Registry::new(Vec::new(), metrics.clone());
-        let file = File::open(&path).unwrap();
-        let key = key_of(&path);
-        let first = registry
-            .claim(key, &path, "t", &file, 18, false)
-            .unwrap()
-            .unwrap();
-        let seq = first.progress.register(Mark {
-            offset: 18,
-            tail_hash: tail_hash(&file, 18).unwrap(),
-        });
-        first.progress.complete(seq);
-        registry.release(key, false, false);
-        let claim = registry
-            .claim(key, &path, "t", &file, 18, false)
-            .unwrap()
-            .unwrap();
+        let (path, key, file, claim, registry, metrics) = acknowledged_and_claimed_again(&dir);
         assert_eq!(claim.offset, 18, "resumed at the stored offset");
         std::fs::write(&path, b"REWRITTEN-CONTENT-1\nX\n").unwrap();
         let (tx, mut rx) = mpsc::channel(8);
