@@ -571,7 +571,11 @@ impl Registry {
             .map(|r| OpenFile {
                 path: Cow::Borrowed(r.cp.path.as_path()),
                 topic: Cow::Borrowed(r.cp.topic.as_str()),
-                acked: r.mark().offset,
+                // Not `mark()`, which copies the tail hash: the offset is all the status shows.
+                acked: r
+                    .progress
+                    .as_ref()
+                    .map_or(r.cp.offset, |p| p.acked_offset()),
                 lag: r.progress.as_ref().map_or(0, |p| p.lag()),
             })
             .collect();
