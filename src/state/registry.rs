@@ -460,15 +460,18 @@ impl Registry {
         let changed = inner.files.values().filter(|r| r.changed).count();
         let mut lines = None;
         if store.plan(changed + removed.len(), inner.files.len()) == Plan::Append {
+            // Sets before forgets: a crash can tear an append anywhere, and a record taken over
+            // from another device number must not be forgotten under the old key without being
+            // set under the new one.
             let mut out = Vec::new();
-            for key in &removed {
-                out.extend(checkpoint::forget_line(key.dev, key.ino));
-            }
             for rec in inner.files.values().filter(|r| r.changed) {
                 match checkpoint::set_line(&rec.cp) {
                     Ok(line) => out.extend(line),
                     Err(e) => return Some(Err(e)),
                 }
+            }
+            for key in &removed {
+                out.extend(checkpoint::forget_line(key.dev, key.ino));
             }
             lines = Some(out).filter(|out| store.fits(out.len()));
         }
