@@ -953,6 +953,49 @@ mod tests {
         );
     }
 
+    /// A record taken over from another device number is a set of the new key and a forget of the
+    /// old one in one append; a crash that keeps only the first line of it must not leave the file
+    /// without any record.
+    #[tokio::test]
+    async fn an_append_cut_after_its_first_line_keeps_a_record_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        let (mut stored, key) = stored_after_reading(&path, b"one\ntwo\n");
+        stored[0].dev = key.dev + 1;
+        for i in 0..4 {
+            let other = dir.path().join(format!("other{i}.log"));
+            stored.extend(stored_after_reading(&other, b"x\n").0);
+        }
+        let (store, _) = CheckpointStore::open(state.path()).unwrap();
+        let store = Arc::new(store);
+        let r = Registry::new(stored, Metrics::new(false));
+        let retention = Duration::from_secs(3600);
+        r.mark_dirty();
+        write_checkpoint(&r, &store, retention, Pass::Moved).await;
+        let journal = std::fs::read(store.journal_path()).unwrap();
+
+        let f = File::open(&path).unwrap();
+        let c = r.claim(key, &path, "t", &f, 8, false).unwrap().unwrap();
+        assert_eq!((c.start, c.offset), (Start::Resume, 8));
+        write_checkpoint(&r, &store, retention, Pass::Moved).await;
+        let grown = std::fs::read(store.journal_path()).unwrap();
+        assert!(grown.starts_with(&journal), "appended, not compacted");
+        let appended = &grown[journal.len()..];
+        assert_eq!(appended.iter().filter(|&&b| b == b'\n').count(), 2);
+        let first = memchr::memchr(b'\n', appended).unwrap() + 1;
+        std::fs::write(store.journal_path(), &grown[..journal.len() + first]).unwrap();
+
+        let (_, loaded) = CheckpointStore::open(state.path()).unwrap();
+        let at_path: Vec<_> = loaded.files.iter().filter(|f| f.path == path).collect();
+        assert!(
+            at_path
+                .iter()
+                .any(|f| (f.dev, f.ino, f.offset) == (key.dev, key.ino, 8)),
+            "{at_path:?}"
+        );
+    }
+
     /// With 10,000 idle files the checkpoint went through every record at every interval (pull was
     /// 10 % of idle10000's samples): a periodic pass visits only the files whose progress moved
     /// (acknowledged or grown), and every [`LAG_REFRESH_PULLS`]-th pass all of them.
