@@ -1322,6 +1322,26 @@ mod tests {
         assert_eq!(loaded.journal, Some(JournalFound::Stale));
     }
 
+    /// A compaction stopped before renaming the new journal's header leaves its tmp: removed at
+    /// open, and the journal in place still counts.
+    #[test]
+    fn a_leftover_journal_tmp_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let mut all = four();
+        save_changes(&store, &all, &all, &[]).unwrap();
+        all[0] = moved(&all[0], 33);
+        save_changes(&store, &all, &all[..1], &[]).unwrap();
+        fs::write(tmp_path(store.journal_path()), b"{\"journal\":1").unwrap();
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, all);
+        assert_eq!(loaded.journal, Some(JournalFound::Replayed { changes: 1 }));
+        assert_eq!(
+            dir_names(dir.path()),
+            ["checkpoints.journal", "checkpoints.json"]
+        );
+    }
+
     /// A journal without a readable header is set aside, like a damaged checkpoint file.
     #[test]
     fn a_journal_without_a_header_is_set_aside() {
