@@ -432,8 +432,11 @@ impl CheckpointStore {
     /// A leftover `checkpoints.json.tmp` that parses and is at least as new (by mtime) as
     /// `checkpoints.json` replaces it; any other leftover tmp is deleted. A torn or corrupt
     /// `checkpoints.json` (bad JSON, unknown version, wrong shape, invalid entry) is renamed to
-    /// `checkpoints.json.corrupt-<unix_ms>` and reported in `Loaded::set_aside`. Only I/O errors
-    /// are errors.
+    /// `checkpoints.json.corrupt-<unix_ms>` and reported in `Loaded::set_aside`. Then
+    /// `checkpoints.journal` is replayed over it when its header names the snapshot's bytes, up to
+    /// its first incomplete or unreadable line; a journal of other bytes is ignored, one without a
+    /// readable header set aside (`Loaded::journal` says which). Only I/O errors are errors. The
+    /// first save after opening writes a snapshot and a fresh journal.
     pub fn open(state_dir: &Path) -> Result<(CheckpointStore, Loaded), CheckpointError> {
         fs::create_dir_all(state_dir).map_err(|source| CheckpointError::CreateDir {
             path: state_dir.to_owned(),
