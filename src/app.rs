@@ -18,7 +18,7 @@ pub use crate::handles::Handles;
 use crate::ops::status::Publisher;
 use crate::reconcile::{self, Supervisor};
 use crate::sink::Sink;
-use crate::state::checkpoint::CheckpointStore;
+use crate::state::checkpoint::{CheckpointStore, JournalFound};
 use crate::state::registry::{self, Registry};
 use crate::tail::applied::AppliedEntries;
 use crate::tail::discover::Shared;
@@ -110,7 +110,24 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     if let Some(aside) = &loaded.set_aside {
         error!(moved_to = %aside.moved_to.display(), "checkpoint file was unreadable and was set aside ({}); files are matched again by identity", aside.reason);
     }
-    info!(path = %store.path().display(), files = loaded.files.len(), "checkpoint loaded");
+    match &loaded.journal {
+        Some(JournalFound::Torn {
+            changes,
+            ignored_bytes,
+            reason,
+        }) => warn!(path = %store.journal_path().display(), changes, ignored_bytes,
+                    "checkpoint journal ends in a torn or unreadable line (a crash while appending?): replayed up to it ({reason})"),
+        Some(JournalFound::Stale) => info!(path = %store.journal_path().display(),
+                    "checkpoint journal extends another snapshot (a crash while compacting, or an older agent wrote the checkpoint): ignored"),
+        Some(JournalFound::SetAside(aside)) => error!(moved_to = %aside.moved_to.display(),
+                    "checkpoint journal was unreadable and was set aside ({}); the checkpoint file alone is used", aside.reason),
+        Some(JournalFound::Replayed { .. }) | None => {}
+    }
+    let journal_changes = match loaded.journal {
+        Some(JournalFound::Replayed { changes } | JournalFound::Torn { changes, .. }) => changes,
+        _ => 0,
+    };
+    info!(path = %store.path().display(), files = loaded.files.len(), journal_changes, "checkpoint loaded");
     let store = Arc::new(store);
     let metrics = Metrics::new(settings.http.per_file_metrics);
     let registry = Registry::new(loaded.files, metrics.clone());

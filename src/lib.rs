@@ -24,7 +24,9 @@
 //! - [`sink`]: batches → records on one rdkafka producer; delivery reports complete batch tickets;
 //!   `sink::classify` says what an error means, `sink::health` whether Kafka answers.
 //! - [`state`]: file identity, the acknowledged prefix per file, the registry of claims and the
-//!   versioned checkpoint written atomically. The lowest floor: it imports none of the above.
+//!   versioned checkpoint: a snapshot written atomically plus an append-only journal of the changes
+//!   since, compacted into a new snapshot when it grows or most files changed
+//!   ([`state::checkpoint`]). The lowest floor: it imports none of the above.
 //! - [`ops`]: what operators see: `/metrics` `/healthz` `/readyz` ([`ops::http`]), status in etcd
 //!   ([`ops::status`]), `logagent status` ([`ops::fleet`]), `logagent preview` ([`ops::preview`]).
 //! - Ground floor, used by all: [`telemetry`] (metric names, one function per observable event),

@@ -119,16 +119,15 @@ async fn restart_resumes_without_loss_or_duplicates() -> anyhow::Result<()> {
         .iter()
         .map(|l| l.len() as u64 + 1)
         .sum::<u64>();
-    let checkpoint = w.dir.path().join("state").join("checkpoints.json");
+    let state = w.dir.path().join("state");
     let restarted = Instant::now();
     support::wait_until(
         &format!("the checkpoint of {} at offset {whole}", f.display()),
         EVENT,
         || {
-            let at = std::fs::read(&checkpoint)
+            let at = support::checkpoint_records(&state)
                 .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["files"][0]["offset"].as_u64());
+                .and_then(|files| Some(files.first()?.offset));
             async move { at == Some(whole) }
         },
     )
@@ -207,14 +206,11 @@ async fn a_second_sigterm_exits_at_once_with_offsets_safe() -> anyhow::Result<()
         "an immediate exit is not a clean one: {status}"
     );
     // Whatever the checkpoint holds, it never claims a line Kafka did not acknowledge.
-    if let Ok(text) = std::fs::read_to_string(state.join("checkpoints.json")) {
-        let v: serde_json::Value = serde_json::from_str(&text)?;
-        for file in v["files"].as_array().into_iter().flatten() {
-            assert_eq!(
-                file["offset"], 0,
-                "offset advanced without any acknowledgement: {file}"
-            );
-        }
+    for file in support::checkpoint_entries(&state)? {
+        assert_eq!(
+            file["offset"], 0,
+            "offset advanced without any acknowledgement: {file}"
+        );
     }
     Ok(())
 }

@@ -435,7 +435,7 @@ async fn preview_prints_this_hosts_entries_from_etcd() -> anyhow::Result<()> {
         )
     );
     assert!(
-        !state.join("checkpoints.json").exists(),
+        !state.join("checkpoints.json").exists() && !state.join("checkpoints.journal").exists(),
         "preview wrote a checkpoint"
     );
     Ok(())

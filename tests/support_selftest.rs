@@ -349,3 +349,50 @@ async fn agent_process_control_with_a_fake_binary() {
         .expect_err("SIGKILL is not trapped");
     assert!(err.to_string().contains("exited"), "{err}");
 }
+
+/// The checkpoint as tests read it: the snapshot, then the journal's complete lines in order when
+/// its header names the snapshot's bytes; a torn last line or another snapshot's journal is not
+/// read. Written by hand, as the agent lays the files out.
+#[test]
+fn checkpoint_records_replay_the_journal_over_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |ino: u64, offset: u64| {
+        format!(
+            r#"{{"dev":1,"ino":{ino},"fingerprint":"","fingerprint_len":0,"path":"/l/{ino}.log","topic":"t","offset":{offset},"tail_hash":"0123456789abcdef","updated_ms":1}}"#
+        )
+    };
+    let snapshot = format!(
+        "{{\n  \"version\": 1,\n  \"files\": [\n{},\n{}\n  ]\n}}\n",
+        entry(1, 10),
+        entry(2, 20)
+    );
+    std::fs::write(dir.path().join("checkpoints.json"), &snapshot).unwrap();
+    let header = |bytes: &[u8]| {
+        format!(
+            "{{\"journal\":1,\"snapshot_len\":{},\"snapshot_xxh3\":\"{:016x}\"}}\n",
+            bytes.len(),
+            xxhash_rust::xxh3::xxh3_64(bytes)
+        )
+    };
+    let offsets = || -> Vec<(u64, u64)> {
+        support::checkpoint_records(dir.path())
+            .unwrap()
+            .iter()
+            .map(|r| (r.ino, r.offset))
+            .collect()
+    };
+    let journal = dir.path().join("checkpoints.journal");
+    let lines = format!(
+        "{}{{\"set\":{}}}\n{{\"forget\":{{\"dev\":1,\"ino\":2}}}}\n{{\"set\":{}}}\n{{\"set\":{}}}\n{{\"set\":{{\"dev\":1,\"ino\":1,\"off",
+        header(snapshot.as_bytes()),
+        entry(1, 11),
+        entry(3, 30),
+        entry(2, 21),
+    );
+    std::fs::write(&journal, &lines).unwrap();
+    assert_eq!(offsets(), [(1, 11), (2, 21), (3, 30)]);
+
+    let stale = format!("{}{{\"set\":{}}}\n", header(b"other bytes"), entry(1, 99));
+    std::fs::write(&journal, stale).unwrap();
+    assert_eq!(offsets(), [(1, 10), (2, 20)], "another snapshot's journal");
+}

@@ -302,15 +302,12 @@ listen = "127.0.0.1:{http_port}"
 }
 
 fn checkpoint_matches_sizes(state: &Path) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(state.join("checkpoints.json"))?;
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    let files = v["files"].as_array().context("no files in checkpoint")?;
+    // The snapshot and its journal, replayed as the integration tests read them.
+    let files = crate::support::checkpoint_records(state)?;
     let mut all = !files.is_empty();
     for f in files {
-        let path = f["path"].as_str().context("path")?;
-        let offset = f["offset"].as_u64().context("offset")?;
-        all &= std::fs::metadata(path)
-            .map(|m| m.len() == offset)
+        all &= std::fs::metadata(&f.path)
+            .map(|m| m.len() == f.offset)
             .unwrap_or(false);
     }
     Ok(all)

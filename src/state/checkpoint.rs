@@ -4,10 +4,22 @@
 //! A damaged checkpoint file never stops the agent: it is set aside for inspection and reported,
 //! and the agent carries on without it. A leftover temp file from a crash between fsync and rename
 //! holds the newest state, so it is preferred when it is complete.
+//!
+//! `checkpoints.json` is a snapshot; the changes since it go to `<state_dir>/checkpoints.journal`
+//! (JSON Lines, each append fdatasynced): a header naming the snapshot's exact bytes (length and
+//! xxh3), then one `{"set":{..}}` or `{"forget":{"dev":..,"ino":..}}` per change. With thousands of
+//! idle files, rewriting the whole snapshot at every interval was ~170 GB/day of writes per host.
+//! A save writes a new snapshot (compaction: snapshot, then a journal of only the new header) when
+//! there is no valid journal (first save after start, or after a failed write), when more than half
+//! the records changed, or when the journal would outgrow `max(4 × snapshot, 256 KiB)`; otherwise
+//! it appends. The snapshot stays the version-1 document, so an older agent still reads it (from
+//! older offsets: duplicates, never loss).
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +31,13 @@ use crate::state::identity::FINGERPRINT_MAX;
 pub const VERSION: u32 = 1;
 
 const FILE_NAME: &str = "checkpoints.json";
+const JOURNAL_NAME: &str = "checkpoints.journal";
+/// The journal format version this agent reads and writes (its header's `"journal"`).
+pub const JOURNAL_VERSION: u32 = 1;
+/// The journal may grow to `max(JOURNAL_GROWTH × snapshot, JOURNAL_MIN_BOUND)` before a save
+/// compacts it.
+const JOURNAL_GROWTH: u64 = 4;
+const JOURNAL_MIN_BOUND: u64 = 256 * 1024;
 
 /// What is known about one physical file the agent has read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +71,27 @@ pub struct Loaded {
     pub set_aside: Option<SetAside>,
     /// What became of a `checkpoints.json.tmp` left by an interrupted save.
     pub leftover_tmp: Option<LeftoverTmp>,
+    /// What became of `checkpoints.journal` (`None`: there was none).
+    pub journal: Option<JournalFound>,
+}
+
+/// What `CheckpointStore::open` found in `checkpoints.journal`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalFound {
+    /// It extended the snapshot and every line was replayed.
+    Replayed { changes: usize },
+    /// Replayed up to a line that is incomplete or unreadable (a crash mid-append); that line and
+    /// what follows it were ignored.
+    Torn {
+        changes: usize,
+        ignored_bytes: u64,
+        reason: String,
+    },
+    /// Its header names other snapshot bytes (a crash between a compaction's two writes, or a
+    /// snapshot written by an older agent): ignored, the snapshot holds everything.
+    Stale,
+    /// No readable header: moved out of the way, like a damaged checkpoint file.
+    SetAside(SetAside),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +153,78 @@ pub enum CheckpointError {
     Write { path: PathBuf, source: io::Error },
     #[error("refusing to write {}: {source}", path.display())]
     Invalid { path: PathBuf, source: FormatError },
+    #[error("cannot append to {}: no valid journal (the next save writes a snapshot)", path.display())]
+    NoJournal { path: PathBuf },
+}
+
+/// What a save writes, decided by [`CheckpointStore::plan`] and [`CheckpointStore::fits`] before
+/// the whole document is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Save {
+    /// A whole document (see [`document`]): compaction.
+    Snapshot(Vec<u8>),
+    /// Journal lines (see [`set_line`], [`forget_line`]).
+    Append(Vec<u8>),
+}
+
+/// What the next save should be, known from counts alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    Snapshot,
+    /// Journal lines, if they fit ([`CheckpointStore::fits`]).
+    Append,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalHeader {
+    journal: u32,
+    snapshot_len: u64,
+    snapshot_xxh3: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum LineOut<'a> {
+    Set(&'a FileCheckpoint),
+    Forget { dev: u64, ino: u64 },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum LineIn {
+    Set(FileCheckpoint),
+    Forget { dev: u64, ino: u64 },
+}
+
+/// The journal line recording `file` as it is now (compact JSON and a newline), after the checks
+/// of [`entry_text`].
+pub fn set_line(file: &FileCheckpoint) -> Result<Vec<u8>, FormatError> {
+    check_entry(0, file)?;
+    let mut out = serde_json::to_vec(&LineOut::Set(file)).map_err(FormatError::Encode)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// The journal line recording that the entry of `(dev, ino)` is gone.
+pub fn forget_line(dev: u64, ino: u64) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&LineOut::Forget { dev, ino }).expect("integers encode");
+    out.push(b'\n');
+    out
+}
+
+fn header_line(snapshot: &[u8]) -> Vec<u8> {
+    let header = JournalHeader {
+        journal: JOURNAL_VERSION,
+        snapshot_len: snapshot.len() as u64,
+        snapshot_xxh3: snapshot_hash(snapshot),
+    };
+    let mut out = serde_json::to_vec(&header).expect("a header encodes");
+    out.push(b'\n');
+    out
+}
+
+fn snapshot_hash(snapshot: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(snapshot))
 }
 
 #[derive(Deserialize)]
@@ -288,15 +400,30 @@ fn hash_matches_len(hash: &str, covered: u64) -> bool {
     }
 }
 
-/// Reads and writes `<state_dir>/checkpoints.json`.
+/// Reads and writes `<state_dir>/checkpoints.json` and its journal.
 #[derive(Debug)]
 pub struct CheckpointStore {
     path: PathBuf,
+    journal_path: PathBuf,
+    /// The journal on disk extending the snapshot on disk; `None` until a compaction wrote one
+    /// (after start, and after any failed write: an append may have been torn).
+    journal: Mutex<Option<Journal>>,
+}
+
+#[derive(Debug)]
+struct Journal {
+    /// Opened for appending.
+    file: File,
+    len: u64,
+    snapshot_len: u64,
 }
 
 struct Candidate {
     decoded: Result<Vec<FileCheckpoint>, FormatError>,
     modified: Option<SystemTime>,
+    /// Length and hash of the bytes: what a journal header names.
+    len: u64,
+    xxh3: String,
 }
 
 impl CheckpointStore {
@@ -305,8 +432,11 @@ impl CheckpointStore {
     /// A leftover `checkpoints.json.tmp` that parses and is at least as new (by mtime) as
     /// `checkpoints.json` replaces it; any other leftover tmp is deleted. A torn or corrupt
     /// `checkpoints.json` (bad JSON, unknown version, wrong shape, invalid entry) is renamed to
-    /// `checkpoints.json.corrupt-<unix_ms>` and reported in `Loaded::set_aside`. Only I/O errors
-    /// are errors.
+    /// `checkpoints.json.corrupt-<unix_ms>` and reported in `Loaded::set_aside`. Then
+    /// `checkpoints.journal` is replayed over it when its header names the snapshot's bytes, up to
+    /// its first incomplete or unreadable line; a journal of other bytes is ignored, one without a
+    /// readable header set aside (`Loaded::journal` says which). Only I/O errors are errors. The
+    /// first save after opening writes a snapshot and a fresh journal.
     pub fn open(state_dir: &Path) -> Result<(CheckpointStore, Loaded), CheckpointError> {
         fs::create_dir_all(state_dir).map_err(|source| CheckpointError::CreateDir {
             path: state_dir.to_owned(),
@@ -314,12 +444,14 @@ impl CheckpointStore {
         })?;
         let store = CheckpointStore {
             path: state_dir.join(FILE_NAME),
+            journal_path: state_dir.join(JOURNAL_NAME),
+            journal: Mutex::new(None),
         };
         let loaded = store.load()?;
         Ok((store, loaded))
     }
 
-    /// Replaces the stored checkpoints with `files`, atomically.
+    /// Replaces the stored checkpoints with `files`, atomically (a compaction).
     pub fn save(&self, files: &[FileCheckpoint]) -> Result<(), CheckpointError> {
         let bytes = encode(files).map_err(|source| CheckpointError::Invalid {
             path: self.path.clone(),
@@ -328,12 +460,106 @@ impl CheckpointStore {
         self.save_document(&bytes)
     }
 
-    /// Writes a document already encoded (see [`document`]).
+    /// Writes a document already encoded (see [`document`]) as the new snapshot, and a journal
+    /// holding only its header. A crash between the two leaves the old journal, whose header
+    /// names the old snapshot: it is ignored at load, and the new snapshot holds everything.
     pub fn save_document(&self, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let mut journal = self.lock();
+        *journal = None;
         write_atomic(&self.path, bytes).map_err(|source| CheckpointError::Write {
             path: self.path.clone(),
             source,
+        })?;
+        let header = header_line(bytes);
+        let write_err = |source| CheckpointError::Write {
+            path: self.journal_path.clone(),
+            source,
+        };
+        write_atomic(&self.journal_path, &header).map_err(write_err)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&self.journal_path)
+            .map_err(write_err)?;
+        *journal = Some(Journal {
+            file,
+            len: header.len() as u64,
+            snapshot_len: bytes.len() as u64,
+        });
+        Ok(())
+    }
+
+    /// Appends journal lines and fdatasyncs them. A failure leaves no valid journal: the next
+    /// save must be a snapshot (the lines may be torn).
+    pub fn append(&self, lines: &[u8]) -> Result<(), CheckpointError> {
+        let mut guard = self.lock();
+        let Some(journal) = guard.as_mut() else {
+            return Err(CheckpointError::NoJournal {
+                path: self.journal_path.clone(),
+            });
+        };
+        if lines.is_empty() {
+            return Ok(());
+        }
+        match journal
+            .file
+            .write_all(lines)
+            .and_then(|()| journal.file.sync_data())
+        {
+            Ok(()) => {
+                journal.len += lines.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                *guard = None;
+                Err(CheckpointError::Write {
+                    path: self.journal_path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Writes what a save decided; after any failure the next save must be a snapshot.
+    pub fn write(&self, save: &Save) -> Result<(), CheckpointError> {
+        match save {
+            Save::Snapshot(document) => self.save_document(document),
+            Save::Append(lines) => self.append(lines),
+        }
+    }
+
+    /// Whether `changes` entries changed or removed, out of `total` entries now, go to the journal
+    /// or call for a snapshot: there is no valid journal, or more than half changed (a snapshot is
+    /// then cheaper than the lines). Decided before anything is encoded.
+    pub fn plan(&self, changes: usize, total: usize) -> Plan {
+        if self.lock().is_none() || changes.saturating_mul(2) > total {
+            Plan::Snapshot
+        } else {
+            Plan::Append
+        }
+    }
+
+    /// Whether `bytes` more of journal lines keep the journal within
+    /// `max(4 × snapshot, 256 KiB)`; if not, the save is a snapshot.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.lock().as_ref().is_some_and(|j| {
+            let bound = (JOURNAL_GROWTH * j.snapshot_len).max(JOURNAL_MIN_BOUND);
+            j.len + bytes as u64 <= bound
         })
+    }
+
+    /// Makes the next save a snapshot (after a save that could not even be encoded: the changes it
+    /// took are in no journal).
+    pub fn compact_next(&self) {
+        *self.lock() = None;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Journal>> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The journal file (`<state_dir>/checkpoints.journal`).
+    pub fn journal_path(&self) -> &Path {
+        &self.journal_path
     }
 
     /// The checkpoint file (`<state_dir>/checkpoints.json`).
@@ -347,40 +573,42 @@ impl CheckpointStore {
         let leftover = read_candidate(&tmp)?;
         let mut touched_dir = false;
 
+        // The snapshot in effect is named by (length, xxh3), for the journal's header.
         let (main_files, set_aside) = match main {
             None => (None, None),
             Some(Candidate {
                 decoded: Ok(files),
                 modified,
-            }) => (Some((files, modified)), None),
+                len,
+                xxh3,
+            }) => (Some((files, modified, (len, xxh3))), None),
             Some(Candidate {
                 decoded: Err(reason),
                 ..
             }) => {
-                let moved_to = self.set_aside()?;
+                let moved_to = self.set_aside(&self.path)?;
                 touched_dir = true;
                 let reason = reason.to_string();
                 (None, Some(SetAside { moved_to, reason }))
             }
         };
 
-        let (files, leftover_tmp) = match (leftover, main_files) {
-            (None, main_files) => (main_files.map(|(f, _)| f).unwrap_or_default(), None),
+        let ((files, snapshot), leftover_tmp) = match (leftover, main_files) {
+            (None, main_files) => (split(main_files), None),
             (Some(tmp_candidate), main_files) => {
                 touched_dir = true;
                 match (tmp_candidate.decoded, main_files) {
                     (Err(reason), main_files) => {
                         self.remove(&tmp)?;
                         let reason = format!("torn or corrupt: {reason}");
-                        let files = main_files.map(|(f, _)| f).unwrap_or_default();
-                        (files, Some(LeftoverTmp::Discarded { reason }))
+                        (split(main_files), Some(LeftoverTmp::Discarded { reason }))
                     }
-                    (Ok(_), Some((files, main_modified)))
+                    (Ok(_), Some((files, main_modified, id)))
                         if is_older(tmp_candidate.modified, main_modified) =>
                     {
                         self.remove(&tmp)?;
                         let reason = format!("older than {}", self.path.display());
-                        (files, Some(LeftoverTmp::Discarded { reason }))
+                        ((files, Some(id)), Some(LeftoverTmp::Discarded { reason }))
                     }
                     (Ok(files), _) => {
                         fs::rename(&tmp, &self.path).map_err(|source| CheckpointError::Rename {
@@ -388,11 +616,14 @@ impl CheckpointStore {
                             to: self.path.clone(),
                             source,
                         })?;
-                        (files, Some(LeftoverTmp::Recovered))
+                        let id = (tmp_candidate.len, tmp_candidate.xxh3);
+                        ((files, Some(id)), Some(LeftoverTmp::Recovered))
                     }
                 }
             }
         };
+
+        let (files, journal) = self.replay_journal(files, snapshot, &mut touched_dir)?;
 
         if touched_dir {
             sync_parent_dir(&self.path).map_err(|source| CheckpointError::SyncDir {
@@ -404,14 +635,106 @@ impl CheckpointStore {
             files,
             set_aside,
             leftover_tmp,
+            journal,
         })
     }
 
-    fn set_aside(&self) -> Result<PathBuf, CheckpointError> {
+    /// Applies `checkpoints.journal` to the snapshot's `files` when its header names the snapshot
+    /// `(len, xxh3)`, up to its first incomplete or unreadable line.
+    fn replay_journal(
+        &self,
+        files: Vec<FileCheckpoint>,
+        snapshot: Option<(u64, String)>,
+        touched_dir: &mut bool,
+    ) -> Result<(Vec<FileCheckpoint>, Option<JournalFound>), CheckpointError> {
+        // A header a compaction was writing when it stopped: the snapshot already holds everything.
+        let tmp = tmp_path(&self.journal_path);
+        if fs::symlink_metadata(&tmp).is_ok() {
+            self.remove(&tmp)?;
+            *touched_dir = true;
+        }
+        let bytes = match fs::read(&self.journal_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((files, None)),
+            Err(source) => {
+                return Err(CheckpointError::Read {
+                    path: self.journal_path.clone(),
+                    source,
+                })
+            }
+        };
+        let header = memchr::memchr(b'\n', &bytes).and_then(|end| {
+            serde_json::from_slice::<JournalHeader>(&bytes[..end])
+                .ok()
+                .filter(|h| h.journal == JOURNAL_VERSION)
+                .map(|h| (h, end + 1))
+        });
+        let Some((header, mut at)) = header else {
+            let moved_to = self.set_aside(&self.journal_path)?;
+            *touched_dir = true;
+            let reason = format!("no readable version {JOURNAL_VERSION} journal header");
+            return Ok((
+                files,
+                Some(JournalFound::SetAside(SetAside { moved_to, reason })),
+            ));
+        };
+        if snapshot != Some((header.snapshot_len, header.snapshot_xxh3)) {
+            return Ok((files, Some(JournalFound::Stale)));
+        }
+        if at == bytes.len() {
+            return Ok((files, Some(JournalFound::Replayed { changes: 0 })));
+        }
+        // Later entries replace earlier ones of the same identity, as the registry loads them.
+        let mut by_key: BTreeMap<(u64, u64), FileCheckpoint> =
+            files.into_iter().map(|f| ((f.dev, f.ino), f)).collect();
+        let mut changes = 0;
+        let mut torn = None;
+        while at < bytes.len() {
+            let Some(len) = memchr::memchr(b'\n', &bytes[at..]) else {
+                torn = Some("incomplete last line (no newline)".to_owned());
+                break;
+            };
+            let line = &bytes[at..at + len];
+            let parsed = serde_json::from_slice::<LineIn>(line)
+                .map_err(|e| e.to_string())
+                .and_then(|l| match l {
+                    LineIn::Set(f) => check_entry(0, &f)
+                        .map(|()| LineIn::Set(f))
+                        .map_err(|e| e.to_string()),
+                    forget => Ok(forget),
+                });
+            match parsed {
+                Ok(LineIn::Set(f)) => {
+                    by_key.insert((f.dev, f.ino), f);
+                }
+                Ok(LineIn::Forget { dev, ino }) => {
+                    by_key.remove(&(dev, ino));
+                }
+                Err(reason) => {
+                    torn = Some(format!("line {}: {reason}", changes + 2));
+                    break;
+                }
+            }
+            changes += 1;
+            at += len + 1;
+        }
+        let files = by_key.into_values().collect();
+        let found = match torn {
+            None => JournalFound::Replayed { changes },
+            Some(reason) => JournalFound::Torn {
+                changes,
+                ignored_bytes: (bytes.len() - at) as u64,
+                reason,
+            },
+        };
+        Ok((files, Some(found)))
+    }
+
+    fn set_aside(&self, path: &Path) -> Result<PathBuf, CheckpointError> {
         // Bump the suffix rather than overwrite an earlier set-aside file: each one is evidence.
         let mut ms = crate::clock::now_ms();
         let moved_to = loop {
-            let mut name = self.path.clone().into_os_string();
+            let mut name = path.to_owned().into_os_string();
             name.push(format!(".corrupt-{ms}"));
             let candidate = PathBuf::from(name);
             if fs::symlink_metadata(&candidate).is_err() {
@@ -419,8 +742,8 @@ impl CheckpointStore {
             }
             ms += 1;
         };
-        fs::rename(&self.path, &moved_to).map_err(|source| CheckpointError::Rename {
-            from: self.path.clone(),
+        fs::rename(path, &moved_to).map_err(|source| CheckpointError::Rename {
+            from: path.to_owned(),
             to: moved_to.clone(),
             source,
         })?;
@@ -432,6 +755,17 @@ impl CheckpointStore {
             path: path.to_owned(),
             source,
         })
+    }
+}
+
+type SnapshotId = (u64, String);
+
+fn split(
+    main: Option<(Vec<FileCheckpoint>, Option<SystemTime>, SnapshotId)>,
+) -> (Vec<FileCheckpoint>, Option<SnapshotId>) {
+    match main {
+        Some((files, _, id)) => (files, Some(id)),
+        None => (Vec::new(), None),
     }
 }
 
@@ -456,6 +790,8 @@ fn read_candidate(path: &Path) -> Result<Option<Candidate>, CheckpointError> {
     Ok(Some(Candidate {
         decoded: decode(&bytes),
         modified,
+        len: bytes.len() as u64,
+        xxh3: snapshot_hash(&bytes),
     }))
 }
 
@@ -581,7 +917,8 @@ mod tests {
             Loaded {
                 files: vec![],
                 set_aside: None,
-                leftover_tmp: None
+                leftover_tmp: None,
+                journal: None,
             }
         );
         assert_eq!(store.path(), state.join("checkpoints.json"));
@@ -597,7 +934,15 @@ mod tests {
         let (_, loaded) = open(dir.path());
         assert_eq!(loaded.files, sorted(golden_value()));
         assert_eq!(loaded.set_aside, None);
-        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+        assert_eq!(
+            loaded.journal,
+            Some(JournalFound::Replayed { changes: 0 }),
+            "a save writes the journal's header"
+        );
+        assert_eq!(
+            dir_names(dir.path()),
+            ["checkpoints.journal", "checkpoints.json"]
+        );
     }
 
     #[test]
@@ -715,7 +1060,15 @@ mod tests {
         assert_eq!(loaded.leftover_tmp, Some(LeftoverTmp::Recovered));
         assert_eq!(loaded.set_aside, None);
         assert_eq!(fs::read(store.path()).unwrap(), encode(&newer).unwrap());
-        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+        assert_eq!(
+            loaded.journal,
+            Some(JournalFound::Stale),
+            "the journal extends the older snapshot"
+        );
+        assert_eq!(
+            dir_names(dir.path()),
+            ["checkpoints.journal", "checkpoints.json"]
+        );
     }
 
     #[test]
@@ -756,7 +1109,10 @@ mod tests {
             loaded.leftover_tmp,
             Some(LeftoverTmp::Discarded { ref reason }) if reason.starts_with("older than")
         ));
-        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+        assert_eq!(
+            dir_names(dir.path()),
+            ["checkpoints.journal", "checkpoints.json"]
+        );
     }
 
     #[test]
@@ -773,7 +1129,10 @@ mod tests {
             loaded.leftover_tmp,
             Some(LeftoverTmp::Discarded { ref reason }) if reason.contains("not valid JSON")
         ));
-        assert_eq!(dir_names(dir.path()), ["checkpoints.json"]);
+        assert_eq!(
+            dir_names(dir.path()),
+            ["checkpoints.journal", "checkpoints.json"]
+        );
     }
 
     #[test]
@@ -823,6 +1182,407 @@ mod tests {
         assert!(message.contains("tail_hash \"XYZ\""), "{message}");
         assert!(message.contains("/l/a.log"), "{message}");
         assert!(!store.path().exists());
+    }
+
+    /// A save as the registry makes it: `plan` on the counts, the lines only if it says append,
+    /// and a snapshot of `all` (every entry after the changes) when they do not fit.
+    fn save_changes(
+        store: &CheckpointStore,
+        all: &[FileCheckpoint],
+        set: &[FileCheckpoint],
+        forget: &[(u64, u64)],
+    ) -> Result<Save, CheckpointError> {
+        let lines = match store.plan(set.len() + forget.len(), all.len()) {
+            Plan::Snapshot => None,
+            Plan::Append => {
+                // As the registry writes them: sets, then forgets.
+                let mut lines = Vec::new();
+                for f in set {
+                    lines.extend(set_line(f).unwrap());
+                }
+                for &(dev, ino) in forget {
+                    lines.extend(forget_line(dev, ino));
+                }
+                Some(lines).filter(|l| store.fits(l.len()))
+            }
+        };
+        let save = match lines {
+            Some(lines) => Save::Append(lines),
+            None => Save::Snapshot(encode(all).unwrap()),
+        };
+        store.write(&save)?;
+        Ok(save)
+    }
+
+    fn four() -> Vec<FileCheckpoint> {
+        (1..=4)
+            .map(|ino| entry(1, ino, &format!("/l/{ino}.log"), b"head", b"tail", 10))
+            .collect()
+    }
+
+    fn moved(f: &FileCheckpoint, offset: u64) -> FileCheckpoint {
+        FileCheckpoint {
+            offset,
+            tail_hash: hash_hex(format!("tail {offset}").as_bytes()),
+            ..f.clone()
+        }
+    }
+
+    /// The first save writes a snapshot, later small ones append: set, forget, set again, in order.
+    #[test]
+    fn the_journal_replays_sets_and_forgets_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let mut all = four();
+        assert!(matches!(
+            save_changes(&store, &all, &all, &[]).unwrap(),
+            Save::Snapshot(_)
+        ));
+        let snapshot = fs::read(store.path()).unwrap();
+
+        all[0] = moved(&all[0], 20);
+        let first = save_changes(&store, &all, &all[..1], &[]).unwrap();
+        assert!(matches!(first, Save::Append(_)), "{first:?}");
+        let b = all.remove(1);
+        assert!(matches!(
+            save_changes(&store, &all, &[], &[(1, 2)]).unwrap(),
+            Save::Append(_)
+        ));
+        let b_again = moved(&b, 30);
+        all.insert(1, b_again.clone());
+        assert!(matches!(
+            save_changes(&store, &all, &[b_again], &[]).unwrap(),
+            Save::Append(_)
+        ));
+
+        assert_eq!(
+            fs::read(store.path()).unwrap(),
+            snapshot,
+            "appends leave the snapshot alone"
+        );
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, all);
+        assert_eq!(loaded.journal, Some(JournalFound::Replayed { changes: 3 }));
+        assert_eq!(loaded.set_aside, None);
+    }
+
+    /// A crash mid-append leaves an incomplete or unreadable last line: what precedes it counts,
+    /// it and what follows do not.
+    #[test]
+    fn a_torn_or_unreadable_journal_line_ends_the_replay() {
+        for tail in [
+            &b"{\"set\":{\"dev\":1,\"ino\":1,\"fingerp"[..],
+            &b"\0\0\0\0\0\0\0\0\n"[..],
+            &b"{\"set\":{\"dev\":1}}\n"[..],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = open(dir.path());
+            let mut all = four();
+            save_changes(&store, &all, &all, &[]).unwrap();
+            all[2] = moved(&all[2], 50);
+            save_changes(&store, &all, &all[2..3], &[]).unwrap();
+            let mut journal = OpenOptions::new()
+                .append(true)
+                .open(store.journal_path())
+                .unwrap();
+            journal.write_all(tail).unwrap();
+            let late = moved(&all[3], 70);
+            journal.write_all(&set_line(&late).unwrap()).unwrap();
+            drop(journal);
+
+            let (_, loaded) = open(dir.path());
+            assert_eq!(loaded.files, all, "after {tail:?}");
+            let Some(JournalFound::Torn {
+                changes,
+                ignored_bytes,
+                reason,
+            }) = loaded.journal
+            else {
+                panic!("not torn: {:?}", loaded.journal);
+            };
+            assert_eq!(changes, 1);
+            let late_len = set_line(&late).unwrap().len();
+            assert_eq!(ignored_bytes, (tail.len() + late_len) as u64, "{reason}");
+        }
+    }
+
+    /// A journal whose header names other snapshot bytes (a crash between a compaction's two
+    /// writes, or an older agent that rewrote the snapshot) is ignored.
+    #[test]
+    fn a_journal_of_another_snapshot_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let mut all = four();
+        save_changes(&store, &all, &all, &[]).unwrap();
+        all[0] = moved(&all[0], 99);
+        save_changes(&store, &all, &all[..1], &[]).unwrap();
+        // What an older agent writes: the snapshot alone.
+        let older = vec![moved(&four()[0], 40)];
+        write_atomic(store.path(), &encode(&older).unwrap()).unwrap();
+
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, older);
+        assert_eq!(loaded.journal, Some(JournalFound::Stale));
+    }
+
+    /// A compaction stopped before renaming the new journal's header leaves its tmp: removed at
+    /// open, and the journal in place still counts.
+    #[test]
+    fn a_leftover_journal_tmp_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let mut all = four();
+        save_changes(&store, &all, &all, &[]).unwrap();
+        all[0] = moved(&all[0], 33);
+        save_changes(&store, &all, &all[..1], &[]).unwrap();
+        fs::write(tmp_path(store.journal_path()), b"{\"journal\":1").unwrap();
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, all);
+        assert_eq!(loaded.journal, Some(JournalFound::Replayed { changes: 1 }));
+        assert_eq!(
+            dir_names(dir.path()),
+            ["checkpoints.journal", "checkpoints.json"]
+        );
+    }
+
+    /// A journal without a readable header is set aside, like a damaged checkpoint file.
+    #[test]
+    fn a_journal_without_a_header_is_set_aside() {
+        for content in [
+            &b""[..],
+            &b"\0\0\0\0"[..],
+            &b"{\"journal\":2,\"snapshot_len\":1,\"snapshot_xxh3\":\"00\"}\n"[..],
+            &b"{\"set\":{}}\n"[..],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = open(dir.path());
+            store.save(&four()).unwrap();
+            fs::write(store.journal_path(), content).unwrap();
+            let (_, loaded) = open(dir.path());
+            assert_eq!(loaded.files, four());
+            let Some(JournalFound::SetAside(aside)) = loaded.journal else {
+                panic!("not set aside: {:?}", loaded.journal);
+            };
+            assert_eq!(fs::read(&aside.moved_to).unwrap(), content);
+            assert!(aside
+                .moved_to
+                .to_str()
+                .unwrap()
+                .contains("checkpoints.journal.corrupt-"));
+            assert!(!store.journal_path().exists());
+        }
+    }
+
+    /// More than half of the entries changed: a snapshot is cheaper than the lines.
+    #[test]
+    fn more_than_half_changed_writes_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        assert_eq!(store.plan(0, 4), Plan::Snapshot, "no journal yet");
+        let mut all = four();
+        save_changes(&store, &all, &all, &[]).unwrap();
+        assert_eq!(store.plan(2, 4), Plan::Append);
+        assert_eq!(store.plan(3, 4), Plan::Snapshot);
+        assert_eq!(store.plan(1, 1), Plan::Snapshot);
+
+        all[0] = moved(&all[0], 11);
+        all[1] = moved(&all[1], 11);
+        assert!(matches!(
+            save_changes(&store, &all, &all[..2], &[]).unwrap(),
+            Save::Append(_)
+        ));
+        for f in &mut all[..3] {
+            *f = moved(f, 12);
+        }
+        let save = save_changes(&store, &all, &all[..3], &[]).unwrap();
+        assert!(matches!(save, Save::Snapshot(_)), "{save:?}");
+        assert_eq!(fs::read(store.path()).unwrap(), encode(&all).unwrap());
+        assert_eq!(
+            fs::read(store.journal_path()).unwrap(),
+            header_line(&encode(&all).unwrap()),
+            "a compaction leaves a journal of only the new header"
+        );
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, all);
+    }
+
+    /// The journal grows to `max(4 × snapshot, 256 KiB)`, then a save compacts it.
+    #[test]
+    fn a_journal_past_its_bound_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        // A small snapshot: the bound is 256 KiB.
+        store.save(&four()).unwrap();
+        let header = fs::metadata(store.journal_path()).unwrap().len() as usize;
+        assert!(store.fits(256 * 1024 - header));
+        assert!(!store.fits(256 * 1024 - header + 1));
+
+        // A large one: four times its size.
+        let many: Vec<FileCheckpoint> = (0..1000)
+            .map(|ino| entry(1, ino, &format!("/l/{ino}.log"), b"head", b"tail", 10))
+            .collect();
+        store.save(&many).unwrap();
+        let snapshot = fs::metadata(store.path()).unwrap().len() as usize;
+        assert!(4 * snapshot > 256 * 1024, "{snapshot}");
+        let header = fs::metadata(store.journal_path()).unwrap().len() as usize;
+        assert!(store.fits(4 * snapshot - header));
+        assert!(!store.fits(4 * snapshot - header + 1));
+
+        // Saves of one change each, until the journal is full.
+        let mut all = four();
+        save_changes(&store, &all, &all, &[]).unwrap();
+        let line = set_line(&moved(&all[0], 100_000)).unwrap().len() as u64;
+        let mut appended = 0;
+        let compacted = loop {
+            all[0] = moved(&all[0], 100_000 + appended);
+            match save_changes(&store, &all, &all[..1], &[]).unwrap() {
+                Save::Append(_) => appended += 1,
+                Save::Snapshot(_) => break appended,
+            }
+            assert!(appended < 10_000, "never compacted");
+        };
+        let header = header_line(&encode(&four()).unwrap()).len() as u64;
+        assert_eq!(compacted, (256 * 1024 - header) / line);
+        assert_eq!(
+            fs::metadata(store.journal_path()).unwrap().len(),
+            header_line(&encode(&all).unwrap()).len() as u64
+        );
+        let (_, loaded) = open(dir.path());
+        assert_eq!(loaded.files, all);
+    }
+
+    /// A failed append may have left a torn line: the next save writes a snapshot.
+    #[test]
+    fn a_save_after_a_failed_append_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path());
+        let mut all = four();
+        save_changes(&store, &all, &all, &[]).unwrap();
+        // The disk is full from now on.
+        store.lock().as_mut().unwrap().file =
+            OpenOptions::new().write(true).open("/dev/full").unwrap();
+        all[0] = moved(&all[0], 20);
+        let err = save_changes(&store, &all, &all[..1], &[]).unwrap_err();
+        assert!(matches!(err, CheckpointError::Write { .. }), "{err:?}");
+        assert!(err.to_string().contains("checkpoints.journal"), "{err}");
+        assert_eq!(store.plan(1, 4), Plan::Snapshot);
+        assert!(matches!(
+            store.append(b"{}\n").unwrap_err(),
+            CheckpointError::NoJournal { .. }
+        ));
+
+        all[1] = moved(&all[1], 20);
+        let save = save_changes(&store, &all, &all[1..2], &[]).unwrap();
+        assert!(matches!(save, Save::Snapshot(_)), "{save:?}");
+        let (_, loaded) = open(dir.path());
+        assert_eq!(
+            loaded.files, all,
+            "the failed save's change is in the snapshot"
+        );
+        assert_eq!(loaded.journal, Some(JournalFound::Replayed { changes: 0 }));
+    }
+
+    /// One save of the property test: per key (inode 0..8 of device 1), keep, set at an offset,
+    /// or forget.
+    #[derive(Clone, Debug)]
+    enum Act {
+        Keep,
+        Set(u64),
+        Forget,
+    }
+
+    fn arb_saves() -> impl Strategy<Value = Vec<Vec<Act>>> {
+        let act = prop_oneof![
+            8 => Just(Act::Keep),
+            2 => (1..1_000_000u64).prop_map(Act::Set),
+            1 => Just(Act::Forget),
+        ];
+        proptest::collection::vec(proptest::collection::vec(act, 8), 1..12)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Saves, then a crash that cut the journal anywhere: the loaded state is the one after
+        /// every save complete before the cut, plus the complete lines of the save being written
+        /// (an append of several lines is not atomic: each line is one entry as that save had
+        /// it, and sets come before forgets), never less.
+        #[test]
+        fn a_journal_cut_anywhere_loads_a_prefix_of_the_saves(
+            saves in arb_saves(),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, _) = open(dir.path());
+            let mut state: BTreeMap<u64, FileCheckpoint> = BTreeMap::new();
+            // Since the last compaction: (journal length, state) after its header and each line,
+            // and at which of those each save ended.
+            let mut after_line: Vec<(u64, Vec<FileCheckpoint>)> = Vec::new();
+            let mut save_ends: Vec<usize> = Vec::new();
+            for acts in &saves {
+                let mut set = Vec::new();
+                let mut forget = Vec::new();
+                for (ino, act) in (0u64..).zip(acts) {
+                    match act {
+                        Act::Keep => {}
+                        Act::Set(offset) => {
+                            let f = entry(1, ino, &format!("/l/{ino}"), b"h", format!("{offset}").as_bytes(), *offset);
+                            state.insert(ino, f.clone());
+                            set.push(f);
+                        }
+                        Act::Forget => {
+                            if state.remove(&ino).is_some() {
+                                forget.push((1, ino));
+                            }
+                        }
+                    }
+                }
+                let all: Vec<FileCheckpoint> = state.values().cloned().collect();
+                match save_changes(&store, &all, &set, &forget).unwrap() {
+                    Save::Snapshot(_) => {
+                        after_line = vec![(fs::metadata(store.journal_path()).unwrap().len(), all)];
+                        save_ends = vec![0];
+                    }
+                    Save::Append(_) => {
+                        // The lines in the order written: sets, then forgets.
+                        let (mut len, mut cur) = after_line.last().cloned().unwrap();
+                        for f in &set {
+                            len += set_line(f).unwrap().len() as u64;
+                            cur.retain(|g| g.ino != f.ino);
+                            cur.push(f.clone());
+                            cur.sort_by_key(|g| g.ino);
+                            after_line.push((len, cur.clone()));
+                        }
+                        for &(dev, ino) in &forget {
+                            len += forget_line(dev, ino).len() as u64;
+                            cur.retain(|f| f.ino != ino);
+                            after_line.push((len, cur.clone()));
+                        }
+                        save_ends.push(after_line.len() - 1);
+                    }
+                }
+            }
+            let (full, _) = after_line.last().cloned().unwrap();
+            prop_assert_eq!(fs::metadata(store.journal_path()).unwrap().len(), full);
+            let at = cut.index(usize::try_from(full).unwrap() + 1) as u64;
+            File::options().write(true).open(store.journal_path()).unwrap().set_len(at).unwrap();
+
+            let (_, loaded) = open(dir.path());
+            // The last line (or header) complete before the cut.
+            let Some(last) = after_line.iter().rposition(|(len, _)| *len <= at) else {
+                // The header itself was cut: set aside, the snapshot holds the state it named.
+                prop_assert!(matches!(loaded.journal, Some(JournalFound::SetAside(_))), "{:?}", loaded.journal);
+                prop_assert_eq!(loaded.files, after_line[0].1.clone());
+                return Ok(());
+            };
+            prop_assert_eq!(&loaded.files, &after_line[last].1);
+            let kept = save_ends.iter().filter(|&&end| end <= last).count();
+            let returned_before_cut = save_ends.iter().filter(|&&end| after_line[end].0 <= at).count();
+            prop_assert_eq!(kept, returned_before_cut, "a save complete before the cut was lost");
+            if at == full {
+                prop_assert!(matches!(loaded.journal, Some(JournalFound::Replayed { .. })), "{:?}", loaded.journal);
+            }
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use agent::{agent_config, Agent};
-pub use checkpoint::{checkpoint_records, checkpointed, CheckpointRecord};
+pub use checkpoint::{checkpoint_entries, checkpoint_records, checkpointed, CheckpointRecord};
 pub use consume::{assigned_consumer, consume, consume_for, topic_partitions, Consumed};
 pub use etcd::Etcd;
 pub use influx::Influx;
