@@ -416,6 +416,8 @@ struct Journal {
     file: File,
     len: u64,
     snapshot_len: u64,
+    /// Lines were appended after the header.
+    changes: bool,
 }
 
 struct Candidate {
@@ -484,6 +486,7 @@ impl CheckpointStore {
             file,
             len: header.len() as u64,
             snapshot_len: bytes.len() as u64,
+            changes: false,
         });
         Ok(())
     }
@@ -507,6 +510,7 @@ impl CheckpointStore {
         {
             Ok(()) => {
                 journal.len += lines.len() as u64;
+                journal.changes = true;
                 Ok(())
             }
             Err(source) => {
@@ -545,6 +549,11 @@ impl CheckpointStore {
             let bound = (JOURNAL_GROWTH * j.snapshot_len).max(JOURNAL_MIN_BOUND);
             j.len + bytes as u64 <= bound
         })
+    }
+
+    /// Whether the journal holds changes the snapshot does not (or there is no valid journal).
+    pub fn journal_has_changes(&self) -> bool {
+        self.lock().as_ref().is_none_or(|j| j.changes)
     }
 
     /// Makes the next save a snapshot (after a save that could not even be encoded: the changes it

@@ -129,7 +129,7 @@ pub enum Pass {
     /// Those whose progress moved since the last pass (and all of them every
     /// [`LAG_REFRESH_PULLS`] passes): the periodic checkpoint.
     Moved,
-    /// Every record: the final checkpoint, and snapshots.
+    /// Every record: the final checkpoint (which also compacts the journal), and snapshots.
     All,
 }
 
@@ -759,6 +759,12 @@ pub async fn write_checkpoint(
     retention: Duration,
     pass: Pass,
 ) {
+    if pass == Pass::All && store.journal_has_changes() {
+        // The final checkpoint (a clean stop) leaves the whole state in checkpoints.json and the
+        // journal empty: what an agent that reads no journal resumes from after a downgrade.
+        store.compact_next();
+        registry.mark_dirty();
+    }
     let Some(save) = registry.sync(retention, pass, store) else {
         return;
     };
@@ -981,6 +987,14 @@ mod tests {
             r.snapshot(retention),
             "what a restart loads is the registry's state"
         );
+
+        // The final checkpoint (a clean stop) leaves everything in checkpoints.json and the journal
+        // empty: an agent that reads no journal (after a downgrade) resumes from there.
+        write_checkpoint(&r, &store, retention, Pass::All).await;
+        let journal = std::fs::read_to_string(store.journal_path()).unwrap();
+        assert_eq!(journal.lines().count(), 1, "changes left: {journal}");
+        let alone = checkpoint::decode(&std::fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(alone, r.snapshot(retention));
     }
 
     /// A record taken over from another device number is a set of the new key and a forget of the
@@ -1077,7 +1091,7 @@ mod tests {
         };
         let retention = Duration::from_secs(60);
         claims[0].0.progress.set_size(100);
-        r.sync(retention, Pass::Moved);
+        sync_doc(&r, retention, Pass::Moved);
         assert!(
             metrics.encode().contains(&series(100)),
             "{}",
@@ -1087,9 +1101,9 @@ mod tests {
         metrics.clear_file_lag(&path);
         claims[0].0.progress.set_size(200);
         while r.lock().pulls % LAG_REFRESH_PULLS != LAG_REFRESH_PULLS - 1 {
-            r.sync(retention, Pass::Moved);
+            sync_doc(&r, retention, Pass::Moved);
         }
-        r.sync(retention, Pass::Moved);
+        sync_doc(&r, retention, Pass::Moved);
         assert!(
             metrics.encode().contains(&series(200)),
             "series back after a full pass: {}",
