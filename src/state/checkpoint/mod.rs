@@ -14,54 +14,31 @@
 //! the records changed, or when the journal would outgrow `max(4 × snapshot, 256 KiB)`; otherwise
 //! it appends. The snapshot stays the version-1 document, so an older agent still reads it (from
 //! older offsets: duplicates, never loss).
+//!
+//! [`document`] is the snapshot's format, [`journal`] the journal's lines and their replay; this
+//! module reads and writes the two files.
 
-use std::collections::BTreeMap;
+mod document;
+mod journal;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
 use crate::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
-use crate::state::identity::FINGERPRINT_MAX;
 
-/// The on-disk format version this agent reads and writes.
-pub const VERSION: u32 = 1;
+pub use document::{decode, document, encode, entry_text, FileCheckpoint, FormatError, VERSION};
+pub use journal::{forget_line, set_line, JOURNAL_VERSION};
+use journal::{header_line, snapshot_hash, Replay, SnapshotId};
 
 const FILE_NAME: &str = "checkpoints.json";
 const JOURNAL_NAME: &str = "checkpoints.journal";
-/// The journal format version this agent reads and writes (its header's `"journal"`).
-pub const JOURNAL_VERSION: u32 = 1;
 /// The journal may grow to `max(JOURNAL_GROWTH × snapshot, JOURNAL_MIN_BOUND)` before a save
 /// compacts it.
 const JOURNAL_GROWTH: u64 = 4;
 const JOURNAL_MIN_BOUND: u64 = 256 * 1024;
-
-/// What is known about one physical file the agent has read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileCheckpoint {
-    pub dev: u64,
-    pub ino: u64,
-    /// `hash_hex` of the file's first `fingerprint_len` bytes ("" when the file was empty).
-    pub fingerprint: String,
-    /// At most `identity::FINGERPRINT_MAX`.
-    pub fingerprint_len: u32,
-    /// The last path the file was seen at.
-    pub path: PathBuf,
-    pub topic: String,
-    /// Acknowledged offset: every byte before it has been delivered.
-    pub offset: u64,
-    /// `hash_hex` of the (up to) `identity::TAIL_HASH_LEN` bytes just before `offset`
-    /// ("" when `offset` is 0).
-    pub tail_hash: String,
-    /// Unix milliseconds of the last change.
-    pub updated_ms: u64,
-    /// Unix milliseconds at which the file was found gone (and fully shipped).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gone_since_ms: Option<u64>,
-}
 
 /// What `CheckpointStore::open` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,31 +85,6 @@ pub enum LeftoverTmp {
     Discarded { reason: String },
 }
 
-/// Why bytes are not a valid version-1 checkpoint document (or entries cannot be written as one).
-#[derive(Debug, thiserror::Error)]
-pub enum FormatError {
-    #[error("empty file")]
-    Empty,
-    #[error("not valid JSON: {0}")]
-    Json(serde_json::Error),
-    #[error("top level is not a JSON object")]
-    NotAnObject,
-    #[error("missing or non-integer \"version\"")]
-    MissingVersion,
-    #[error("unsupported checkpoint format version {found} (this agent reads version {VERSION})")]
-    UnsupportedVersion { found: u64 },
-    #[error("wrong shape for a version {VERSION} checkpoint: {0}")]
-    Shape(serde_json::Error),
-    #[error("entry {index} ({path}): {problem}")]
-    InvalidEntry {
-        index: usize,
-        path: String,
-        problem: String,
-    },
-    #[error("cannot encode checkpoints: {0}")]
-    Encode(serde_json::Error),
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("cannot create state directory {}: {source}", path.display())]
@@ -173,231 +125,6 @@ pub enum Plan {
     Snapshot,
     /// Journal lines, if they fit ([`CheckpointStore::fits`]).
     Append,
-}
-
-#[derive(Serialize, Deserialize)]
-struct JournalHeader {
-    journal: u32,
-    snapshot_len: u64,
-    snapshot_xxh3: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "lowercase")]
-enum LineOut<'a> {
-    Set(&'a FileCheckpoint),
-    Forget { dev: u64, ino: u64 },
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-enum LineIn {
-    Set(FileCheckpoint),
-    Forget { dev: u64, ino: u64 },
-}
-
-/// The journal line recording `file` as it is now (compact JSON and a newline), after the checks
-/// of [`entry_text`].
-pub fn set_line(file: &FileCheckpoint) -> Result<Vec<u8>, FormatError> {
-    check_entry(0, file)?;
-    let mut out = serde_json::to_vec(&LineOut::Set(file)).map_err(FormatError::Encode)?;
-    out.push(b'\n');
-    Ok(out)
-}
-
-/// The journal line recording that the entry of `(dev, ino)` is gone.
-pub fn forget_line(dev: u64, ino: u64) -> Vec<u8> {
-    let mut out = serde_json::to_vec(&LineOut::Forget { dev, ino }).expect("integers encode");
-    out.push(b'\n');
-    out
-}
-
-fn header_line(snapshot: &[u8]) -> Vec<u8> {
-    let header = JournalHeader {
-        journal: JOURNAL_VERSION,
-        snapshot_len: snapshot.len() as u64,
-        snapshot_xxh3: snapshot_hash(snapshot),
-    };
-    let mut out = serde_json::to_vec(&header).expect("a header encodes");
-    out.push(b'\n');
-    out
-}
-
-fn snapshot_hash(snapshot: &[u8]) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(snapshot))
-}
-
-#[derive(Deserialize)]
-struct DocumentIn {
-    #[allow(dead_code)] // checked from the untyped value before this shape is parsed
-    version: u32,
-    files: Vec<FileCheckpoint>,
-}
-
-/// Serializes entries as the version-1 document: pretty JSON (2-space indent) with a trailing
-/// newline, entries sorted by identity so that unchanged state gives unchanged bytes.
-pub fn encode(files: &[FileCheckpoint]) -> Result<Vec<u8>, FormatError> {
-    let mut sorted: Vec<&FileCheckpoint> = files.iter().collect();
-    // An inode reused by a new file can briefly coexist with the old file's entry, so (dev, ino)
-    // alone is not unique; the rest of the key keeps the order total.
-    sorted.sort_by(|a, b| {
-        (a.dev, a.ino, &a.fingerprint, &a.path, a.offset).cmp(&(
-            b.dev,
-            b.ino,
-            &b.fingerprint,
-            &b.path,
-            b.offset,
-        ))
-    });
-    let texts = sorted
-        .iter()
-        .enumerate()
-        .map(|(index, file)| entry_text(index, file))
-        .collect::<Result<Vec<String>, FormatError>>()?;
-    Ok(document(texts.iter().map(String::as_str)))
-}
-
-/// One entry as [`encode`] lays it out inside the document, after the same checks. The registry
-/// keeps this text per record, so a record that did not change is not encoded again: with
-/// thousands of idle files, encoding every record at every interval was most of the checkpoint's
-/// cost.
-pub fn entry_text(index: usize, file: &FileCheckpoint) -> Result<String, FormatError> {
-    check_entry(index, file)?;
-    let path = file.path.to_str().expect("checked: UTF-8");
-    // Written out field by field, exactly as `serde_json::to_writer_pretty` lays the struct out
-    // (checked against it by a property test), indented to the `files` array's depth: with 1,000
-    // trickling files every record changes every second, and serde's pretty printer was a third of
-    // the checkpoint's cost.
-    let mut out = Vec::with_capacity(300 + path.len() + file.topic.len());
-    out.extend_from_slice(b"    {\n");
-    let mut num = itoa::Buffer::new();
-    let mut field = |out: &mut Vec<u8>, name: &str, value: Value<'_>, last: bool| {
-        out.extend_from_slice(b"      \"");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\": ");
-        match value {
-            Value::Int(n) => out.extend_from_slice(num.format(n).as_bytes()),
-            Value::Str(s) => {
-                serde_json::to_writer(&mut *out, s).map_err(FormatError::Encode)?;
-            }
-        }
-        out.extend_from_slice(if last { b"\n" } else { b",\n" });
-        Ok::<(), FormatError>(())
-    };
-    let gone = file.gone_since_ms;
-    field(&mut out, "dev", Value::Int(file.dev), false)?;
-    field(&mut out, "ino", Value::Int(file.ino), false)?;
-    field(
-        &mut out,
-        "fingerprint",
-        Value::Str(&file.fingerprint),
-        false,
-    )?;
-    field(
-        &mut out,
-        "fingerprint_len",
-        Value::Int(u64::from(file.fingerprint_len)),
-        false,
-    )?;
-    field(&mut out, "path", Value::Str(path), false)?;
-    field(&mut out, "topic", Value::Str(&file.topic), false)?;
-    field(&mut out, "offset", Value::Int(file.offset), false)?;
-    field(&mut out, "tail_hash", Value::Str(&file.tail_hash), false)?;
-    field(
-        &mut out,
-        "updated_ms",
-        Value::Int(file.updated_ms),
-        gone.is_none(),
-    )?;
-    if let Some(g) = gone {
-        field(&mut out, "gone_since_ms", Value::Int(g), true)?;
-    }
-    out.extend_from_slice(b"    }");
-    // Only UTF-8 went in: the path was checked, the rest is JSON and ASCII.
-    Ok(String::from_utf8(out).expect("JSON is UTF-8"))
-}
-
-/// A field's value in [`entry_text`].
-enum Value<'a> {
-    Int(u64),
-    Str(&'a str),
-}
-
-/// The version-1 document around entry texts (from [`entry_text`]) already in identity order:
-/// byte for byte what `serde_json::to_vec_pretty` gives for the whole document.
-pub fn document<'a>(entries: impl Iterator<Item = &'a str>) -> Vec<u8> {
-    let mut out = format!("{{\n  \"version\": {VERSION},\n  \"files\": [").into_bytes();
-    let mut any = false;
-    for text in entries {
-        out.extend_from_slice(if any { b",\n" } else { b"\n" });
-        out.extend_from_slice(text.as_bytes());
-        any = true;
-    }
-    out.extend_from_slice(if any { b"\n  ]\n}\n" } else { b"]\n}\n" });
-    out
-}
-
-/// Parses a version-1 document. Does not touch the file system, so `status`-style readers can
-/// use it without moving anything.
-pub fn decode(bytes: &[u8]) -> Result<Vec<FileCheckpoint>, FormatError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(FormatError::Empty);
-    }
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(FormatError::Json)?;
-    let object = value.as_object().ok_or(FormatError::NotAnObject)?;
-    // The version is checked before the shape so that a newer format is reported as such
-    // rather than as a confusing shape error.
-    let version = object
-        .get("version")
-        .and_then(serde_json::Value::as_u64)
-        .ok_or(FormatError::MissingVersion)?;
-    if version != u64::from(VERSION) {
-        return Err(FormatError::UnsupportedVersion { found: version });
-    }
-    let doc: DocumentIn = serde_json::from_value(value).map_err(FormatError::Shape)?;
-    for (index, file) in doc.files.iter().enumerate() {
-        check_entry(index, file)?;
-    }
-    Ok(doc.files)
-}
-
-fn check_entry(index: usize, file: &FileCheckpoint) -> Result<(), FormatError> {
-    let problem = if u64::from(file.fingerprint_len) > FINGERPRINT_MAX {
-        Some(format!(
-            "fingerprint_len {} exceeds {FINGERPRINT_MAX}",
-            file.fingerprint_len
-        ))
-    } else if !hash_matches_len(&file.fingerprint, u64::from(file.fingerprint_len)) {
-        Some(format!(
-            "fingerprint {:?} does not fit fingerprint_len {} (16 lowercase hex digits, \"\" only for 0)",
-            file.fingerprint, file.fingerprint_len
-        ))
-    } else if !hash_matches_len(&file.tail_hash, file.offset) {
-        Some(format!(
-            "tail_hash {:?} does not fit offset {} (16 lowercase hex digits, \"\" only for 0)",
-            file.tail_hash, file.offset
-        ))
-    } else if file.path.to_str().is_none() {
-        Some("path is not valid UTF-8".to_owned())
-    } else {
-        None
-    };
-    match problem {
-        None => Ok(()),
-        Some(problem) => Err(FormatError::InvalidEntry {
-            index,
-            path: file.path.display().to_string(),
-            problem,
-        }),
-    }
-}
-
-fn hash_matches_len(hash: &str, covered: u64) -> bool {
-    if covered == 0 {
-        hash.is_empty()
-    } else {
-        hash.len() == 16 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    }
 }
 
 /// Reads and writes `<state_dir>/checkpoints.json` and its journal.
@@ -652,8 +379,8 @@ impl CheckpointStore {
     /// `(len, xxh3)`, up to its first incomplete or unreadable line.
     fn replay_journal(
         &self,
-        files: Vec<FileCheckpoint>,
-        snapshot: Option<(u64, String)>,
+        mut files: Vec<FileCheckpoint>,
+        snapshot: Option<SnapshotId>,
         touched_dir: &mut bool,
     ) -> Result<(Vec<FileCheckpoint>, Option<JournalFound>), CheckpointError> {
         // A header a compaction was writing when it stopped: the snapshot already holds everything.
@@ -672,67 +399,24 @@ impl CheckpointStore {
                 })
             }
         };
-        let header = memchr::memchr(b'\n', &bytes).and_then(|end| {
-            serde_json::from_slice::<JournalHeader>(&bytes[..end])
-                .ok()
-                .filter(|h| h.journal == JOURNAL_VERSION)
-                .map(|h| (h, end + 1))
-        });
-        let Some((header, mut at)) = header else {
-            let moved_to = self.set_aside(&self.journal_path)?;
-            *touched_dir = true;
-            let reason = format!("no readable version {JOURNAL_VERSION} journal header");
-            return Ok((
-                files,
-                Some(JournalFound::SetAside(SetAside { moved_to, reason })),
-            ));
-        };
-        if snapshot != Some((header.snapshot_len, header.snapshot_xxh3)) {
-            return Ok((files, Some(JournalFound::Stale)));
-        }
-        if at == bytes.len() {
-            return Ok((files, Some(JournalFound::Replayed { changes: 0 })));
-        }
-        // Later entries replace earlier ones of the same identity, as the registry loads them.
-        let mut by_key: BTreeMap<(u64, u64), FileCheckpoint> =
-            files.into_iter().map(|f| ((f.dev, f.ino), f)).collect();
-        let mut changes = 0;
-        let mut torn = None;
-        while at < bytes.len() {
-            let Some(len) = memchr::memchr(b'\n', &bytes[at..]) else {
-                torn = Some("incomplete last line (no newline)".to_owned());
-                break;
-            };
-            let line = &bytes[at..at + len];
-            let parsed = serde_json::from_slice::<LineIn>(line)
-                .map_err(|e| e.to_string())
-                .and_then(|l| match l {
-                    LineIn::Set(f) => check_entry(0, &f)
-                        .map(|()| LineIn::Set(f))
-                        .map_err(|e| e.to_string()),
-                    forget => Ok(forget),
-                });
-            match parsed {
-                Ok(LineIn::Set(f)) => {
-                    by_key.insert((f.dev, f.ino), f);
-                }
-                Ok(LineIn::Forget { dev, ino }) => {
-                    by_key.remove(&(dev, ino));
-                }
-                Err(reason) => {
-                    torn = Some(format!("line {}: {reason}", changes + 2));
-                    break;
-                }
+        let found = match journal::replay(&mut files, &bytes, snapshot.as_ref()) {
+            Replay::NoHeader => {
+                let moved_to = self.set_aside(&self.journal_path)?;
+                *touched_dir = true;
+                let reason = format!("no readable version {JOURNAL_VERSION} journal header");
+                JournalFound::SetAside(SetAside { moved_to, reason })
             }
-            changes += 1;
-            at += len + 1;
-        }
-        let files = by_key.into_values().collect();
-        let found = match torn {
-            None => JournalFound::Replayed { changes },
-            Some(reason) => JournalFound::Torn {
+            Replay::Stale => JournalFound::Stale,
+            Replay::Applied {
                 changes,
-                ignored_bytes: (bytes.len() - at) as u64,
+                torn: None,
+            } => JournalFound::Replayed { changes },
+            Replay::Applied {
+                changes,
+                torn: Some((ignored_bytes, reason)),
+            } => JournalFound::Torn {
+                changes,
+                ignored_bytes,
                 reason,
             },
         };
@@ -766,8 +450,6 @@ impl CheckpointStore {
         })
     }
 }
-
-type SnapshotId = (u64, String);
 
 fn split(
     main: Option<(Vec<FileCheckpoint>, Option<SystemTime>, SnapshotId)>,
@@ -809,9 +491,11 @@ mod tests {
     use super::*;
     use crate::state::identity::hash_hex;
     use proptest::prelude::*;
+    use serde::Serialize;
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
-    const GOLDEN: &str = include_str!("../../tests/golden/checkpoint_v1.json");
+    const GOLDEN: &str = include_str!("../../../tests/golden/checkpoint_v1.json");
 
     fn entry(
         dev: u64,
