@@ -26,7 +26,7 @@
 //! - [`state`]: file identity, the acknowledged prefix per file, the registry of claims and the
 //!   versioned checkpoint: a snapshot written atomically plus an append-only journal of the changes
 //!   since, compacted into a new snapshot when it grows or most files changed
-//!   ([`state::checkpoint`]). The lowest floor: it imports none of the above.
+//!   ([`state::checkpoint`]: its document, its journal, the store). The lowest floor: it imports none of the above.
 //! - [`ops`]: what operators see: `/metrics` `/healthz` `/readyz` ([`ops::http`]), status in etcd
 //!   ([`ops::status`]), `logagent status` ([`ops::fleet`]), `logagent preview` ([`ops::preview`]).
 //! - Ground floor, used by all: [`telemetry`] (metric names, one function per observable event),
