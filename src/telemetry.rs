@@ -73,6 +73,7 @@ pub struct Metrics {
     pub long_lines_split: Counter,
     pub partial_lines_flushed: Counter,
     pub checkpoint_writes: Counter,
+    pub checkpoint_snapshots: Counter,
     pub checkpoint_failures: Counter,
     pub etcd_watch_restarts: Counter,
     pub config_revision: Gauge,
@@ -129,6 +130,7 @@ impl Metrics {
             long_lines_split: Counter::default(),
             partial_lines_flushed: Counter::default(),
             checkpoint_writes: Counter::default(),
+            checkpoint_snapshots: Counter::default(),
             checkpoint_failures: Counter::default(),
             etcd_watch_restarts: Counter::default(),
             config_revision: Gauge::default(),
@@ -244,6 +246,11 @@ impl Metrics {
             "checkpoint_writes",
             "Checkpoint files written",
             m.checkpoint_writes.clone(),
+        );
+        r.register(
+            "checkpoint_snapshots",
+            "Checkpoint saves that wrote a whole snapshot (the others appended to the journal)",
+            m.checkpoint_snapshots.clone(),
         );
         r.register(
             "checkpoint_failures",
@@ -534,8 +541,12 @@ impl Metrics {
         info!(count, "checkpoint records whose file is gone or that no entry owns anymore: they expire after checkpoint.gone_retention_ms");
     }
 
-    pub fn checkpoint_written(&self) {
+    /// A checkpoint save went to disk: a whole snapshot, or lines appended to the journal.
+    pub fn checkpoint_written(&self, snapshot: bool) {
         self.checkpoint_writes.inc();
+        if snapshot {
+            self.checkpoint_snapshots.inc();
+        }
     }
 
     pub fn checkpoint_failed(&self, path: &Path, err: &dyn std::fmt::Display) {

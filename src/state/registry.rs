@@ -783,10 +783,11 @@ pub async fn write_checkpoint(
             return;
         }
     };
+    let snapshot = matches!(save, Save::Snapshot(_));
     let s = store.clone();
     let result = tokio::task::spawn_blocking(move || s.write(&save)).await;
     match result {
-        Ok(Ok(())) => registry.metrics.checkpoint_written(),
+        Ok(Ok(())) => registry.metrics.checkpoint_written(snapshot),
         Ok(Err(e)) => {
             registry.metrics.checkpoint_failed(store.path(), &e);
             registry.mark_dirty();
@@ -993,6 +994,14 @@ mod tests {
         write_checkpoint(&r, &store, retention, Pass::All).await;
         let journal = std::fs::read_to_string(store.journal_path()).unwrap();
         assert_eq!(journal.lines().count(), 1, "changes left: {journal}");
+        // Saves counted, and which of them were snapshots: the first, and the final one.
+        assert_eq!(
+            (
+                r.metrics.checkpoint_writes.get(),
+                r.metrics.checkpoint_snapshots.get()
+            ),
+            (4, 2)
+        );
         let alone = checkpoint::decode(&std::fs::read(store.path()).unwrap()).unwrap();
         assert_eq!(alone, r.snapshot(retention));
     }
