@@ -473,13 +473,13 @@ impl Registry {
         removed.dedup();
         removed.retain(|k| !inner.files.contains_key(k));
         let changed = inner.files.values().filter(|r| r.changed).count();
-        let mut lines = None;
         if store.plan(changed + removed.len(), inner.files.len()) == Plan::Append {
             // Sets before forgets: a crash can tear an append anywhere, and a record taken over
             // from another device number must not be forgotten under the old key without being
-            // set under the new one.
+            // set under the new one. Each record's flag is taken as its line is written.
             let mut out = Vec::new();
-            for rec in inner.files.values().filter(|r| r.changed) {
+            for rec in inner.files.values_mut().filter(|r| r.changed) {
+                rec.changed = false;
                 match checkpoint::set_line(&rec.cp) {
                     Ok(line) => out.extend(line),
                     Err(e) => return Some(Err(e)),
@@ -488,14 +488,14 @@ impl Registry {
             for key in &removed {
                 out.extend(checkpoint::forget_line(key.dev, key.ino));
             }
-            lines = Some(out).filter(|out| store.fits(out.len()));
-        }
-        for rec in inner.files.values_mut().filter(|r| r.changed) {
-            rec.changed = false;
-        }
-        if let Some(lines) = lines {
-            inner.encoded = 0;
-            return Some(Ok(Save::Append(lines)));
+            if store.fits(out.len()) {
+                inner.encoded = 0;
+                return Some(Ok(Save::Append(out)));
+            }
+        } else {
+            for rec in inner.files.values_mut() {
+                rec.changed = false;
+            }
         }
         Some(Self::document(inner).map(Save::Snapshot))
     }
