@@ -472,8 +472,7 @@ impl Registry {
         removed.sort_unstable();
         removed.dedup();
         removed.retain(|k| !inner.files.contains_key(k));
-        let changed = inner.files.values().filter(|r| r.changed).count();
-        if store.plan(changed + removed.len(), inner.files.len()) == Plan::Append {
+        if store.plan() == Plan::Append {
             // Sets before forgets: a crash can tear an append anywhere, and a record taken over
             // from another device number must not be forgotten under the old key without being
             // set under the new one. Each record's flag is taken as its line is written.
