@@ -86,7 +86,7 @@ mod tests {
             ticket: progress.issue(
                 Mark {
                     offset: lines as u64 * 2,
-                    tail_hash: String::new(),
+                    tail_hash: Default::default(),
                 },
                 vec![],
                 file,

@@ -270,7 +270,7 @@ mod tests {
         let ticket = progress.issue(
             crate::state::progress::Mark {
                 offset: 2,
-                tail_hash: String::new(),
+                tail_hash: Default::default(),
             },
             vec![2],
             file,

@@ -57,7 +57,7 @@ impl Fingerprint {
             return Ok(false);
         }
         bytes_at(file, 0, self.len as usize, |bytes| {
-            hash_hex(bytes) == self.hex
+            TailHash::of(bytes).is_hex(&self.hex)
         })
     }
 
@@ -72,41 +72,68 @@ impl Fingerprint {
     }
 }
 
-/// Hash of the (up to) [`TAIL_HASH_LEN`] bytes just before `offset`, as hex; "" at offset 0.
-pub fn tail_hash(file: &File, offset: u64) -> io::Result<String> {
+/// The xxh3 of the (up to) [`TAIL_HASH_LEN`] bytes just before an offset ([`tail_hash`]); none at
+/// offset 0. Kept as a number: the tailer takes one per batch and the checkpointer compares them
+/// every interval, and a hex `String` each time was an allocation and a format on the hot path. Hex
+/// ([`TailHash::to_hex`], the [`hash_hex`] of the same bytes) only in the checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TailHash(Option<u64>);
+
+impl TailHash {
+    /// The hash of `bytes`; none for no bytes.
+    pub fn of(bytes: &[u8]) -> TailHash {
+        TailHash((!bytes.is_empty()).then(|| xxhash_rust::xxh3::xxh3_64(bytes)))
+    }
+
+    /// As the checkpoint stores it: [`hash_hex`] of the same bytes.
+    pub fn to_hex(self) -> String {
+        self.0.map(|h| format!("{h:016x}")).unwrap_or_default()
+    }
+
+    /// From [`TailHash::to_hex`]'s form; `None` when `hex` is not 16 lowercase hex digits or "".
+    pub fn from_hex(hex: &str) -> Option<TailHash> {
+        if hex.is_empty() {
+            return Some(TailHash(None));
+        }
+        let well_formed = hex.len() == 16
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !well_formed {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok().map(|h| TailHash(Some(h)))
+    }
+
+    /// Whether `hex` is this hash as the checkpoint stores it, without allocating.
+    pub fn is_hex(self, hex: &str) -> bool {
+        TailHash::from_hex(hex) == Some(self)
+    }
+}
+
+/// The hash of the (up to) [`TAIL_HASH_LEN`] bytes just before `offset`; none at offset 0.
+pub fn tail_hash(file: &File, offset: u64) -> io::Result<TailHash> {
     let len = offset.min(TAIL_HASH_LEN);
-    bytes_at(file, offset - len, len as usize, hash_hex)
+    bytes_at(file, offset - len, len as usize, TailHash::of)
 }
 
 /// xxh3_64 as 16 lowercase hex digits; "" for no bytes, so that an empty prefix has no hash that
 /// could be mistaken for content. The checkpoint stores these strings: changing this changes the
 /// on-disk format (the checkpoint's golden test guards it).
 pub fn hash_hex(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        String::new()
-    } else {
-        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
-    }
+    TailHash::of(bytes).to_hex()
 }
 
-/// Whether the (up to) [`TAIL_HASH_LEN`] bytes before `offset` still hash to `hex` ([`tail_hash`]),
-/// without allocating: the tailer checks this at every wake-up of a trickling file.
-pub fn tail_hash_matches(file: &File, offset: u64, hex: &str) -> io::Result<bool> {
+/// Whether the (up to) [`TAIL_HASH_LEN`] bytes before `offset` still hash to `hash` ([`tail_hash`]):
+/// the tailer checks this at every wake-up of a trickling file.
+pub fn tail_hash_matches(file: &File, offset: u64, hash: TailHash) -> io::Result<bool> {
     let len = offset.min(TAIL_HASH_LEN) as usize;
     let mut buf = [0u8; TAIL_HASH_LEN as usize];
     let n = fill_at(file, offset - len as u64, &mut buf[..len])?;
     if n < len {
         return Ok(false);
     }
-    Ok(hash_matches(&buf[..len], hex))
-}
-
-/// Whether `bytes` hash to `hex` ([`hash_hex`]), without allocating.
-pub fn hash_matches(bytes: &[u8], hex: &str) -> bool {
-    if bytes.is_empty() {
-        return hex.is_empty();
-    }
-    u64::from_str_radix(hex, 16).is_ok_and(|h| h == xxhash_rust::xxh3::xxh3_64(bytes))
+    Ok(TailHash::of(&buf[..len]) == hash)
 }
 
 /// How many of a file's first bytes its tailer keeps, as they are, to tell a rewrite at each
@@ -195,12 +222,30 @@ mod tests {
         assert_ne!(h, hash_hex(b"hello"));
     }
     #[test]
+    fn a_tail_hash_is_written_and_read_back_as_the_checkpoint_stores_it() {
+        for bytes in [&b""[..], b"x", b"a line of a log\n"] {
+            let h = TailHash::of(bytes);
+            assert_eq!(h.to_hex(), hash_hex(bytes));
+            assert_eq!(TailHash::from_hex(&h.to_hex()), Some(h));
+            assert!(h.is_hex(&hash_hex(bytes)));
+        }
+        let h = TailHash::of(b"x");
+        assert!(!h.is_hex(&h.to_hex().to_uppercase()));
+        assert_eq!(TailHash::from_hex("+123456789abcdef"), None);
+        assert_eq!(TailHash::from_hex("0123"), None);
+        assert!(!TailHash::default().is_hex("0000000000000000"));
+    }
+
+    #[test]
     fn a_fingerprint_grows_when_the_file_doubles_not_at_every_line() {
         let fp = |len| Fingerprint {
             hex: "0".repeat(16),
             len,
         };
-        assert!(Fingerprint::default().can_grow(1), "an empty file's first byte");
+        assert!(
+            Fingerprint::default().can_grow(1),
+            "an empty file's first byte"
+        );
         assert!(!Fingerprint::default().can_grow(0));
         assert!(!fp(100).can_grow(101));
         assert!(!fp(100).can_grow(199));
@@ -241,7 +286,7 @@ mod tests {
         let fp = Fingerprint::of_file(&f, 0).unwrap();
         assert_eq!(fp, Fingerprint::default());
         assert!(fp.matches(&f, 0).unwrap());
-        assert_eq!(tail_hash(&f, 0).unwrap(), "");
+        assert_eq!(tail_hash(&f, 0).unwrap().to_hex(), "");
     }
 
     #[test]
@@ -251,12 +296,13 @@ mod tests {
             .unwrap();
         for off in [0u64, 5, 32, 37, 42] {
             let h = tail_hash(&f, off).unwrap();
-            assert!(tail_hash_matches(&f, off, &h).unwrap(), "offset {off}");
-            assert!(!tail_hash_matches(&f, off, "0123456789abcdef").unwrap() || off == 0);
+            assert!(tail_hash_matches(&f, off, h).unwrap(), "offset {off}");
+            let other = TailHash::from_hex("0123456789abcdef").unwrap();
+            assert!(!tail_hash_matches(&f, off, other).unwrap() || off == 0);
         }
-        assert!(!tail_hash_matches(&f, 37, &tail_hash(&f, 36).unwrap()).unwrap());
+        assert!(!tail_hash_matches(&f, 37, tail_hash(&f, 36).unwrap()).unwrap());
         // Past the end: fewer bytes than the offset implies, so not the same content.
-        assert!(!tail_hash_matches(&f, 100, &tail_hash(&f, 42).unwrap()).unwrap());
+        assert!(!tail_hash_matches(&f, 100, tail_hash(&f, 42).unwrap()).unwrap());
     }
 
     #[test]
@@ -285,9 +331,9 @@ mod tests {
         f.write_all(b"0123456789abcdefghijklmnopqrstuvwxyz\n")
             .unwrap();
         assert_eq!(
-            tail_hash(&f, 37).unwrap(),
+            tail_hash(&f, 37).unwrap().to_hex(),
             hash_hex(&b"0123456789abcdefghijklmnopqrstuvwxyz\n"[5..])
         );
-        assert_eq!(tail_hash(&f, 3).unwrap(), hash_hex(b"012"));
+        assert_eq!(tail_hash(&f, 3).unwrap().to_hex(), hash_hex(b"012"));
     }
 }

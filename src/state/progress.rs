@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::state::identity::{tail_hash, FileKey};
+use crate::state::identity::{tail_hash, FileKey, TailHash};
 
 /// Files whose progress moved (acknowledged offset or size) since the registry last looked: its
 /// checkpoint pass visits these instead of every record (10,000 idle files, a few changing).
@@ -32,10 +32,10 @@ impl Moved {
 }
 
 /// A position the checkpoint may record: an offset and the hash of the bytes just before it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Mark {
     pub offset: u64,
-    pub tail_hash: String,
+    pub tail_hash: TailHash,
 }
 
 #[derive(Debug)]
@@ -172,7 +172,7 @@ impl FileProgress {
         });
         let mut st = self.lock();
         let seq = st.first_seq + st.pending.len() as u64;
-        let mark = mark.unwrap_or_else(|| st.acked.clone());
+        let mark = mark.unwrap_or_else(|| st.acked);
         st.pending.push_back(Pending {
             mark,
             done: false,
@@ -231,7 +231,7 @@ impl FileProgress {
     pub fn acked(&self) -> Mark {
         let mut st = self.lock();
         Self::take_delivered_part(&mut st);
-        st.acked.clone()
+        st.acked
     }
 
     /// The acknowledged position and its version, unless it is still at version `seen` (versions
@@ -239,7 +239,7 @@ impl FileProgress {
     pub fn acked_since(&self, seen: Option<u64>) -> Option<(u64, Mark)> {
         let mut st = self.lock();
         Self::take_delivered_part(&mut st);
-        (seen != Some(st.version)).then(|| (st.version, st.acked.clone()))
+        (seen != Some(st.version)).then(|| (st.version, st.acked))
     }
 
     fn take_delivered_part(st: &mut State) {
@@ -344,7 +344,7 @@ mod tests {
     fn mark(offset: u64) -> Mark {
         Mark {
             offset,
-            tail_hash: format!("h{offset}"),
+            tail_hash: TailHash::of(format!("h{offset}").as_bytes()),
         }
     }
 

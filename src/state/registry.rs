@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::clock::now_ms;
 use crate::state::checkpoint::{self, CheckpointStore, FileCheckpoint, Plan, Save};
-use crate::state::identity::{start_of, tail_hash, FileKey, Fingerprint, Head};
+use crate::state::identity::{start_of, tail_hash, FileKey, Fingerprint, Head, TailHash};
 use crate::state::progress::{FileProgress, Mark, Moved};
 use crate::telemetry::Metrics;
 use prometheus_client::metrics::gauge::Gauge;
@@ -112,7 +112,8 @@ impl Record {
             Some(p) => p.acked(),
             None => Mark {
                 offset: self.cp.offset,
-                tail_hash: self.cp.tail_hash.clone(),
+                // Checked when the checkpoint was read (16 hex digits, "" only at 0).
+                tail_hash: TailHash::from_hex(&self.cp.tail_hash).unwrap_or_default(),
             },
         }
     }
@@ -307,7 +308,7 @@ impl Registry {
             offset,
             tail_hash: tail_hash(file, offset)?,
         };
-        let progress = FileProgress::listed_in(mark.clone(), self.moved.clone(), key);
+        let progress = FileProgress::listed_in(mark, self.moved.clone(), key);
         progress.set_size(size);
         let now = now_ms();
         let cp = FileCheckpoint {
@@ -318,7 +319,7 @@ impl Registry {
             path: path.to_path_buf(),
             topic: topic.to_owned(),
             offset: mark.offset,
-            tail_hash: mark.tail_hash,
+            tail_hash: mark.tail_hash.to_hex(),
             updated_ms: now,
             gone_since_ms: None,
         };
@@ -341,7 +342,7 @@ impl Registry {
     /// Starts a new generation at `start` (after a truncation): late acknowledgements of the old
     /// generation can no longer move the recorded offset.
     pub fn new_generation(&self, key: FileKey, start: Mark) -> Arc<FileProgress> {
-        let progress = FileProgress::listed_in(start.clone(), self.moved.clone(), key);
+        let progress = FileProgress::listed_in(start, self.moved.clone(), key);
         let mut inner = self.lock();
         if let Some(rec) = inner.files.get_mut(&key) {
             // The next sync copies `start` into the record, as it does every acknowledged offset.
@@ -581,10 +582,10 @@ impl Registry {
         let mut dirty = false;
         if let Some((version, m)) = p.acked_since(rec.seen) {
             rec.seen = Some(version);
-            if m.offset != rec.cp.offset || m.tail_hash != rec.cp.tail_hash {
+            if m.offset != rec.cp.offset || !m.tail_hash.is_hex(&rec.cp.tail_hash) {
                 let cp = rec.cp_mut();
                 cp.offset = m.offset;
-                cp.tail_hash = m.tail_hash;
+                cp.tail_hash = m.tail_hash.to_hex();
                 cp.updated_ms = now;
                 dirty = true;
             }

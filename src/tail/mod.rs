@@ -34,8 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sink::{Batch, Route};
 use crate::state::identity::{
-    hash_hex, hash_matches, start_of, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head,
-    TAIL_HASH_LEN,
+    start_of, tail_hash, tail_hash_matches, FileKey, Fingerprint, Head, TailHash, TAIL_HASH_LEN,
 };
 use crate::state::progress::{FileProgress, Mark};
 use crate::state::registry::Registry;
@@ -113,7 +112,7 @@ pub struct TailerState {
     /// A read offset and the hash of the bytes before it, to compare once reading resumes after a
     /// pause (idle at EOF, a wait for channel room, a start from a stored offset): a copytruncate
     /// followed by writes past the offset leaves the size above it, and only these bytes tell.
-    guard: Option<(u64, String)>,
+    guard: Option<(u64, TailHash)>,
     /// The loop just came back from its nap at the end of the data: the next read may be the
     /// guarded one ([`Tailer::read_guarded`]). Not after a wait for channel room: a busy file
     /// resumes with its full-sized read (a 1 KiB read there made a small batch per big one).
@@ -122,7 +121,7 @@ pub struct TailerState {
     evict: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The end of the last batch shipped and the hash of the bytes before it: the guard at the end
     /// of the data, without reading those bytes again.
-    shipped: Option<(u64, String)>,
+    shipped: Option<(u64, TailHash)>,
     /// When the path was last checked to still name this file. With a directory watch, when an
     /// event on the name says so ([`TailerState::name_event`]) and otherwise only every
     /// [`PATH_CHECK_WATCHED`]; without one, at most once per idle nap (2 s by default), as often as
@@ -383,7 +382,7 @@ impl Tailer {
         // As in `rewritten_since_guard`: the bytes before the offset, and the head.
         let same = read.and_then(|(got, n, at_end)| {
             let same = got == want
-                && hash_matches(&before[..want], &hash)
+                && TailHash::of(&before[..want]) == hash
                 && self.state.head.still_starts(&self.file)?;
             Ok(same.then_some((n, at_end)))
         });
@@ -411,7 +410,7 @@ impl Tailer {
         // The bytes before the offset alone miss a rewrite whose lines end alike (same length, same
         // user agent): the head, which a new content almost always changes (a timestamp, a first
         // request), is compared too. A file now shorter than either is rewritten.
-        let same = tail_hash_matches(&self.file, offset, &hash)
+        let same = tail_hash_matches(&self.file, offset, hash)
             .and_then(|same_tail| Ok(same_tail && self.state.head.still_starts(&self.file)?));
         match same {
             Ok(true) => Ok(false),
@@ -638,11 +637,11 @@ impl Tailer {
             return Flow::Continue;
         }
         let tail = if split.tail.len() as u64 == split.end_offset.min(TAIL_HASH_LEN) {
-            hash_hex(&split.tail)
+            TailHash::of(&split.tail)
         } else {
             tail_hash(&self.file, split.end_offset).unwrap_or_default()
         };
-        self.state.shipped = Some((split.end_offset, tail.clone()));
+        self.state.shipped = Some((split.end_offset, tail));
         let mark = Mark {
             offset: split.end_offset,
             tail_hash: tail,
