@@ -23,7 +23,11 @@ pub struct Moved(Mutex<Vec<FileKey>>);
 
 impl Moved {
     pub fn take(&self) -> Vec<FileKey> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        let mut keys = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Left with the room it had: the tailers push about as many keys every interval, and
+        // growing the list again from empty was a reallocation on their path every few pushes.
+        let room = keys.capacity();
+        std::mem::replace(&mut *keys, Vec::with_capacity(room))
     }
 
     pub fn push(&self, key: FileKey) {
