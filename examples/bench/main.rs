@@ -1,7 +1,7 @@
 //! End-to-end benchmark of the release agent: lines/s, MB/s, CPU-s per million lines, peak RSS.
 //!
 //! ```text
-//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|backlog|glob50k|startup10k|wide|json|gbk|hostmetrics|all] [--files K]
+//! cargo run --release --example bench -- [--scenario hot|ten|idle1000|floor1000|backlog|glob50k|startup10k|wide|json|gbk|hostmetrics|all] [--files K]
 //!     [--lines N] [--line-bytes B] [--broker mock|tansu]
 //! ```
 //!
@@ -12,6 +12,7 @@
 //! machines this runs on are noisy. The agent inherits the environment, so `LOGAGENT_*` variables
 //! (e.g. `LOGAGENT_KAFKA__LINGER_MS=20`) compare settings without editing anything.
 
+mod floor;
 mod gen;
 mod hostmetrics;
 mod probe;
@@ -40,6 +41,8 @@ enum Scenario {
     Idle1000,
     /// 10,000 files, each written one line every 10 s.
     Idle10000,
+    /// idle1000's trickle read by a reader that makes only the system calls a tailer cannot avoid.
+    Floor1000,
     /// Restart with a backlog after part of the file was shipped.
     Backlog,
     /// 400 files of ~600 KB: RSS once every file is shipped and the agent idles.
@@ -91,6 +94,9 @@ struct Cli {
     /// Keep each scenario's temp dir (files, checkpoint, agent logs) for inspection.
     #[arg(long)]
     keep: bool,
+    /// Internal: run as floor1000's reader over this directory.
+    #[arg(long, hide = true)]
+    floor_reader: Option<PathBuf>,
 }
 
 /// The cargo target dir this example was built into (`<target>/<profile>/examples/bench`).
@@ -211,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Hot,
             Scenario::Ten,
             Scenario::Idle1000,
+            Scenario::Floor1000,
             Scenario::Idle10000,
             Scenario::Backlog,
             Scenario::Glob50k,
@@ -240,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 10_000,
                 std::time::Duration::from_secs(10),
             ),
+            Scenario::Floor1000 => floor::run(&ctx),
             Scenario::Backlog => scenario::backlog(&ctx),
             Scenario::Glob50k => scenario::glob50k(&ctx),
             Scenario::Startup10k => scenario::startup10k(&ctx),
@@ -299,7 +307,17 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Some(dir) = &cli.floor_reader {
+        return match floor::reader(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("floor reader: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli) {
         // Incomplete deliveries are correctness failures, not slowness: they fail the run.
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

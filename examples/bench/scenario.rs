@@ -387,7 +387,7 @@ fn exact(count: u64, lines: u64) -> bool {
     count == lines
 }
 
-fn figures(
+pub fn figures(
     ctx: &Ctx,
     name: &str,
     files: usize,
@@ -515,6 +515,46 @@ pub fn wide(ctx: &Ctx) -> anyhow::Result<Figures> {
     throughput_then_idle(ctx, "wide", files, lines, Some(Duration::from_secs(5)))
 }
 
+/// Appends one line to each of `paths` every `period`, the writes spread evenly over it, for `secs`;
+/// calls `at_warm` once the warm-up (2 s, or one period) has passed, where the measured window
+/// starts. Returns the lines and bytes written.
+pub fn trickle(
+    paths: &[PathBuf],
+    gen: &mut LineGen,
+    period: Duration,
+    secs: u64,
+    mut at_warm: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, u64)> {
+    let files = paths.len().max(1);
+    let mut handles: Vec<std::fs::File> = paths
+        .iter()
+        .map(|p| std::fs::OpenOptions::new().append(true).open(p))
+        .collect::<Result<_, _>>()?;
+    let slot = period / files as u32;
+    let warmup = Duration::from_secs(2).max(period);
+    let start = Instant::now();
+    let mut warm = false;
+    let mut buf = Vec::with_capacity(512);
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    let ticks = (secs as f64 / period.as_secs_f64()) as u64 * files as u64;
+    for tick in 0..ticks {
+        let due = start + slot * tick as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if !warm && start.elapsed() >= warmup {
+            warm = true;
+            at_warm()?;
+        }
+        buf.clear();
+        let n = gen.line(&mut buf);
+        std::io::Write::write_all(&mut handles[(tick % files as u64) as usize], &buf)?;
+        bytes += n as u64;
+        lines += 1;
+    }
+    Ok((lines, bytes))
+}
+
 /// `idle1000`/`idle10000`: many files, each written one line every `period`, the writes spread
 /// evenly; the agent's CPU share and request rate while trickling.
 pub fn idle(
@@ -539,41 +579,23 @@ pub fn idle(
     let mut agent = stage.spawn_agent_with(ctx, env)?;
     tally.wait_for(&mut agent, files as u64)?;
 
-    let mut handles: Vec<std::fs::File> = paths
-        .iter()
-        .map(|p| std::fs::OpenOptions::new().append(true).open(p))
-        .collect::<Result<_, _>>()?;
-    let slot = period / files as u32;
-    let warmup = Duration::from_secs(2).max(period);
     let start = Instant::now();
     // The request count is missing from agents built before it existed: figures without it.
     let mut window: Option<(Instant, f64, Option<f64>, Option<f64>)> = None;
     // Discovery's own CPU: on a shared machine the agent's whole share moves with the neighbours'.
     let discovery = || stage.metric("logagent_discovery_seconds_total").ok();
-    let mut buf = Vec::with_capacity(512);
-    let mut trickled = 0u64;
-    let ticks = (secs as f64 / period.as_secs_f64()) as u64 * files as u64;
-    for tick in 0..ticks {
-        let due = start + slot * tick as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        if window.is_none() && start.elapsed() >= warmup {
-            // Read before the agent's CPU: the scrape is not the idle cost.
-            let disc = discovery();
-            window = Some((
-                Instant::now(),
-                cpu_seconds(agent.pid())?,
-                stage.kafka_requests().ok(),
-                disc,
-            ));
-        }
-        buf.clear();
-        let n = gen.line(&mut buf);
-        std::io::Write::write_all(&mut handles[(tick % files as u64) as usize], &buf)?;
-        bytes += n as u64;
-        trickled += 1;
-    }
+    let (trickled, written_bytes) = trickle(&paths, &mut gen, period, secs, || {
+        // Read before the agent's CPU: the scrape is not the idle cost.
+        let disc = discovery();
+        window = Some((
+            Instant::now(),
+            cpu_seconds(agent.pid())?,
+            stage.kafka_requests().ok(),
+            disc,
+        ));
+        Ok(())
+    })?;
+    bytes += written_bytes;
     let written = Instant::now();
     let (w_start, w_cpu, w_req, w_disc) = window.context("trickle shorter than its warm-up")?;
     let idle_cpu = cpu_seconds(agent.pid())? - w_cpu;
