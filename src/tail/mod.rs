@@ -211,6 +211,11 @@ impl Tailer {
         };
         // What ended the last nap: a file event, the poll timer, or a slot asked for.
         let mut woke = Woke::Start;
+        // One registration with the token for the whole run: a `cancelled()` made afresh in every
+        // nap's select joined and left the token's waiter list (shared by every tailer) at each
+        // wake-up of each file.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         let start = self.progress.acked();
         if start.offset > 0 {
             // The file may have been rewritten between the claim and now.
@@ -336,7 +341,7 @@ impl Tailer {
             }
             let nap = self.nap(idle_polls, last_growth);
             woke = tokio::select! {
-                _ = cancel.cancelled() => break,
+                _ = &mut cancelled => break,
                 _ = self.wake.notified() => Woke::Event,
                 // at_eof makes room if this file is caught up.
                 _ = self.registry.slot_asked() => Woke::SlotAsked,
