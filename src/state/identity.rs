@@ -56,6 +56,7 @@ impl Fingerprint {
         if u64::from(self.len) > size {
             return Ok(false);
         }
+        // The fingerprint's hex is the same xxh3 form as the tail hash's.
         bytes_at(file, 0, self.len as usize, |bytes| {
             TailHash::of(bytes).is_hex(&self.hex)
         })

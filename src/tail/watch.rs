@@ -103,8 +103,8 @@ struct DirRoute {
 
 #[derive(Default)]
 struct Routes {
-    /// By the file's path as bytes ([`route_key`]): `Path` hashes and compares component by
-    /// component, which was a quarter of the event thread's time with 1,000 trickling files.
+    /// By the file's path as bytes ([`route_key`]): `Path` hashes component by component, byte
+    /// by byte, at every event of every trickling file.
     files: HashMap<OsString, Vec<FileWaker>>,
     dirs: HashMap<PathBuf, DirRoute>,
     /// The directory each watch descriptor names, as [`route_key`] writes it: joined with an
