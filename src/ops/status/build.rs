@@ -137,6 +137,11 @@ pub fn build<'a>(
             // Only the listed files are sorted and written out: with 10,000 files, sorting them all
             // by path and making a string of each at every status write was most of its cost.
             if files.len() > MAX_FILES_PER_ENTRY {
+                // The largest lags come first: when enough files lag, the caught-up ones (most of
+                // 10,000 idle files) cannot be listed, and are not compared path by path to find out.
+                if files.iter().filter(|f| f.lag > 0).count() >= MAX_FILES_PER_ENTRY {
+                    files.retain(|f| f.lag > 0);
+                }
                 files.select_nth_unstable_by(MAX_FILES_PER_ENTRY - 1, Listed::order);
                 files.truncate(MAX_FILES_PER_ENTRY);
             }
@@ -323,19 +328,26 @@ mod tests {
     }
 
     /// The listed files are the largest lags, ties by path, as a sort of every file gives (only
-    /// the listed ones are sorted now).
+    /// the listed ones are sorted now): with many files lagging, and with fewer lagging than are
+    /// listed (the rest then by path among the caught-up ones).
     #[test]
     fn the_listed_files_are_the_largest_lags_then_by_path() {
+        for lagging_one_in in [1, 50] {
+            listed_as_a_full_sort_lists(lagging_one_in);
+        }
+    }
+
+    fn listed_as_a_full_sort_lists(lagging_one_in: u64) {
         let d = desired(r#"[{"path":"/l/*.log","topic":"t"}]"#);
         // Many equal lags, so the cut falls inside a run of ties broken by path.
         let files: Vec<OpenFile> = (0..500u64)
             .map(|i| {
-                open(
-                    &format!("/l/{}.log", (i * 7919) % 1000),
-                    "t",
-                    i,
-                    (i * 31) % 7,
-                )
+                let lag = if i % lagging_one_in == 0 {
+                    (i * 31) % 7
+                } else {
+                    0
+                };
+                open(&format!("/l/{}.log", (i * 7919) % 1000), "t", i, lag)
             })
             .collect();
         let s = status_of(&d, &files);
