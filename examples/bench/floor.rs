@@ -24,10 +24,10 @@ use crate::gen::{write_file, LineGen};
 use crate::probe::{cpu_seconds, status_mib};
 use crate::scenario::{figures, trickle, Ctx, Figures};
 
-/// As the agent: `tail::watch::COALESCE`, the guard's bytes, the guarded read's size, the head.
+/// As the agent: its coalescing window, the guard's bytes, the guarded read's size, the head.
 const WINDOW: Duration = logagent::tail::watch::COALESCE;
 const GUARD: u64 = logagent::state::identity::TAIL_HASH_LEN;
-const READ: usize = 1024;
+const READ: usize = logagent::tail::GUARDED_READ_BYTES;
 const HEAD: usize = logagent::state::identity::HEAD_GUARD_LEN;
 
 /// The reader (the child): every file in `dir`, from its end, until killed. Prints "ready" once

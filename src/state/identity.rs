@@ -106,6 +106,11 @@ impl TailHash {
         u64::from_str_radix(hex, 16).ok().map(|h| TailHash(Some(h)))
     }
 
+    /// The hash of no bytes (offset 0, an empty file).
+    pub fn is_empty(self) -> bool {
+        self.0.is_none()
+    }
+
     /// Whether `hex` is this hash as the checkpoint stores it, without allocating.
     pub fn is_hex(self, hex: &str) -> bool {
         TailHash::from_hex(hex) == Some(self)

@@ -624,7 +624,8 @@ impl Registry {
             .map(|r| OpenFile {
                 path: Cow::Borrowed(r.cp.path.as_path()),
                 topic: Cow::Borrowed(r.cp.topic.as_str()),
-                // Not `mark()`, which copies the tail hash: the offset is all the status shows.
+                // Not `mark()`, which decodes a closed file's stored tail hash: the offset is all the
+                // status shows.
                 acked: r
                     .progress
                     .as_ref()

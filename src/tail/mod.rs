@@ -188,7 +188,7 @@ fn guard_error(e: io::Error) -> io::Error {
 /// How much the guarded read asks for: a trickle's wake-up finds a line or a few; more is read
 /// by the next round's sized read. The buffer keeps this much per idle file (4 KiB cost idle10000
 /// ~25 MiB of RSS; 1 KiB ~3 MiB).
-const GUARDED_READ_BYTES: usize = 1024;
+pub const GUARDED_READ_BYTES: usize = 1024;
 
 enum Flow {
     Continue,

@@ -87,7 +87,9 @@ impl Publisher {
         let source = self.handles.source_status.borrow().clone();
         let problems = self.handles.metrics.file_problems();
         let kafka_ok = self.handles.kafka.is_reachable() && self.handles.kafka.fatal().is_none();
-        let desired = self.desired.borrow().clone();
+        // Borrowed for the build, not copied: nothing that writes the configuration takes the
+        // registry's lock.
+        let desired = self.desired.borrow();
         self.handles.registry.with_open_files(|open| {
             build(
                 &self.identity,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-use crate::state::identity::FINGERPRINT_MAX;
+use crate::state::identity::{TailHash, FINGERPRINT_MAX};
 
 /// The on-disk format version this agent reads and writes.
 pub const VERSION: u32 = 1;
@@ -224,9 +224,6 @@ pub(super) fn check_entry(index: usize, file: &FileCheckpoint) -> Result<(), For
 }
 
 fn hash_matches_len(hash: &str, covered: u64) -> bool {
-    if covered == 0 {
-        hash.is_empty()
-    } else {
-        hash.len() == 16 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    }
+    // The stored form is `TailHash`'s (fingerprints share it): 16 lowercase hex digits, "" for none.
+    TailHash::from_hex(hash).is_some_and(|h| h.is_empty() == (covered == 0))
 }
