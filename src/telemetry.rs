@@ -82,6 +82,9 @@ pub struct Metrics {
     pub files_refused: Counter,
     pub checkpoint_records_gone: Counter,
     file_lag_bytes: Family<PathLabel, Gauge>,
+    /// Series of `file_lag_bytes` removed so far: a holder of a kept gauge fetches it again only
+    /// when this moved (see [`Metrics::file_lag_gauge`]).
+    lag_series_removed: std::sync::atomic::AtomicU64,
     pub kafka_reachable: Gauge,
     pub status_publishes: Counter,
     pub status_publish_failures: Counter,
@@ -139,6 +142,7 @@ impl Metrics {
             files_refused: Counter::default(),
             checkpoint_records_gone: Counter::default(),
             file_lag_bytes: Family::default(),
+            lag_series_removed: Default::default(),
             kafka_reachable: Gauge::default(),
             status_publishes: Counter::default(),
             status_publish_failures: Counter::default(),
@@ -363,7 +367,7 @@ impl Metrics {
     /// The lag gauge of `path`'s series (none with per-file metrics off). Callers keep it and set it
     /// as the lag moves: making the label at every change was a fifth of the checkpoint pass with
     /// 10,000 trickling files. A kept gauge is detached once its series is cleared (a rotated file
-    /// released at the path), so callers fetch it again now and then.
+    /// released at the path), so callers fetch it again after [`Metrics::lag_series_removed`] moved.
     pub fn file_lag_gauge(&self, path: &Path) -> Option<Gauge> {
         self.per_file.then(|| {
             let l = PathLabel {
@@ -413,7 +417,15 @@ impl Metrics {
             self.file_lag_bytes.remove(&PathLabel {
                 path: path.display().to_string(),
             });
+            self.lag_series_removed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// How many lag series were removed so far: kept gauges may be detached when it moved.
+    pub fn lag_series_removed(&self) -> u64 {
+        self.lag_series_removed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     // ---- events: each logs once and counts ----
