@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::document::{check_entry, FileCheckpoint, FormatError};
+use super::document::{check_entry, write_entry, FileCheckpoint, FormatError, Layout};
 
 /// The journal format version this agent reads and writes (its header's `"journal"`).
 pub const JOURNAL_VERSION: u32 = 1;
@@ -18,10 +18,10 @@ struct JournalHeader {
     snapshot_xxh3: String,
 }
 
+/// The lines written through serde (a set line is written by hand: [`set_line`]).
 #[derive(Serialize)]
 #[serde(rename_all = "lowercase")]
-enum LineOut<'a> {
-    Set(&'a FileCheckpoint),
+enum LineOut {
     Forget { dev: u64, ino: u64 },
 }
 
@@ -32,12 +32,14 @@ enum LineIn {
     Forget { dev: u64, ino: u64 },
 }
 
-/// The journal line recording `file` as it is now (compact JSON and a newline), after the checks
-/// of [`entry_text`].
+/// The journal line recording `file` as it is now (compact JSON and a newline, byte for byte what
+/// serde writes), after the checks of [`entry_text`].
 pub fn set_line(file: &FileCheckpoint) -> Result<Vec<u8>, FormatError> {
     check_entry(0, file)?;
-    let mut out = serde_json::to_vec(&LineOut::Set(file)).map_err(FormatError::Encode)?;
-    out.push(b'\n');
+    let mut out = Vec::with_capacity(200 + file.path.as_os_str().len() + file.topic.len());
+    out.extend_from_slice(b"{\"set\":");
+    write_entry(&mut out, file, Layout::Compact)?;
+    out.extend_from_slice(b"}\n");
     Ok(out)
 }
 

@@ -1358,6 +1358,28 @@ mod tests {
         }
 
         #[test]
+        fn a_set_line_is_what_serde_writes(
+            base in arb_entry(),
+            path in arb_text(),
+            topic in arb_text(),
+        ) {
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "lowercase")]
+            enum Line<'a> {
+                Set(&'a FileCheckpoint),
+            }
+            let file = FileCheckpoint {
+                path: PathBuf::from(format!("/{path}")),
+                topic,
+                ..base
+            };
+            let mut want = serde_json::to_vec(&Line::Set(&file)).unwrap();
+            want.push(b'\n');
+            let got = set_line(&file).unwrap();
+            prop_assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+        }
+
+        #[test]
         fn encode_decode_round_trips(files in proptest::collection::vec(arb_entry(), 0..8)) {
             let bytes = encode(&files).unwrap();
             let decoded = decode(&bytes).unwrap();
