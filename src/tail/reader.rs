@@ -27,7 +27,8 @@ pub struct Split {
     pub empty_skipped: u64,
     /// The batch hit its line limit: more complete lines may be buffered.
     pub limited: bool,
-    /// Per line: it continues the line before it (a later chunk of an over-long line).
+    /// Per line: it continues the line before it (a later chunk of an over-long line). Empty when
+    /// no line does: most batches, which then allocate nothing for it.
     pub continues: Vec<bool>,
     /// The last (up to) `TAIL_HASH_LEN` consumed bytes, when the consumed chunk holds that many: the
     /// tail hash is then taken from memory instead of being read back from the file.
@@ -123,9 +124,15 @@ impl Split {
         if later.end_offset == 0 {
             return;
         }
+        let before = self.lines.len();
         self.lines.extend(later.lines);
         self.ends.extend(later.ends);
-        self.continues.extend(later.continues);
+        if !later.continues.is_empty() {
+            self.continues.resize(before, false);
+            self.continues.extend(later.continues);
+        } else if !self.continues.is_empty() {
+            self.continues.resize(self.lines.len(), false);
+        }
         self.end_offset = later.end_offset;
         self.long_lines_split += later.long_lines_split;
         self.empty_skipped += later.empty_skipped;
@@ -152,6 +159,15 @@ pub struct LineSplitter {
     skip_empty: bool,
     newline: Newline,
     track_starts: bool,
+}
+
+/// A line found by [`LineSplitter::take_lines`]: (start, end of content or `usize::MAX` for a
+/// line consumed without a record, end with its terminator, continues the line before).
+type Range = (usize, usize, usize, bool);
+
+thread_local! {
+    /// [`LineSplitter::take_lines`]'s scratch list of the lines it found.
+    static RANGES: std::cell::Cell<Vec<Range>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl LineSplitter {
@@ -319,8 +335,10 @@ impl LineSplitter {
     /// Cuts up to `max_lines` complete lines (and chunks of over-long lines) out of the buffer.
     pub fn take_lines(&mut self, max_lines: usize) -> Split {
         let mut split = Split::default();
-        // (start, end of content, end incl. eol, continues the line before)
-        let mut ranges: Vec<(usize, usize, usize, bool)> = Vec::new();
+        // A scratch list per thread, not per call: growing a new one was a tenth of a trickling
+        // line's cost, and one kept per splitter would hold memory for every idle file.
+        let mut ranges = RANGES.take();
+        ranges.clear();
         let mut start = 0usize;
         let mut pos = self.scanned;
         loop {
@@ -367,6 +385,7 @@ impl LineSplitter {
         let consumed = ranges.last().map_or(0, |r| r.2).max(start);
         self.scanned = pos.max(consumed) - consumed;
         if consumed == 0 {
+            RANGES.set(ranges);
             return split;
         }
         let chunk = self.buf.split_to(consumed).freeze();
@@ -375,29 +394,30 @@ impl LineSplitter {
         }
         split.lines.reserve_exact(ranges.len());
         split.ends.reserve_exact(ranges.len());
-        split.continues.reserve_exact(ranges.len());
-        for (s, e, end, continues) in ranges {
+        let any_continues = ranges.iter().any(|r| r.3 && r.1 != usize::MAX);
+        if any_continues {
+            split.continues.reserve_exact(ranges.len());
+        }
+        for &(s, e, end, continues) in &ranges {
             if e != usize::MAX {
                 split.lines.push(chunk.slice(s..e));
                 split.ends.push(self.base + end as u64);
-                split.continues.push(continues);
+                if any_continues {
+                    split.continues.push(continues);
+                }
                 if self.track_starts {
                     split.starts.push(self.base + s as u64);
                 }
             }
         }
+        RANGES.set(ranges);
         self.base += consumed as u64;
         split.end_offset = self.base;
         split
     }
 
     /// Marks a skipped line so the consumed range still advances past it.
-    fn consume_without_record(
-        &self,
-        ranges: &mut Vec<(usize, usize, usize, bool)>,
-        start: usize,
-        end: usize,
-    ) {
+    fn consume_without_record(&self, ranges: &mut Vec<Range>, start: usize, end: usize) {
         ranges.push((start, usize::MAX, end, false));
     }
 
@@ -673,6 +693,29 @@ mod tests {
         assert!(!resumes_mid_line(&f, 0).unwrap());
         assert!(resumes_mid_line(&f, 4).unwrap());
         assert!(!resumes_mid_line(&f, 9).unwrap());
+    }
+
+    /// A batch where no line continues another carries no flags (most batches: nothing to
+    /// allocate); appended to one that has them, or they to it, every line keeps its own.
+    #[test]
+    fn continuation_flags_are_kept_line_by_line_across_appends() {
+        let mut s = LineSplitter::new(0, 4, 4, false);
+        s.push(b"ab\ncd\n");
+        let plain = s.take_lines(100);
+        assert!(plain.continues.is_empty(), "no line continues: no flags");
+        s.push(b"efghij\n");
+        let chunked = s.take_lines(100);
+        assert_eq!(chunked.continues, vec![false, true]);
+        s.push(b"kl\n");
+        let after = s.take_lines(100);
+
+        let mut got = Split::default();
+        got.append(plain);
+        got.append(chunked);
+        got.append(after);
+        assert_eq!(lines(&got), vec![&b"ab"[..], b"cd", b"efgh", b"ij", b"kl"]);
+        assert_eq!(got.continues, vec![false, false, false, true, false]);
+        assert_eq!(got.ends, vec![3, 6, 10, 13, 16]);
     }
 
     /// Each continued piece of a line is flagged, so multiline can join the pieces without a separator.
