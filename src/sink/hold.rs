@@ -59,7 +59,10 @@ impl Held {
         self.lines = 0;
         self.bytes = 0;
         self.since = None;
-        std::mem::take(&mut self.batches)
+        // The next hold is sized like this one: growing the list batch by batch from empty was a
+        // realloc every few batches (2 % of idle10000's samples, ~250 batches held per flush).
+        let next = Vec::with_capacity(self.batches.len());
+        std::mem::replace(&mut self.batches, next)
     }
 }
 
