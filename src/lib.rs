@@ -30,13 +30,15 @@
 //! - [`ops`]: what operators see: `/metrics` `/healthz` `/readyz` ([`ops::http`]), status in etcd
 //!   ([`ops::status`]), `logagent status` ([`ops::fleet`]), `logagent preview` ([`ops::preview`]).
 //! - Ground floor, used by all: [`telemetry`] (metric names, one function per observable event),
-//!   [`backoff`] (every retry schedule), [`atomic_file`], [`clock`].
+//!   [`backoff`] (every retry schedule), [`atomic_file`], [`clock`], [`allocator`] (jemalloc, and
+//!   giving freed memory back).
 //! - [`host_metrics`]: `"type": "host_metrics"` entries: /proc samples as InfluxDB line protocol,
 //!   to a topic through the same sink, or to InfluxDB ([`host_metrics::influx`]).
 //! - [`app`]: wiring and the ordered shutdown: stop reading → flush deliveries → final checkpoint
 //!   (a fatal producer error takes the same path and exits non-zero); [`handles`]: what reporters
 //!   read.
 
+pub mod allocator;
 pub mod app;
 pub mod atomic_file;
 pub mod backoff;

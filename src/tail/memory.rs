@@ -1,11 +1,12 @@
 //! Giving freed read buffers back to the system.
 //!
-//! Tailers drop their read buffers when caught up, but glibc keeps freed memory in its arenas: the
-//! buffers (256 KiB to ~1.25 MiB) are freed by whichever thread drops the last line of a batch, grown
-//! buffers pushed glibc's dynamic mmap threshold up so they live on the heap, and a heap is only
-//! shrunk from its top. After a backlog across thousands of files the agent would stay at its peak
-//! RSS while idle. `malloc_trim(0)` returns the free pages of every arena; it walks them under their
-//! locks, so it runs at most every few seconds and only after buffers were released — never per read.
+//! Tailers drop their read buffers when caught up, but allocators keep freed memory: the buffers
+//! (256 KiB to ~1.25 MiB) are freed by whichever thread drops the last line of a batch, and jemalloc
+//! returns dirty pages only as it decays them while it is used (glibc, which librdkafka allocates
+//! with, keeps grown heaps until trimmed from their top). After a backlog across thousands of files
+//! the agent would stay at its peak RSS while idle. A purge of every jemalloc arena and
+//! `malloc_trim(0)` return the free pages; both walk arenas under their locks, so they run at most
+//! every few seconds and only after buffers were released — never per read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -38,9 +39,9 @@ pub async fn run_trimmer(interval: Duration, stop: CancellationToken) {
     }
 }
 
-/// Returns free heap memory to the system (glibc only; other allocators return memory themselves or
-/// offer no such call).
+/// Returns free heap memory to the system: the agent's (jemalloc) and librdkafka's (glibc).
 pub fn trim() {
+    crate::allocator::purge();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
     unsafe {
