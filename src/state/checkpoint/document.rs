@@ -175,8 +175,11 @@ enum Value<'a> {
 
 /// The version-1 document around entry texts (from [`entry_text`]) already in identity order:
 /// byte for byte what `serde_json::to_vec_pretty` gives for the whole document.
-pub fn document<'a>(entries: impl Iterator<Item = &'a str>) -> Vec<u8> {
-    let mut out = format!("{{\n  \"version\": {VERSION},\n  \"files\": [").into_bytes();
+pub fn document<'a>(entries: impl Iterator<Item = &'a str> + Clone) -> Vec<u8> {
+    // Sized up front: grown by doubling, idle10000's 2.5 MB snapshot was copied again and again.
+    let size = entries.clone().map(|e| e.len() + 2).sum::<usize>() + 64;
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(format!("{{\n  \"version\": {VERSION},\n  \"files\": [").as_bytes());
     let mut any = false;
     for text in entries {
         out.extend_from_slice(if any { b",\n" } else { b"\n" });

@@ -35,12 +35,22 @@ enum LineIn {
 /// The journal line recording `file` as it is now (compact JSON and a newline, byte for byte what
 /// serde writes), after the checks of [`entry_text`].
 pub fn set_line(file: &FileCheckpoint) -> Result<Vec<u8>, FormatError> {
-    check_entry(0, file)?;
-    let mut out = Vec::with_capacity(200 + file.path.as_os_str().len() + file.topic.len());
-    out.extend_from_slice(b"{\"set\":");
-    write_entry(&mut out, file, Layout::Compact)?;
-    out.extend_from_slice(b"}\n");
+    let mut out =
+        Vec::with_capacity(SET_LINE_BYTES + file.path.as_os_str().len() + file.topic.len());
+    write_set_line(&mut out, file)?;
     Ok(out)
+}
+
+/// A set line's bytes besides its path and topic, about: what a caller reserves per line.
+pub const SET_LINE_BYTES: usize = 200;
+
+/// [`set_line`], appended to `out` (a save writes a thousand of them into one buffer).
+pub fn write_set_line(out: &mut Vec<u8>, file: &FileCheckpoint) -> Result<(), FormatError> {
+    check_entry(0, file)?;
+    out.extend_from_slice(b"{\"set\":");
+    write_entry(out, file, Layout::Compact)?;
+    out.extend_from_slice(b"}\n");
+    Ok(())
 }
 
 /// The journal line recording that the entry of `(dev, ino)` is gone.

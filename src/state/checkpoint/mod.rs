@@ -30,7 +30,7 @@ use std::time::SystemTime;
 use crate::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
 
 pub use document::{decode, document, encode, entry_text, FileCheckpoint, FormatError, VERSION};
-pub use journal::{forget_line, set_line, JOURNAL_VERSION};
+pub use journal::{forget_line, set_line, write_set_line, JOURNAL_VERSION, SET_LINE_BYTES};
 use journal::{header_line, snapshot_hash, Replay, SnapshotId};
 
 const FILE_NAME: &str = "checkpoints.json";
