@@ -173,6 +173,15 @@ struct Inner {
     open: usize,
 }
 
+impl Inner {
+    /// Adds (or replaces) a record: new, so changed, and listed as such.
+    fn insert(&mut self, key: FileKey, record: Record) {
+        debug_assert!(record.changed, "a new record is saved");
+        self.files.insert(key, record);
+        self.changed.push(key);
+    }
+}
+
 pub struct Registry {
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
@@ -191,31 +200,17 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(stored: Vec<FileCheckpoint>, metrics: Arc<Metrics>) -> Arc<Registry> {
-        let files: BTreeMap<FileKey, Record> = stored
-            .into_iter()
-            .map(|cp| {
-                let key = FileKey {
-                    dev: cp.dev,
-                    ino: cp.ino,
-                };
-                (key, Record::new(cp, None, false))
-            })
-            .collect();
-        // New records are changed (see `Record::new`).
-        let changed = files.keys().copied().collect();
+        // Loaded records are closed until claimed.
+        let mut inner = Inner::default();
+        for cp in stored {
+            let key = FileKey {
+                dev: cp.dev,
+                ino: cp.ino,
+            };
+            inner.insert(key, Record::new(cp, None, false));
+        }
         Arc::new(Registry {
-            inner: Mutex::new(Inner {
-                files,
-                dirty: false,
-                pulls: 0,
-                lag_removals: 0,
-                encoded: 0,
-                removed: Vec::new(),
-                changed,
-                visited: 0,
-                // Loaded records are closed until claimed.
-                open: 0,
-            }),
+            inner: Mutex::new(inner),
             metrics,
             max_open: AtomicUsize::new(usize::MAX),
             slots_wanted: std::sync::atomic::AtomicBool::new(false),
@@ -346,10 +341,7 @@ impl Registry {
             updated_ms: now,
             gone_since_ms: None,
         };
-        inner
-            .files
-            .insert(key, Record::new(cp, Some(progress.clone()), true));
-        inner.changed.push(key);
+        inner.insert(key, Record::new(cp, Some(progress.clone()), true));
         // Not open before: an open record returned above.
         inner.open += 1;
         inner.dirty = true;

@@ -18,7 +18,6 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -121,7 +120,7 @@ impl Routes {
         wd: &WatchDescriptor,
         mask: EventMask,
         name: Option<&Path>,
-        key: &mut OsString,
+        key: &mut PathBuf,
         out: &mut Vec<Arc<Notify>>,
     ) {
         let Some(dir) = self.wds.get(wd) else {
@@ -130,12 +129,9 @@ impl Routes {
         let (file, dirs) = concerns(mask);
         if file {
             let ws = name.and_then(|n| {
-                // As `dir.join(n)`: an event's name is one component, never absolute.
+                // `dir.join(n)` into the kept buffer.
                 key.clear();
                 key.push(dir);
-                if !dir.as_os_str().as_bytes().ends_with(b"/") {
-                    key.push("/");
-                }
                 key.push(n);
                 self.files.get(key.as_os_str())
             });
@@ -462,7 +458,7 @@ fn run(
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut wake: Vec<Arc<Notify>> = Vec::new();
-    let mut key = OsString::new();
+    let mut key = PathBuf::new();
     while wait(&inotify, &stop) {
         std::thread::sleep(window);
         loop {

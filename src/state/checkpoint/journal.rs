@@ -33,7 +33,9 @@ enum LineIn {
 }
 
 /// The journal line recording `file` as it is now (compact JSON and a newline, byte for byte what
-/// serde writes), after the checks of [`entry_text`].
+/// serde writes), after the checks of [`entry_text`]. Saves write theirs into one buffer with
+/// [`write_set_line`]; this one line is for tests.
+#[cfg(test)]
 pub fn set_line(file: &FileCheckpoint) -> Result<Vec<u8>, FormatError> {
     let mut out =
         Vec::with_capacity(SET_LINE_BYTES + file.path.as_os_str().len() + file.topic.len());

@@ -30,7 +30,9 @@ use std::time::SystemTime;
 use crate::atomic_file::{sync_parent_dir, tmp_path, write_atomic};
 
 pub use document::{decode, document, encode, entry_text, FileCheckpoint, FormatError, VERSION};
-pub use journal::{forget_line, set_line, write_set_line, JOURNAL_VERSION, SET_LINE_BYTES};
+#[cfg(test)]
+pub use journal::set_line;
+pub use journal::{forget_line, write_set_line, JOURNAL_VERSION, SET_LINE_BYTES};
 use journal::{header_line, snapshot_hash, Replay, SnapshotId};
 
 const FILE_NAME: &str = "checkpoints.json";
@@ -115,7 +117,7 @@ pub enum CheckpointError {
 pub enum Save {
     /// A whole document (see [`document`]): compaction.
     Snapshot(Vec<u8>),
-    /// Journal lines (see [`set_line`], [`forget_line`]).
+    /// Journal lines (see [`write_set_line`], [`forget_line`]).
     Append(Vec<u8>),
 }
 
