@@ -62,7 +62,7 @@ fi
 
 TANSU_VERSION=0.6.0
 if ! { [ -x "$HOME/.cargo/bin/tansu" ] && "$HOME/.cargo/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; }; then
-  echo "install-deps: cargo install tansu $TANSU_VERSION (about 9 minutes on 2 cores, once per machine)"
+  echo "install-deps: cargo install tansu $TANSU_VERSION (about 20 minutes on 2 cores, once per machine)"
   cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,libsql
 fi
 echo "install-deps: ok (protoc, etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), influxd $(influxd version 2>/dev/null | awk '{print $2}'), tansu $TANSU_VERSION)"
