@@ -49,6 +49,7 @@ impl Start {
 /// One open file as the status reports it: borrowed from the registry while it is locked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpenFile<'a> {
+    pub key: FileKey,
     pub path: Cow<'a, Path>,
     pub topic: Cow<'a, str>,
     /// Acknowledged offset.
@@ -665,9 +666,10 @@ impl Registry {
         let inner = self.lock();
         let open: Vec<OpenFile<'_>> = inner
             .files
-            .values()
-            .filter(|r| r.open)
-            .map(|r| OpenFile {
+            .iter()
+            .filter(|(_, r)| r.open)
+            .map(|(key, r)| OpenFile {
+                key: *key,
                 path: Cow::Borrowed(r.cp.path.as_path()),
                 topic: Cow::Borrowed(r.cp.topic.as_str()),
                 // Not `mark()`, which decodes a closed file's stored tail hash: the offset is all the

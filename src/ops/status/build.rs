@@ -2,10 +2,12 @@
 //! source and the metrics report.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 
 use crate::config::collect::{CollectEntry, PathMatcher};
 use crate::config::source::{Desired, SourceStatus};
+use crate::state::identity::FileKey;
 pub use crate::state::registry::OpenFile;
 use crate::telemetry::FileProblem;
 
@@ -75,25 +77,94 @@ impl Listed<'_> {
     }
 }
 
+/// What a status is built from, read at one moment.
+pub struct State<'a> {
+    pub source: &'a SourceStatus,
+    pub desired: Option<&'a Desired>,
+    pub open: &'a [OpenFile<'a>],
+    pub problems: &'a HashMap<PathBuf, FileProblem>,
+    pub kafka_reachable: bool,
+    pub now_unix_ms: u64,
+}
+
+/// Which entry each open file counts under, kept from one status write to the next: matching
+/// every open path against the entries' patterns at each write was half the status build with
+/// 10,000 files (perf, idle10000). A file is matched again only when the entries change or the
+/// registry knows it under another path or topic; a file no longer open is forgotten.
+#[derive(Default)]
+pub struct Owners {
+    /// The entries the answers hold for.
+    entries: Vec<CollectEntry>,
+    files: HashMap<FileKey, Owner>,
+    /// Hashes a file's path and topic: an answer holds only for the name it was found for.
+    names: RandomState,
+    builds: u64,
+    /// Files matched against the entries' patterns so far.
+    matched: u64,
+}
+
+struct Owner {
+    /// The hash of the path and topic the answer was found for.
+    name: u64,
+    entry: Option<usize>,
+    /// The build that last saw the file open.
+    seen: u64,
+}
+
+impl Owners {
+    /// Starts a build for `entries`: answers found for other entries no longer hold.
+    fn start(&mut self, entries: &[CollectEntry]) {
+        if self.entries != entries {
+            self.entries = entries.to_vec();
+            self.files.clear();
+        }
+        self.builds += 1;
+    }
+
+    /// The index of the entry `f` counts under: the first whose topic is the file's and whose
+    /// paths own it.
+    fn entry_of(&mut self, matchers: &[EntryMatcher<'_>], f: &OpenFile<'_>) -> Option<usize> {
+        let name = self.names.hash_one((f.path.as_ref(), f.topic.as_ref()));
+        let builds = self.builds;
+        if let Some(o) = self.files.get_mut(&f.key) {
+            if o.name == name {
+                o.seen = builds;
+                return o.entry;
+            }
+        }
+        self.matched += 1;
+        let entry = matchers
+            .iter()
+            .position(|m| m.entry.topic == f.topic && m.owns(&f.path));
+        let seen = builds;
+        self.files.insert(f.key, Owner { name, entry, seen });
+        entry
+    }
+
+    /// Ends a build: files it did not see open are forgotten.
+    fn finish(&mut self) {
+        let builds = self.builds;
+        self.files.retain(|_, o| o.seen == builds);
+    }
+}
+
 /// The status value from the agent's current state. Each file is counted under the first entry that
 /// matches it (the registry lets only one entry read a file).
-pub fn build<'a>(
-    id: &Identity,
-    source: &SourceStatus,
-    desired: Option<&Desired>,
-    open: &'a [OpenFile<'a>],
-    problems: &'a HashMap<PathBuf, FileProblem>,
-    kafka_reachable: bool,
-    now_unix_ms: u64,
-) -> HostStatus {
+pub fn build<'a>(id: &Identity, state: &State<'a>, owners: &mut Owners) -> HostStatus {
+    let State {
+        source,
+        desired,
+        open,
+        problems,
+        kafka_reachable,
+        now_unix_ms,
+    } = *state;
     let entries = desired.map_or(&[][..], |d| &d.entries[..]);
     let matchers: Vec<EntryMatcher<'_>> = entries.iter().map(EntryMatcher::new).collect();
     let mut files: Vec<Vec<Listed<'_>>> = (0..entries.len()).map(|_| Vec::new()).collect();
+    owners.start(entries);
     for f in open {
-        if let Some(i) = matchers
-            .iter()
-            .position(|m| m.entry.topic == f.topic && m.owns(&f.path))
-        {
+        if let Some(i) = owners.entry_of(&matchers, f) {
             files[i].push(Listed {
                 path: f.path.as_ref(),
                 acked: f.acked,
@@ -102,6 +173,7 @@ pub fn build<'a>(
             });
         }
     }
+    owners.finish();
     // A set, not a scan of `open` per problem: with thousands of files waiting for a slot under
     // `max_open_files` (each a problem) beside thousands open, the scan was most of the agent's CPU.
     // Only when there are problems: hashing 10,000 open paths for none was a fifth of a status write.
@@ -197,19 +269,29 @@ mod tests {
 
     /// The status of `files` open under `d`, with no problems and Kafka reachable.
     fn status_of(d: &Desired, files: &[OpenFile]) -> HostStatus {
-        build(
-            &identity(),
-            &SourceStatus::default(),
-            Some(d),
-            files,
-            &HashMap::new(),
-            true,
-            0,
-        )
+        build_once(State {
+            source: &SourceStatus::default(),
+            desired: Some(d),
+            open: files,
+            problems: &HashMap::new(),
+            kafka_reachable: true,
+            now_unix_ms: 0,
+        })
+    }
+
+    /// A status built with no answers kept from an earlier build.
+    fn build_once(state: State<'_>) -> HostStatus {
+        build(&identity(), &state, &mut Owners::default())
     }
 
     fn open(path: &str, topic: &str, acked: u64, lag: u64) -> OpenFile<'static> {
         OpenFile {
+            // A key per path, as the registry's would be.
+            key: FileKey {
+                dev: 1,
+                ino: std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
+                    .hash_one(path),
+            },
             path: Cow::Owned(path.into()),
             topic: Cow::Owned(topic.into()),
             acked,
@@ -254,15 +336,14 @@ mod tests {
                 problem("Kafka rejected a record: too large", 3),
             ),
         ]);
-        let s = build(
-            &identity(),
-            &source,
-            Some(&d),
-            &files,
-            &problems,
-            true,
-            9_000,
-        );
+        let s = build_once(State {
+            source: &source,
+            desired: Some(&d),
+            open: &files,
+            problems: &problems,
+            kafka_reachable: true,
+            now_unix_ms: 9_000,
+        });
         assert_eq!(
             (s.applied_revision, s.config_error.as_deref()),
             (Some(42), Some("revision 43 rejected"))
@@ -370,32 +451,119 @@ mod tests {
         );
     }
 
+    fn keyed(ino: u64, path: &str, topic: &str) -> OpenFile<'static> {
+        OpenFile {
+            key: FileKey { dev: 1, ino },
+            ..open(path, topic, 0, 0)
+        }
+    }
+
+    fn state<'a>(d: &'a Desired, files: &'a [OpenFile<'a>]) -> State<'a> {
+        State {
+            source: &SOURCE,
+            desired: Some(d),
+            open: files,
+            problems: &NO_PROBLEMS,
+            kafka_reachable: true,
+            now_unix_ms: 0,
+        }
+    }
+
+    static SOURCE: SourceStatus = SourceStatus {
+        applied_revision: None,
+        last_error: None,
+        connected: true,
+        from_saved: false,
+    };
+    static NO_PROBLEMS: std::sync::LazyLock<HashMap<PathBuf, FileProblem>> =
+        std::sync::LazyLock::new(HashMap::new);
+
+    /// Status writes with the same entries and the same open files match each file against the
+    /// patterns once, and count the same.
+    #[test]
+    fn a_file_is_matched_once_while_the_entries_and_its_name_stay() {
+        let d = desired(
+            r#"[{"path":"/l/*.log","topic":"t","exclude":["/l/skip.log"]},
+                {"path":"/m/*.log","topic":"u"}]"#,
+        );
+        let files = [
+            keyed(1, "/l/a.log", "t"),
+            keyed(2, "/l/skip.log", "t"),
+            keyed(3, "/m/b.log", "u"),
+            keyed(4, "/m/c.log", "t"),
+        ];
+        let mut owners = Owners::default();
+        let first = build(&identity(), &state(&d, &files), &mut owners);
+        assert_eq!(owners.matched, 4);
+        let again = build(&identity(), &state(&d, &files), &mut owners);
+        assert_eq!(owners.matched, 4, "matched again with nothing changed");
+        assert!(first.same_as(&again));
+        let counted: Vec<usize> = again.entries.iter().map(|e| e.files_matched).collect();
+        assert_eq!(
+            counted,
+            [1, 1],
+            "the excluded file and the other topic's are not counted"
+        );
+    }
+
+    /// A kept answer holds only for the entries and the name it was found for, and only while the
+    /// file stays open.
+    #[test]
+    fn a_file_is_matched_again_when_the_entries_or_its_name_change() {
+        let logs = desired(r#"[{"path":"/l/*.log","topic":"t"}]"#);
+        let texts = desired(r#"[{"path":"/l/*.txt","topic":"t"}]"#);
+        let mut owners = Owners::default();
+        let count = |d: &Desired, files: &[OpenFile<'_>], owners: &mut Owners| {
+            build(&identity(), &state(d, files), owners).entries[0].files_matched
+        };
+        assert_eq!(count(&logs, &[keyed(1, "/l/a.log", "t")], &mut owners), 1);
+        assert_eq!(
+            count(&texts, &[keyed(1, "/l/a.log", "t")], &mut owners),
+            0,
+            "an answer found for other entries was kept"
+        );
+        assert_eq!(
+            count(&texts, &[keyed(1, "/l/a.txt", "t")], &mut owners),
+            1,
+            "an answer found under another name was kept"
+        );
+        assert_eq!(
+            count(&texts, &[keyed(1, "/l/a.txt", "x")], &mut owners),
+            0,
+            "an answer found under another topic was kept"
+        );
+        assert_eq!(owners.files.len(), 1);
+        count(&texts, &[], &mut owners);
+        assert!(
+            owners.files.is_empty(),
+            "a file no longer open is forgotten"
+        );
+    }
+
     #[test]
     fn no_configuration_yet_gives_no_entries() {
-        let s = build(
-            &identity(),
-            &SourceStatus::default(),
-            None,
-            &[open("/a", "t", 0, 1)],
-            &HashMap::new(),
-            false,
-            0,
-        );
+        let s = build_once(State {
+            source: &SourceStatus::default(),
+            desired: None,
+            open: &[open("/a", "t", 0, 1)],
+            problems: &HashMap::new(),
+            kafka_reachable: false,
+            now_unix_ms: 0,
+        });
         assert!(s.entries.is_empty());
         assert_eq!((s.applied_revision, s.kafka_reachable), (None, false));
     }
 
     #[test]
     fn only_the_write_time_is_ignored_when_comparing() {
-        let a = build(
-            &identity(),
-            &SourceStatus::default(),
-            None,
-            &[],
-            &HashMap::new(),
-            true,
-            1,
-        );
+        let a = build_once(State {
+            source: &SourceStatus::default(),
+            desired: None,
+            open: &[],
+            problems: &HashMap::new(),
+            kafka_reachable: true,
+            now_unix_ms: 1,
+        });
         let b = HostStatus {
             updated_unix_ms: 2,
             ..a.clone()
@@ -411,15 +579,14 @@ mod tests {
     #[test]
     fn json_round_trips_and_tolerates_missing_and_unknown_fields() {
         let d = desired(r#"[{"path":"/l/a.log","topic":"t"}]"#);
-        let s = build(
-            &identity(),
-            &SourceStatus::default(),
-            Some(&d),
-            &[open("/l/a.log", "t", 3, 4)],
-            &HashMap::new(),
-            true,
-            5,
-        );
+        let s = build_once(State {
+            source: &SourceStatus::default(),
+            desired: Some(&d),
+            open: &[open("/l/a.log", "t", 3, 4)],
+            problems: &HashMap::new(),
+            kafka_reachable: true,
+            now_unix_ms: 5,
+        });
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<HostStatus>(&text).unwrap(), s);
         let partial: HostStatus =

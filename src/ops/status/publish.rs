@@ -15,7 +15,7 @@ use crate::config::settings::EtcdSettings;
 use crate::config::source::Desired;
 use crate::handles::Handles;
 
-use super::build::{build, Identity};
+use super::build::{build, Identity, Owners, State};
 use super::schema::HostStatus;
 
 /// The least time between two status writes prompted by configuration changes.
@@ -46,6 +46,7 @@ pub struct Publisher {
     handles: Handles,
     desired: watch::Receiver<Option<Desired>>,
     last: Option<HostStatus>,
+    owners: Owners,
     /// `Some(true)` while publishing works, `Some(false)` while it fails: logs only on changes.
     healthy: Option<bool>,
 }
@@ -75,6 +76,7 @@ impl Publisher {
             handles,
             desired,
             last: None,
+            owners: Owners::default(),
             healthy: None,
         }
     }
@@ -83,23 +85,24 @@ impl Publisher {
         &self.key
     }
 
-    fn current(&self) -> HostStatus {
+    fn current(&mut self) -> HostStatus {
         let source = self.handles.source_status.borrow().clone();
         let problems = self.handles.metrics.file_problems();
         let kafka_ok = self.handles.kafka.is_reachable() && self.handles.kafka.fatal().is_none();
         // Borrowed for the build, not copied: nothing that writes the configuration takes the
         // registry's lock.
         let desired = self.desired.borrow();
+        let owners = &mut self.owners;
         self.handles.registry.with_open_files(|open| {
-            build(
-                &self.identity,
-                &source,
-                desired.as_ref(),
+            let state = State {
+                source: &source,
+                desired: desired.as_ref(),
                 open,
-                &problems,
-                kafka_ok,
-                now_ms(),
-            )
+                problems: &problems,
+                kafka_reachable: kafka_ok,
+                now_unix_ms: now_ms(),
+            };
+            build(&self.identity, &state, owners)
         })
     }
 
