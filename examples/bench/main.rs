@@ -109,10 +109,33 @@ fn target_dir() -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
+/// What `cargo run` sets for the program it runs, as it sets them for a package's build script.
+/// Build scripts (ring's, through cc) ask to be run again when these change: passed on to the
+/// nested build, they made every `make bench` compile ring, rustls, tonic, etcd-client and the
+/// agent again, twice (about 3 minutes), against the plain `cargo build` before it.
+fn set_by_cargo_run(key: &std::ffi::OsStr) -> bool {
+    let key = key.to_string_lossy();
+    key.starts_with("CARGO_PKG_")
+        || [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "OUT_DIR",
+        ]
+        .contains(&key.as_ref())
+}
+
 fn build_agent(target: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("building the release agent …");
-    let status = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    for (key, _) in std::env::vars_os().filter(|(k, _)| set_by_cargo_run(k)) {
+        build.env_remove(key);
+    }
+    let status = build
         .args(["build", "--release", "--bin", "logagent", "--target-dir"])
         .arg(target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
