@@ -112,7 +112,7 @@ fn target_dir() -> anyhow::Result<PathBuf> {
 /// What `cargo run` sets for the program it runs, as it sets them for a package's build script.
 /// Build scripts (ring's, through cc) ask to be run again when these change: passed on to the
 /// nested build, they made every `make bench` compile ring, rustls, tonic, etcd-client and the
-/// agent again, twice (about 3 minutes), against the plain `cargo build` before it.
+/// agent again, twice (5–6 minutes a run), against the plain `cargo build` before it.
 fn set_by_cargo_run(key: &std::ffi::OsStr) -> bool {
     let key = key.to_string_lossy();
     key.starts_with("CARGO_PKG_")

@@ -1,5 +1,6 @@
-//! The status value from the agent's current state: a pure function of what the registry, the config
-//! source and the metrics report.
+//! The status value from the agent's current state: a function of what the registry, the config
+//! source and the metrics report, and of [`Owners`], the one thing it keeps between builds (which
+//! entry each open file counts under).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
@@ -78,7 +79,7 @@ impl Listed<'_> {
 }
 
 /// What a status is built from, read at one moment.
-pub struct State<'a> {
+pub struct Inputs<'a> {
     pub source: &'a SourceStatus,
     pub desired: Option<&'a Desired>,
     pub open: &'a [OpenFile<'a>],
@@ -160,15 +161,15 @@ impl Owners {
 
 /// The status value from the agent's current state. Each file is counted under the first entry that
 /// matches it (the registry lets only one entry read a file).
-pub fn build<'a>(id: &Identity, state: &State<'a>, owners: &mut Owners) -> HostStatus {
-    let State {
+pub fn build<'a>(id: &Identity, inputs: &Inputs<'a>, owners: &mut Owners) -> HostStatus {
+    let Inputs {
         source,
         desired,
         open,
         problems,
         kafka_reachable,
         now_unix_ms,
-    } = *state;
+    } = *inputs;
     let entries = desired.map_or(&[][..], |d| &d.entries[..]);
     let matchers: Vec<EntryMatcher<'_>> = entries.iter().map(EntryMatcher::new).collect();
     let mut files: Vec<Vec<Listed<'_>>> = (0..entries.len()).map(|_| Vec::new()).collect();
@@ -279,7 +280,7 @@ mod tests {
 
     /// The status of `files` open under `d`, with no problems and Kafka reachable.
     fn status_of(d: &Desired, files: &[OpenFile]) -> HostStatus {
-        build_once(State {
+        build_once(Inputs {
             source: &SourceStatus::default(),
             desired: Some(d),
             open: files,
@@ -290,8 +291,8 @@ mod tests {
     }
 
     /// A status built with no answers kept from an earlier build.
-    fn build_once(state: State<'_>) -> HostStatus {
-        build(&identity(), &state, &mut Owners::default())
+    fn build_once(inputs: Inputs<'_>) -> HostStatus {
+        build(&identity(), &inputs, &mut Owners::default())
     }
 
     fn open(path: &str, topic: &str, acked: u64, lag: u64) -> OpenFile<'static> {
@@ -346,7 +347,7 @@ mod tests {
                 problem("Kafka rejected a record: too large", 3),
             ),
         ]);
-        let s = build_once(State {
+        let s = build_once(Inputs {
             source: &source,
             desired: Some(&d),
             open: &files,
@@ -468,8 +469,8 @@ mod tests {
         }
     }
 
-    fn state<'a>(d: &'a Desired, files: &'a [OpenFile<'a>]) -> State<'a> {
-        State {
+    fn inputs<'a>(d: &'a Desired, files: &'a [OpenFile<'a>]) -> Inputs<'a> {
+        Inputs {
             source: &SOURCE,
             desired: Some(d),
             open: files,
@@ -503,9 +504,9 @@ mod tests {
             keyed(4, "/m/c.log", "t"),
         ];
         let mut owners = Owners::default();
-        let first = build(&identity(), &state(&d, &files), &mut owners);
+        let first = build(&identity(), &inputs(&d, &files), &mut owners);
         assert_eq!(owners.matched, 4);
-        let again = build(&identity(), &state(&d, &files), &mut owners);
+        let again = build(&identity(), &inputs(&d, &files), &mut owners);
         assert_eq!(owners.matched, 4, "matched again with nothing changed");
         assert!(first.same_as(&again));
         let counted: Vec<usize> = again.entries.iter().map(|e| e.files_matched).collect();
@@ -524,7 +525,7 @@ mod tests {
         let texts = desired(r#"[{"path":"/l/*.txt","topic":"t"}]"#);
         let mut owners = Owners::default();
         let count = |d: &Desired, files: &[OpenFile<'_>], owners: &mut Owners| {
-            build(&identity(), &state(d, files), owners).entries[0].files_matched
+            build(&identity(), &inputs(d, files), owners).entries[0].files_matched
         };
         assert_eq!(count(&logs, &[keyed(1, "/l/a.log", "t")], &mut owners), 1);
         assert_eq!(
@@ -552,7 +553,7 @@ mod tests {
 
     #[test]
     fn no_configuration_yet_gives_no_entries() {
-        let s = build_once(State {
+        let s = build_once(Inputs {
             source: &SourceStatus::default(),
             desired: None,
             open: &[open("/a", "t", 0, 1)],
@@ -566,7 +567,7 @@ mod tests {
 
     #[test]
     fn only_the_write_time_is_ignored_when_comparing() {
-        let a = build_once(State {
+        let a = build_once(Inputs {
             source: &SourceStatus::default(),
             desired: None,
             open: &[],
@@ -589,7 +590,7 @@ mod tests {
     #[test]
     fn json_round_trips_and_tolerates_missing_and_unknown_fields() {
         let d = desired(r#"[{"path":"/l/a.log","topic":"t"}]"#);
-        let s = build_once(State {
+        let s = build_once(Inputs {
             source: &SourceStatus::default(),
             desired: Some(&d),
             open: &[open("/l/a.log", "t", 3, 4)],

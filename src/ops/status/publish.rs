@@ -15,7 +15,7 @@ use crate::config::settings::EtcdSettings;
 use crate::config::source::Desired;
 use crate::handles::Handles;
 
-use super::build::{build, Identity, Owners, State};
+use super::build::{build, Identity, Inputs, Owners};
 use super::schema::HostStatus;
 
 /// The least time between two status writes prompted by configuration changes.
@@ -94,7 +94,7 @@ impl Publisher {
         let desired = self.desired.borrow();
         let owners = &mut self.owners;
         self.handles.registry.with_open_files(|open| {
-            let state = State {
+            let inputs = Inputs {
                 source: &source,
                 desired: desired.as_ref(),
                 open,
@@ -102,7 +102,7 @@ impl Publisher {
                 kafka_reachable: kafka_ok,
                 now_unix_ms: now_ms(),
             };
-            build(&self.identity, &state, owners)
+            build(&self.identity, &inputs, owners)
         })
     }
 
